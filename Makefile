@@ -1,0 +1,39 @@
+# Everything runs from the project's own virtualenv; `make install` creates it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Tests use the tiktoken encodings stored beside the checkout when they are there.
+TIKTOKEN_CACHE ?= $(abspath ../shared/tiktoken-cache)
+export TIKTOKEN_CACHE_DIR ?= $(if $(wildcard $(TIKTOKEN_CACHE)/*),$(TIKTOKEN_CACHE),)
+
+.PHONY: install test lint fmt check bench bench-smoke clean
+
+install: $(BIN)/parallelize
+
+$(BIN)/parallelize: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check: lint test
+
+bench: install
+	$(BIN)/python bench/run.py
+
+bench-smoke: install
+	$(BIN)/python bench/run.py --smoke
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m parallelize`."""
+
+from .cli import main
+
+main()

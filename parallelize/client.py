@@ -1,0 +1,283 @@
+"""The one way requests leave: an httpx connection pool speaking OpenAI chat completions.
+
+The hot path uses httpx directly (importing the openai SDK costs ~0.75 s of start-up); errors
+become our own types, and the headers that drive retries and pacing come back with every reply.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
+from .records import ChatRequest, Completion, Usage
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_TIMEOUT = 300.0
+CONNECT_TIMEOUT = 10.0
+#: Response headers worth keeping: they drive retries, pacing and debugging.
+KEPT_HEADERS = re.compile(r"^(retry-after(-ms)?|x-ratelimit-.*|x-request-id|openai-.*)$")
+CONTEXT_OVERFLOW = re.compile(
+    r"context length|context size|context window|maximum context|context_length_exceeded"
+    r"|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+UNSUPPORTED_PARAM = re.compile(
+    r"unsupported (parameter|value)|unrecognized request argument|not supported with this model"
+    r"|does not support|unknown parameter|extra inputs are not permitted",
+    re.IGNORECASE,
+)
+#: How to adapt a request whose parameter a model rejects: drop it, or rename it.
+PARAM_ADAPTATIONS: dict[str, str | None] = {
+    "max_tokens": "max_completion_tokens",
+    "temperature": None,
+    "top_p": None,
+    "seed": None,
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how they authenticate; the key never appears in a repr."""
+
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+
+    @classmethod
+    def resolve(
+        cls, base_url: str | None = None, *, api_key_env: str = "OPENAI_API_KEY"
+    ) -> Endpoint:
+        """Endpoint from flags, then OPENAI_BASE_URL / OPENAI_API_KEY; error when neither is set."""
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+        key = os.environ.get(api_key_env) or None
+        if not url and not key:
+            raise EndpointError(
+                "no model endpoint configured",
+                hint=f"set {api_key_env} for OpenAI, or OPENAI_BASE_URL / --base-url for another "
+                "OpenAI-compatible server such as http://localhost:11434/v1",
+            )
+        return cls(
+            (url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION")
+        )
+
+    @property
+    def is_openai(self) -> bool:
+        return self.base_url.startswith(OPENAI_BASE_URL)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "parallelize"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+            if ".azure.com" in self.base_url:
+                headers["api-key"] = self.api_key
+        return headers
+
+
+class ChatClient:
+    """One shared client for every worker: a chat request in; text, usage, status, headers out."""
+
+    def __init__(
+        self, endpoint: Endpoint, *, max_connections: int = 8, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.endpoint = endpoint
+        params = {"api-version": endpoint.api_version} if endpoint.api_version else None
+        self._http = httpx.Client(
+            base_url=endpoint.base_url + "/",
+            headers=endpoint.headers(),
+            params=params,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            trust_env=True,
+        )
+        self._adapted: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def complete(self, request: ChatRequest) -> Completion:
+        """Send one chat request; raises LLMError (retryable or not) on failure."""
+        body = self._adapt(request.body())
+        started = time.monotonic()
+        try:
+            response = self._http.post("chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            raise LLMError(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise LLMError(f"connection failed: {type(exc).__name__}: {exc}") from None
+        headers = _kept_headers(response.headers)
+        if response.status_code >= 400:
+            error = _status_error(response, headers)
+            adapted = self._learn_adaptation(error, body)
+            if adapted:
+                return self.complete(request)
+            raise error
+        return _parse_completion(response, headers, time.monotonic() - started, body["model"])
+
+    def list_models(self) -> list[str]:
+        """Model ids the endpoint lists (empty when it does not answer)."""
+        try:
+            response = self._http.get("models", timeout=CONNECT_TIMEOUT)
+            response.raise_for_status()
+            return [m["id"] for m in response.json().get("data", []) if "id" in m]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+
+    def get_json(self, path: str) -> Any:
+        """GET a JSON document relative to the server root (e.g. llama.cpp `/props`), or None."""
+        root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
+        try:
+            response = self._http.get(f"{root}/{path.lstrip('/')}", timeout=CONNECT_TIMEOUT)
+            return response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            adapted = dict(self._adapted)
+        for name, replacement in adapted.items():
+            if name in body:
+                value = body.pop(name)
+                if replacement:
+                    body.setdefault(replacement, value)
+        return body
+
+    def _learn_adaptation(self, error: LLMError, body: Mapping[str, Any]) -> bool:
+        """Remember that the model rejects a parameter we know how to drop or rename."""
+        if error.status != 400 or not isinstance(error, FatalLLMError):
+            return False
+        if not UNSUPPORTED_PARAM.search(error.message):
+            return False
+        for name, replacement in PARAM_ADAPTATIONS.items():
+            if name in body and re.search(rf"\b{name}\b", error.message):
+                with self._lock:
+                    self._adapted[name] = replacement
+                return True
+        return False
+
+
+def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if KEPT_HEADERS.match(k.lower())}
+
+
+def _status_error(response: httpx.Response, headers: Mapping[str, str]) -> LLMError:
+    """Map an HTTP error reply to our error types, keeping the provider's own message."""
+    status = response.status_code
+    message = _error_message(response)
+    text = f"HTTP {status}: {message}"
+    if status in (401, 403):
+        return FatalLLMError(
+            text, status=status, hint="check OPENAI_API_KEY and that it is valid for this endpoint"
+        )
+    if status == 404:
+        return FatalLLMError(text, status=status, hint="check --model and --base-url")
+    if status in (400, 413, 422):
+        if CONTEXT_OVERFLOW.search(message):
+            return ContextOverflowError(
+                text,
+                status=status,
+                hint="the request is larger than the model's context window: "
+                "use smaller chunks (--chunk-tokens) or a model with a larger context",
+            )
+        if UNSUPPORTED_PARAM.search(message):
+            return FatalLLMError(text, status=status, hint="remove the rejected parameter")
+        return LLMError(text, status=status, retryable=False)
+    retryable = status in (408, 409, 429) or status >= 500
+    return LLMError(
+        text, status=status, retryable=retryable, retry_after=retry_after_seconds(headers)
+    )
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    if isinstance(error, str):
+        return error
+    return json.dumps(payload)[:300]
+
+
+def _parse_completion(
+    response: httpx.Response, headers: dict[str, str], latency: float, model: str
+) -> Completion:
+    try:
+        payload = response.json()
+        choice = payload["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LLMError(f"malformed reply: {response.text[:200]!r}") from None
+    usage = payload.get("usage") or {}
+    return Completion(
+        text=_content_text(message.get("content")),
+        finish_reason=choice.get("finish_reason"),
+        usage=Usage(
+            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        ),
+        model=payload.get("model") or model,
+        status=response.status_code,
+        headers=headers,
+        latency=latency,
+        tool_calls=tuple(message.get("tool_calls") or ()),
+    )
+
+
+def _content_text(content: Any) -> str:
+    """Message content as text; some servers send a list of typed parts."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in an OpenAI reset header such as `6m0s`, `1.5s`, `120ms` or `2h1m`."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value.strip())
+    if not parts:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long the server asked us to wait, from retry-after-ms or retry-after."""
+    if "retry-after-ms" in headers:
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())

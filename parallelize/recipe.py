@@ -1,0 +1,242 @@
+"""Recipes: YAML task descriptions validated into frozen pydantic models before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import RecipeError
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+DEFAULT_SECTION_RECIPE = "summarize"
+
+
+class Strict(BaseModel):
+    """Base for recipe parts: unknown keys are errors and values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Chunking(Strict):
+    """How section input is cut; at most one of chunks, chunk_tokens and by."""
+
+    chunks: int | None = Field(None, ge=1, description="exactly N chunks balanced by tokens")
+    chunk_tokens: int | None = Field(None, ge=16, description="token budget per request")
+    by: Literal["file"] | None = Field(None, description="'file': one chunk per file")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Chunking:
+        chosen = [k for k in ("chunks", "chunk_tokens", "by") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of chunks, chunk_tokens, by (got {', '.join(chosen)})")
+        return self
+
+
+class Merge(Strict):
+    """How section outputs are combined."""
+
+    strategy: Literal["concat", "llm"] = "concat"
+    prompt: str | None = Field(
+        None, description="reduce prompt for strategy llm; {{ input }} receives the outputs"
+    )
+    system: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class Recipe(Strict):
+    """One task: the identical prompt every worker runs, its parameters and how results combine."""
+
+    name: str = "custom"
+    description: str = ""
+    mode: Literal["section", "vote"] = "section"
+    model: str | None = None
+    system: str | None = None
+    prompt: str = "{{ input }}"
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="extra request fields sent as they are"
+    )
+    concurrency: int | None = Field(None, ge=1, le=1024)
+    context_window: int | None = Field(None, ge=256)
+    chunking: Chunking = Chunking()
+    merge: Merge = Merge()
+    source: str | None = Field(None, exclude=True, description="file the recipe came from")
+
+    def worker_params(self) -> dict[str, Any]:
+        """Request parameters shared by every worker (identical by construction)."""
+        params = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+        return {k: v for k, v in params.items() if v is not None} | dict(self.params)
+
+
+def builtin_dirs() -> list[Path]:
+    """Where built-in recipes live: inside an installed wheel, else the source tree."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here / "_recipes", here.parent / "recipes") if d.is_dir()]
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Built-in recipe names mapped to their files."""
+    found: dict[str, Path] = {}
+    for directory in builtin_dirs():
+        for path in sorted(directory.iterdir()):
+            if path.suffix in RECIPE_SUFFIXES:
+                found.setdefault(path.stem, path)
+    return found
+
+
+def find_recipe(name_or_path: str) -> Recipe:
+    """Load a user's recipe file, or a built-in recipe by name."""
+    path = Path(name_or_path)
+    if path.suffix in RECIPE_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {name_or_path}")
+        return load_recipe(path)
+    builtins = builtin_recipes()
+    if name_or_path in builtins:
+        return load_recipe(builtins[name_or_path])
+    close = difflib.get_close_matches(name_or_path, builtins, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise RecipeError(
+        f"--recipe: no built-in recipe or file named '{name_or_path}'",
+        hint=f"{hint}run `parallelize recipes` to list them, or pass a path to a .yaml file",
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file; errors name the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    return parse_recipe(text, source=str(path))
+
+
+def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
+    """Validate recipe YAML text; `source` is used in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{source}{line}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of keys to values")
+    data.setdefault("name", Path(source).stem)
+    try:
+        return Recipe.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise RecipeError(describe_validation_error(exc, source=source, root=root)) from None
+
+
+def override(
+    recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, ...] = ()
+) -> Recipe:
+    """Apply command-line values over a recipe (None means 'not given') and re-validate.
+
+    Mapping values are merged into the recipe's, except for keys in `replace`.
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return recipe
+    data = recipe.model_dump(exclude_unset=True)
+    for key, value in given.items():
+        if key not in replace and isinstance(value, Mapping) and isinstance(data.get(key), Mapping):
+            value = {**data[key], **value}
+        data[key] = value
+    try:
+        return Recipe.model_validate({**data, "source": recipe.source})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise RecipeError(f"--{key.split('.')[-1].replace('_', '-')}: {first['msg']}") from None
+
+
+def describe_validation_error(
+    exc: ValidationError, *, source: str, root: yaml.Node | None = None
+) -> str:
+    """Turn pydantic's report into `file:line: key: problem; did you mean ...`."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if p != "source")
+    line = _line_of(root, loc)
+    where = f"{source}:{line}" if line else source
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(Recipe, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        suggestion = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+        return f"{where}: unknown key '{key}'{suggestion}"
+    message = err["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {key}: {message}{tail}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the key at `loc` in the composed YAML tree (or its nearest parent)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that `loc` points into."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            current = next(iter(get_args(current)), current)
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _unwrap(field.annotation)
+    names = getattr(current, "model_fields", {})
+    return [n for n in names if n != "source"]
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside Optional[...] / list[...], when there is one."""
+    for arg in _iter_types(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _iter_types(annotation: Any) -> Iterator[Any]:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType, list, tuple, dict):
+        for arg in get_args(annotation):
+            yield from _iter_types(arg)
+    else:
+        yield annotation

@@ -1,0 +1,140 @@
+"""Plain, frozen records that every layer passes along: requests, tasks, completions, results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "truncated", "failed", "skipped"]
+
+#: finish_reason values that mean the model did not finish its answer.
+TRUNCATING_FINISH_REASONS = frozenset({"length", "content_filter"})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as reported by the API's `usage` object."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat-completions call: the model, the messages and the parameters that shape the answer."""
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body sent to `/chat/completions`."""
+        return {"model": self.model, "messages": [dict(m) for m in self.messages], **self.params}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of identical work: a request plus what it was made from."""
+
+    index: int
+    label: str
+    request: ChatRequest
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one successful call returned."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    latency: float = 0.0
+    cached: bool = False
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def truncated(self) -> bool:
+        """True when the answer is cut short or empty, so it must not pass as complete."""
+        if self.finish_reason in TRUNCATING_FINISH_REASONS:
+            return True
+        return not self.text.strip() and not self.tool_calls
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task: a completion, or the error that ended it."""
+
+    task: Task
+    completion: Completion | None = None
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def status(self) -> Status:
+        if self.completion is None:
+            return "skipped" if self.attempts == 0 else "failed"
+        return "truncated" if self.completion.truncated else "ok"
+
+    @property
+    def text(self) -> str:
+        return self.completion.text if self.completion else ""
+
+    @property
+    def usage(self) -> Usage:
+        return self.completion.usage if self.completion and not self.completion.cached else Usage()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.completion is not None
+
+
+@dataclass
+class RunResult:
+    """Everything a command produced; the renderer prints it and the CLI maps it to an exit code."""
+
+    command: str
+    recipe: str
+    model: str
+    tasks: list[Task]
+    results: list[TaskResult] = field(default_factory=list)
+    output: str = ""
+    aggregate_calls: list[TaskResult] = field(default_factory=list)
+    wall_time: float = 0.0
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0
+
+    @property
+    def all_calls(self) -> list[TaskResult]:
+        return [*self.results, *self.aggregate_calls]
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for result in self.all_calls:
+            total += result.usage
+        return total
+
+    @property
+    def failed(self) -> list[TaskResult]:
+        return [r for r in self.results if not r.succeeded]
+
+    @property
+    def truncated(self) -> list[TaskResult]:
+        return [r for r in self.all_calls if r.status == "truncated"]

@@ -1,0 +1,208 @@
+"""The only module that prints: progress, plans, summaries, JSON envelopes and output files.
+
+stdout carries only the artifact; everything meant for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import EXIT_OK
+from .executor import Event
+from .records import RunResult, TaskResult
+
+SCHEMA_VERSION = 1
+PREVIEW_CHARS = 2_000
+
+
+def stderr_console() -> Console:
+    """A console for people: stderr, no colour when NO_COLOR is set (Rich honours it)."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_reporter(
+    total: int, *, quiet: bool, console: Console | None = None
+) -> Iterator[Callable[[Event], None]]:
+    """A progress callback: a Rich bar on a terminal, one plain line per event otherwise."""
+    console = console or stderr_console()
+    if quiet:
+        yield lambda event: None
+        return
+    if not console.is_terminal:
+        lock = threading.Lock()
+
+        def log(event: Event) -> None:
+            if event.kind == "start":
+                return
+            line = f"[{event.kind}] {event.task.label}"
+            if event.result is not None and event.result.status == "truncated":
+                line += " (truncated)"
+            if event.message or (event.result and event.result.error):
+                line += f": {event.message or event.result.error}"  # type: ignore[union-attr]
+            with lock:
+                console.print(line, markup=False)
+
+        yield log
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("calls", total=total, note="")
+
+        def update(event: Event) -> None:
+            if event.kind in ("done", "failed"):
+                progress.advance(bar)
+                if event.kind == "failed":
+                    console.print(f"[red]failed[/red] {event.task.label}: {event.result.error}")  # type: ignore[union-attr]
+            elif event.kind == "retry":
+                progress.update(bar, note=f"retrying {event.task.label}")
+
+        yield update
+
+
+def print_notice(message: str, *, quiet: bool = False) -> None:
+    """One line for people on stderr."""
+    if not quiet:
+        stderr_console().print(message, markup=False)
+
+
+def print_warnings(result: RunResult, *, quiet: bool = False) -> None:
+    for warning in result.warnings:
+        print_notice(f"warning: {warning}", quiet=quiet)
+
+
+def print_summary(result: RunResult, *, quiet: bool = False) -> None:
+    """The end-of-run summary on stderr: calls, tokens, time, failures."""
+    if quiet:
+        return
+    usage = result.usage
+    calls = result.all_calls
+    cached = sum(1 for r in calls if r.completion and r.completion.cached)
+    parts = [
+        f"{len(result.results)} {'chunks' if result.command == 'section' else 'tasks'}",
+        f"{sum(1 for r in calls if r.attempts)} calls" + (f" ({cached} cached)" if cached else ""),
+        f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
+        f"{result.wall_time:.1f}s",
+    ]
+    if result.failed:
+        parts.append(f"{len(result.failed)} failed")
+    if result.truncated:
+        parts.append(f"{len(result.truncated)} truncated")
+    console = stderr_console()
+    console.print("summary: " + ", ".join(parts), markup=False)
+    for failed in result.failed:
+        console.print(f"  failed: {failed.task.label}: {failed.error}", markup=False)
+    for cut in result.truncated:
+        reason = cut.completion.finish_reason if cut.completion else None
+        console.print(f"  truncated: {cut.task.label} ({reason or 'empty reply'})", markup=False)
+
+
+def plan_text(result: RunResult) -> str:
+    """A dry run's plan: chunks, files, token counts and the first rendered prompt."""
+    lines = [
+        f"plan: {len(result.tasks)} {result.command} task(s), recipe {result.recipe}, "
+        f"model {result.model or '(endpoint default)'}, tokens counted with "
+        f"{result.details.get('counter', '?')}"
+    ]
+    for task in result.tasks:
+        paths = task.meta.get("paths", [])
+        shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+        tokens = task.meta.get("tokens")
+        size = f"{tokens:,} tokens" if tokens is not None else ""
+        lines.append(f"  {task.label}: {size} {shown}".rstrip())
+    if result.tasks:
+        first = result.tasks[0].request
+        lines.append("")
+        lines.append(f"--- rendered prompt of {result.tasks[0].label} ---")
+        for message in first.messages:
+            lines.append(f"[{message['role']}]")
+            lines.append(str(message["content"]))
+    return "\n".join(lines) + "\n"
+
+
+def task_record(result: TaskResult) -> dict[str, Any]:
+    """One call as JSON: its data, output, usage and status."""
+    completion = result.completion
+    return {
+        "index": result.task.index,
+        "label": result.task.label,
+        **{k: v for k, v in result.task.meta.items()},
+        "model": completion.model if completion else result.task.request.model,
+        "status": result.status,
+        "output": result.text,
+        "finish_reason": completion.finish_reason if completion else None,
+        "usage": {
+            "prompt_tokens": completion.usage.prompt_tokens if completion else 0,
+            "completion_tokens": completion.usage.completion_tokens if completion else 0,
+        },
+        "cached": bool(completion and completion.cached),
+        "attempts": result.attempts,
+        "error": result.error,
+    }
+
+
+def envelope(result: RunResult) -> dict[str, Any]:
+    """The `--format json` document: everything, under a schema version."""
+    usage = result.usage
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "command": result.command,
+        "recipe": result.recipe,
+        "model": result.model,
+        "dry_run": result.dry_run,
+        "exit_code": result.exit_code,
+        "result": result.output,
+        "tasks": [task_record(r) for r in result.results],
+        "aggregate_calls": [task_record(r) for r in result.aggregate_calls],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "wall_time": round(result.wall_time, 3),
+        "failures": len(result.failed),
+        "truncated": len(result.truncated),
+        "warnings": result.warnings,
+        **result.details,
+    }
+    if result.dry_run:
+        doc["plan"] = [
+            {"label": t.label, **t.meta, "messages": list(t.request.messages)}
+            for t in result.tasks
+        ]
+    return doc
+
+
+def emit(result: RunResult, *, fmt: str, output: Path | None) -> None:
+    """Write the artifact (or the JSON envelope) to stdout or to `output`, atomically."""
+    if fmt == "json":
+        text = json.dumps(envelope(result), indent=2, ensure_ascii=False, default=str) + "\n"
+    elif result.dry_run:
+        text = plan_text(result)
+    else:
+        text = result.output
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    if result.exit_code != EXIT_OK and not text:
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)

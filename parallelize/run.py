@@ -1,0 +1,141 @@
+"""The library entry points: each runs the pipeline and returns a RunResult, never prints."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from .chunking import ChunkPlan, chunk_budget, chunk_count, chunk_files
+from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
+from .errors import EXIT_FAILED, EXIT_OK, ConfigError, EndpointError
+from .executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, Executor, ProgressCallback, RetryPolicy
+from .inputs import discover
+from .merge import MERGERS, MergeContext
+from .plan import section_tasks
+from .recipe import Recipe
+from .records import RunResult
+from .tokens import TokenCounter, context_window, get_counter
+
+#: Input tokens per chunk when no chunking flag is given (capped by the context window).
+DEFAULT_CHUNK_TOKENS = 12_000
+#: Output tokens reserved in the context window when the recipe sets no max_tokens.
+RESERVED_OUTPUT_TOKENS = 1_024
+
+Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): endpoint, pool size, retries, and where progress goes."""
+
+    endpoint: Endpoint | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    dry_run: bool = False
+    on_event: ProgressCallback | None = None
+    on_notice: Notice | None = None
+
+
+def run_section(
+    paths: Sequence[str],
+    recipe: Recipe,
+    *,
+    options: RunOptions | None = None,
+    stdin: TextIO | None = None,
+) -> RunResult:
+    """Split the input into chunks, run the recipe on every chunk in parallel, merge the outputs."""
+    options = options or RunOptions()
+    started = time.monotonic()
+    model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
+    counter = get_counter(model)
+    found = discover(paths, counter=counter, stdin=stdin)
+    plan = plan_chunks(found.documents, recipe, counter=counter, model=model)
+    warnings = [plan.warning] if plan.warning else []
+    warnings += [f"skipped {len(v)} {reason} file(s)" for reason, v in found.skipped.items()]
+    if counter.exact is False:
+        warnings.append("token counts are estimates (tiktoken encoding not available offline)")
+    if options.dry_run:
+        tasks = section_tasks(recipe, plan.chunks, model=model or "(default model)")
+        return RunResult(
+            "section", recipe.name, model or "", tasks, dry_run=True, warnings=warnings,
+            details={"counter": counter.name, "skipped": found.skipped},
+        )
+    endpoint = options.endpoint or Endpoint.resolve()
+    concurrency = recipe.concurrency or min(
+        len(plan.chunks), DEFAULT_CONCURRENCY
+    )
+    with ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout) as client:
+        model = model or default_model(client)
+        tasks = section_tasks(recipe, plan.chunks, model=model)
+        executor = Executor(
+            client,
+            concurrency=concurrency,
+            retry=RetryPolicy(max_retries=options.max_retries),
+            on_event=options.on_event,
+        )
+        results = executor.run(tasks)
+        succeeded = [r for r in results if r.succeeded]
+        outcome = MERGERS[recipe.merge.strategy](
+            results, MergeContext(recipe, model, executor)
+        ) if succeeded else None
+    result = RunResult(
+        "section",
+        recipe.name,
+        model,
+        tasks,
+        results,
+        output=outcome.text if outcome else "",
+        aggregate_calls=outcome.calls if outcome else [],
+        wall_time=time.monotonic() - started,
+        warnings=warnings,
+        details={"counter": counter.name, "skipped": found.skipped},
+    )
+    broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
+    result.exit_code = EXIT_FAILED if broken else EXIT_OK
+    return result
+
+
+def plan_chunks(
+    documents: Sequence, recipe: Recipe, *, counter: TokenCounter, model: str | None
+) -> ChunkPlan:
+    """Cut the documents the way the recipe's chunking asks."""
+    chunking = recipe.chunking
+    if chunking.chunks:
+        return chunk_count(documents, chunking.chunks, counter)
+    window = recipe.context_window or context_window(model)
+    reserve = recipe.max_tokens or RESERVED_OUTPUT_TOKENS
+    overhead = counter.count((recipe.system or "") + recipe.prompt) + 64
+    room = window - reserve - overhead
+    if chunking.chunk_tokens:
+        room = chunking.chunk_tokens - overhead
+        if room < 16:
+            raise ConfigError(
+                f"--chunk-tokens {chunking.chunk_tokens} leaves no room for input: "
+                f"the system prompt and template alone take about {overhead} tokens"
+            )
+    if room < 16:
+        raise ConfigError(
+            f"the model's context window ({window} tokens) leaves no room for input",
+            hint="set context_window, or lower max_tokens",
+        )
+    budget = min(room, DEFAULT_CHUNK_TOKENS) if not chunking.chunk_tokens else room
+    if chunking.by == "file":
+        return chunk_files(documents, room, counter)
+    return chunk_budget(documents, budget, counter)
+
+
+def default_model(client: ChatClient) -> str:
+    """OpenAI's default model, or the only model a local server lists."""
+    if client.endpoint.is_openai:
+        return DEFAULT_OPENAI_MODEL
+    listed = client.list_models()
+    if len(listed) == 1:
+        return listed[0]
+    choices = f" (the server lists: {', '.join(listed[:10])})" if listed else ""
+    raise EndpointError(
+        f"no model chosen for {client.endpoint.base_url}{choices}",
+        hint="pass --model NAME or set PARALLELIZE_MODEL",
+    )

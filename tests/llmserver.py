@@ -1,0 +1,821 @@
+"""Loopback OpenAI-compatible chat-completions server for tests and benchmarks (stdlib only).
+
+In tests: ``LLMServer().start()`` once, then per test ``reset()``, set knobs and ``script()`` rules.
+As a process: ``python tests/llmserver.py --port 0 --latency 0.2`` prints ``READY <base_url>``,
+serves until SIGTERM/SIGINT, and reports its request log on ``GET /_stats``.
+
+Order of checks for a chat request: auth (401), body (400), model (404), rpm bucket (429),
+context window (400), then the first matching rule and the random faults (a rule's drop/status
+wins over a random fault), stall, the ``slots`` semaphore, latency, and finally the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+MODELS_PATHS = ("/v1/models", "/models")
+SERVER_ERROR_STATUSES = (500, 502, 503)
+DEFAULT_MODEL = "test-model"
+STREAM_PIECES = 4
+_UNSET = object()
+
+
+def _text(content: Any) -> str:
+    """Return the text of a message content: a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = (p.get("text") for p in content if isinstance(p, dict))
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _messages(body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Return the well-formed messages of a request body."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def prompt_text(body: dict[str, Any] | None) -> str:
+    """Return all message contents of a request body joined with newlines."""
+    return "\n".join(_text(m.get("content")) for m in _messages(body))
+
+
+def last_user_text(body: dict[str, Any] | None) -> str:
+    """Return the content of the last user message of a request body ("" if none)."""
+    users = [m for m in _messages(body) if m.get("role") == "user"]
+    return _text(users[-1].get("content")) if users else ""
+
+
+def estimate_tokens(text: str) -> int:
+    """Return the cheap deterministic token estimate used for usage: len/4, at least 1."""
+    return max(1, round(len(text) / 4))
+
+
+def prompt_tokens(body: dict[str, Any] | None) -> int:
+    """Return the estimated prompt tokens of a request body (3 extra per message)."""
+    return sum(estimate_tokens(_text(m.get("content"))) + 3 for m in _messages(body))
+
+
+def format_reset(seconds: float) -> str:
+    """Format a duration like OpenAI's x-ratelimit-reset-* headers: 6m0s, 1s, 1.5s, 120ms."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    out = f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours or minutes:
+        out = f"{minutes}m{out}"
+    return f"{hours}h{out}" if hours else out
+
+
+def error_body(
+    message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Return an OpenAI error JSON body."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def default_error(status: int) -> dict[str, Any]:
+    """Return the OpenAI-style error body a scripted status sends when the rule sets none."""
+    phrase = BaseHTTPRequestHandler.responses.get(status, ("Error",))[0]
+    message = f"{phrase} (scripted status {status} from the loopback server)"
+    if status == 429:
+        return error_body(message, "requests", code="rate_limit_exceeded")
+    if status == 401:
+        return error_body(message, "invalid_request_error", code="invalid_api_key")
+    if status >= 500:
+        return error_body(message, "server_error")
+    return error_body(message, "invalid_request_error")
+
+
+def _mask(key: str) -> str:
+    """Mask a client's API key the way OpenAI's 401 message does."""
+    return f"{key[:3]}...{key[-4:]}" if len(key) >= 12 else "***"
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    start: float
+    end: float = 0.0
+    status: int = 0
+    begin: float = 0.0  # when processing began (after waiting for a `slots` semaphore)
+
+    @property
+    def prompt(self) -> str:
+        """All message contents joined with newlines."""
+        return prompt_text(self.body)
+
+    @property
+    def last_user(self) -> str:
+        """The content of the last user message."""
+        return last_user_text(self.body)
+
+
+@dataclass
+class Rule:
+    """One scripted behaviour; the first matching, unexhausted rule wins."""
+
+    match: str | Callable[[dict[str, Any]], bool] | None
+    reply: str | Callable[[dict[str, Any]], str] | None = None
+    status: int = 200
+    error: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    latency: float | None = None
+    finish_reason: str = "stop"
+    drop: bool = False
+    stall: float | None = None
+    times: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    raw: str | None = None  # send this text verbatim as the body (malformed-response tests)
+    hits: int = field(default=0, init=False, compare=False)
+
+    def matches(self, body: dict[str, Any], prompt: str) -> bool:
+        """Whether the rule is still live and matches this request."""
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.match is None:
+            return True
+        return self.match in prompt if isinstance(self.match, str) else bool(self.match(body))
+
+    def text(self, body: dict[str, Any]) -> str:
+        """Return the assistant text for this request."""
+        if self.reply is None:
+            return "ECHO " + last_user_text(body)
+        return self.reply(body) if callable(self.reply) else self.reply
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Thread-per-connection HTTP server that tolerates clients hanging up."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    llm: LLMServer
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the host."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet about connections the client closed; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class LLMServer:
+    """A scriptable OpenAI-compatible chat-completions server on a loopback port."""
+
+    latency: float
+    jitter: float
+    slots: int | None
+    rpm: float | None
+    burst: float
+    error_rate: float
+    drop_rate: float
+    stall_rate: float
+    stall_seconds: float
+    models: list[str]
+    seed: int | None
+    context_window: int | None
+    api_key: str | None
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.llm = self
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self.rules: list[Rule] = []
+        self.requests: list[RecordedRequest] = []
+        self.all_requests: list[RecordedRequest] = []
+        self.peak_concurrency = 0
+        self._in_flight = 0
+        self._generation = 0
+        self._wake = threading.Event()
+        self._sem: threading.Semaphore | None = None
+        self._sem_size: int | None = None
+        self._rng = random.Random()
+        self._rng_seed: object = _UNSET
+        self._bucket_cfg: tuple[float, float] | None = None
+        self._tokens = 0.0
+        self._bucket_at = 0.0
+        self.reset()
+
+    @property
+    def url(self) -> str:
+        """The server root, e.g. http://127.0.0.1:PORT."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (root + /v1)."""
+        return self.url + "/v1"
+
+    def start(self) -> LLMServer:
+        """Serve in a daemon thread; return self."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the listening socket and wake stalled requests."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+        self._wake.set()
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def script(
+        self,
+        match: str | Callable[[dict[str, Any]], bool] | None = None,
+        reply: str | Callable[[dict[str, Any]], str] | None = None,
+        **kw: Any,
+    ) -> Rule:
+        """Append a Rule(match, reply, **kw) and return it."""
+        rule = Rule(match, reply, **kw)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def reset(self) -> None:
+        """Clear rules and the request log and restore every knob to its default."""
+        with self._lock:
+            self.latency = 0.0
+            self.jitter = 0.0
+            self.slots = None
+            self.rpm = None
+            self.burst = 1.0
+            self.error_rate = 0.0
+            self.drop_rate = 0.0
+            self.stall_rate = 0.0
+            self.stall_seconds = 30.0
+            self.models = [DEFAULT_MODEL]
+            self.seed = None
+            self.context_window = None
+            self.api_key = None
+            self.rules.clear()
+            self._rng_seed = _UNSET
+            self._clear_locked()
+
+    def clear(self) -> None:
+        """Clear the request log, counters and rate bucket, keeping knobs and rules."""
+        with self._lock:
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        self.requests.clear()
+        self.all_requests.clear()
+        self.peak_concurrency = 0
+        self._in_flight = 0
+        self._bucket_cfg = None
+        # Requests still running from before (e.g. stalled) wake up and are no longer recorded.
+        self._generation += 1
+        self._wake.set()
+        self._wake = threading.Event()
+
+    def count(self, match: str | None = None) -> int:
+        """Return how many chat requests had a prompt containing match (all if None)."""
+        with self._lock:
+            return sum(1 for r in self.requests if match is None or match in r.prompt)
+
+    def stats(self) -> dict[str, Any]:
+        """Return the request log summary served on GET /_stats."""
+        with self._lock:
+            reqs = list(self.requests)
+            peak = self.peak_concurrency
+        return {
+            "requests": len(reqs),
+            "peak_concurrency": peak,
+            "statuses": dict(Counter(str(r.status) for r in reqs)),
+            "first_start": min((r.start for r in reqs), default=None),
+            "last_end": max((r.end for r in reqs), default=None),
+            "times": [[r.start, r.end, r.status] for r in reqs],
+        }
+
+    # ---- used by the handler threads ----
+
+    def _arrive(self, chat: bool) -> tuple[int, threading.Event]:
+        with self._lock:
+            if chat:
+                self._in_flight += 1
+                self.peak_concurrency = max(self.peak_concurrency, self._in_flight)
+            return self._generation, self._wake
+
+    def _depart(self, rec: RecordedRequest, generation: int, chat: bool) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            self.all_requests.append(rec)
+            if chat:
+                self._in_flight -= 1
+                self.requests.append(rec)
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    def _auth_error(self, headers: dict[str, str]) -> dict[str, Any] | None:
+        key = self.api_key
+        got = headers.get("authorization", "")
+        if key is None or got == f"Bearer {key}":
+            return None
+        token = got.removeprefix("Bearer").strip()
+        message = (
+            f"Incorrect API key provided: {_mask(token)}."
+            if token
+            else "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+        return error_body(message, "invalid_request_error", code="invalid_api_key")
+
+    def _take_request(self) -> tuple[float | None, dict[str, str]]:
+        """Take one request from the rpm bucket: (seconds to wait if refused, rate headers)."""
+        rpm = self.rpm
+        if not rpm:
+            return None, {}
+        rate = rpm / 60.0
+        cap = max(float(self.burst), 1.0)
+        now = time.monotonic()
+        with self._lock:
+            if self._bucket_cfg != (rpm, cap):
+                self._bucket_cfg, self._tokens, self._bucket_at = (rpm, cap), cap, now
+            self._tokens = min(cap, self._tokens + (now - self._bucket_at) * rate)
+            self._bucket_at = now
+            wait = None if self._tokens >= 1 else (1 - self._tokens) / rate
+            if wait is None:
+                self._tokens -= 1
+            tokens = self._tokens
+        limit = str(int(rpm)) if float(rpm).is_integer() else str(rpm)
+        return wait, {
+            "x-ratelimit-limit-requests": limit,
+            "x-ratelimit-remaining-requests": str(int(tokens)),
+            "x-ratelimit-reset-requests": format_reset((cap - tokens) / rate),
+        }
+
+    def _match(self, body: dict[str, Any], prompt: str) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.matches(body, prompt):
+                    rule.hits += 1
+                    return rule
+        return None
+
+    def _roll(self, base_latency: float) -> tuple[bool, int | None, bool, float]:
+        """Draw the random faults: (drop, error status, stall, latency with jitter)."""
+        with self._lock:
+            if self._rng_seed is _UNSET or self._rng_seed != self.seed:
+                self._rng, self._rng_seed = random.Random(self.seed), self.seed
+            rng = self._rng
+            drop = bool(self.drop_rate) and rng.random() < self.drop_rate
+            error = None
+            if self.error_rate and rng.random() < self.error_rate:
+                error = rng.choice(SERVER_ERROR_STATUSES)
+            stall = bool(self.stall_rate) and rng.random() < self.stall_rate
+            jitter = rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+        return drop, error, stall, max(0.0, base_latency + jitter)
+
+    def _semaphore(self) -> threading.Semaphore | None:
+        with self._lock:
+            if self.slots is None:
+                return None
+            if self._sem is None or self._sem_size != self.slots:
+                self._sem, self._sem_size = threading.Semaphore(max(1, self.slots)), self.slots
+            return self._sem
+
+
+def _tool_calls(calls: list[dict[str, Any]], cid: int) -> list[dict[str, Any]]:
+    """Fill in ids, types and JSON-string arguments of scripted tool calls."""
+    out = []
+    for i, call in enumerate(calls):
+        function = dict(call.get("function", {}))
+        if not isinstance(function.get("arguments", ""), str):
+            function["arguments"] = json.dumps(function["arguments"])
+        function.setdefault("arguments", "")
+        out.append(
+            {"id": call.get("id", f"call_{cid}_{i}"), "type": call.get("type", "function")}
+            | {"function": function}
+        )
+    return out
+
+
+def _pieces(text: str) -> list[str]:
+    """Split text into a few streaming deltas."""
+    size = max(1, math.ceil(len(text) / STREAM_PIECES))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Request handler speaking the OpenAI chat-completions wire format."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "loopback-llm/1.0"
+    sys_version = ""
+    server: _HTTPServer
+
+    def log_message(self, *args: Any) -> None:
+        """Stay silent: no per-request log lines."""
+
+    def do_GET(self) -> None:
+        """Serve GET."""
+        self._serve()
+
+    def do_POST(self) -> None:
+        """Serve POST."""
+        self._serve()
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _serve(self) -> None:
+        start = time.monotonic()
+        llm = self.server.llm
+        path = urlsplit(self.path).path
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        raw = self._read_body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        chat = self.command == "POST" and path in CHAT_PATHS
+        generation, wake = llm._arrive(chat)
+        rec = RecordedRequest(
+            self.command,
+            path,
+            headers,
+            body if isinstance(body, dict) else None,
+            start,
+            begin=start,
+        )
+        try:
+            if chat:
+                self._chat(llm, rec, wake)
+            else:
+                self._other(llm, rec)
+        except (ConnectionError, TimeoutError):
+            rec.status = 0
+            self.close_connection = True
+        except Exception as exc:  # a bug in a scripted callable: answer 500 and show it
+            traceback.print_exc()
+            self.close_connection = True
+            if rec.status == 0:
+                self._send(rec, 500, error_body(f"loopback server bug: {exc!r}", "server_error"))
+        finally:
+            rec.end = time.monotonic()
+            llm._depart(rec, generation, chat)
+
+    def _send(
+        self,
+        rec: RecordedRequest,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        rec.status = status
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _other(self, llm: LLMServer, rec: RecordedRequest) -> None:
+        path, method = rec.path, rec.method
+        if path == "/_stats" and method == "GET":
+            return self._send(rec, 200, llm.stats())
+        if path == "/_reset" and method == "POST":
+            llm.clear()
+            return self._send(rec, 200, {"ok": True})
+        if method == "GET" and (path in MODELS_PATHS or path.startswith(MODELS_PATHS[0] + "/")):
+            if err := llm._auth_error(rec.headers):
+                return self._send(rec, 401, err)
+            cards = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "loopback"}
+                for m in llm.models
+            ]
+            if path in MODELS_PATHS:
+                return self._send(rec, 200, {"object": "list", "data": cards})
+            for card in cards:
+                if path.endswith("/" + card["id"]):
+                    return self._send(rec, 200, card)
+            return self._send(rec, 404, _model_not_found(path.rsplit("/", 1)[-1]))
+        message = f"Invalid URL ({method} {path})"
+        return self._send(rec, 404, error_body(message, "invalid_request_error"))
+
+    def _chat(self, llm: LLMServer, rec: RecordedRequest, wake: threading.Event) -> None:
+        body = rec.body
+        if err := llm._auth_error(rec.headers):
+            return self._send(rec, 401, err)
+        if body is None:
+            message = "We could not parse the JSON body of your request."
+            return self._send(rec, 400, error_body(message, "invalid_request_error"))
+        model, messages = body.get("model"), body.get("messages")
+        if not isinstance(model, str) or not model:
+            message = "you must provide a model parameter"
+            return self._send(rec, 400, error_body(message, "invalid_request_error"))
+        if not isinstance(messages, list):
+            message = "Missing required parameter: 'messages'."
+            err = error_body(
+                message,
+                "invalid_request_error",
+                param="messages",
+                code="missing_required_parameter",
+            )
+            return self._send(rec, 400, err)
+        if not messages:
+            message = "Invalid 'messages': empty array. Expected an array with minimum length 1."
+            err = error_body(message, "invalid_request_error", param="messages", code="empty_array")
+            return self._send(rec, 400, err)
+        if model not in llm.models:
+            return self._send(rec, 404, _model_not_found(model))
+        wait, rate_headers = llm._take_request()
+        if wait is not None:
+            retry = {
+                "retry-after": str(math.ceil(wait)),
+                "retry-after-ms": str(math.ceil(wait * 1000)),
+            }
+            message = (
+                f"Rate limit reached for requests in organization org-loopback on requests per "
+                f"min (RPM): Limit {rate_headers['x-ratelimit-limit-requests']}, Used "
+                f"{rate_headers['x-ratelimit-limit-requests']}, Requested 1. "
+                f"Please try again in {format_reset(wait)}."
+            )
+            err = error_body(message, "requests", code="rate_limit_exceeded")
+            return self._send(rec, 429, err, rate_headers | retry)
+        n_prompt = prompt_tokens(body)
+        window = llm.context_window
+        if window is not None and n_prompt > window:
+            message = (
+                f"request ({n_prompt} tokens) exceeds the available context size "
+                f"({window} tokens), try increasing it"
+            )
+            err = {
+                "error": {
+                    "code": 400,
+                    "message": message,
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": n_prompt,
+                    "n_ctx": window,
+                }
+            }
+            return self._send(rec, 400, err, rate_headers)
+        rule = llm._match(body, rec.prompt)
+        latency = llm.latency if rule is None or rule.latency is None else rule.latency
+        drop, error, stall, delay = llm._roll(latency)
+        headers = dict(rate_headers)
+        if rule is not None:
+            overridden = {name.lower() for name in rule.headers}
+            headers = {k: v for k, v in headers.items() if k not in overridden} | rule.headers
+        pause = rule.stall if rule is not None and rule.stall is not None else None
+        if pause is None and stall:
+            pause = llm.stall_seconds
+        if pause:
+            wake.wait(pause)
+        sem = llm._semaphore()
+        if sem is not None:
+            sem.acquire()
+        try:
+            rec.begin = time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if drop or (rule is not None and rule.drop):
+                return self._drop()
+            if rule is not None and rule.raw is not None:
+                return self._send(rec, rule.status, rule.raw, headers)
+            if rule is not None and rule.status >= 400:
+                err = rule.error or default_error(rule.status)
+                err = err if "error" in err else {"error": err}
+                return self._send(rec, rule.status, err, headers)
+            if error is not None:
+                message = f"The server had an error while processing your request ({error})."
+                return self._send(rec, error, error_body(message, "server_error"), headers)
+            status = 200 if rule is None else rule.status
+            self._complete(llm, rec, body, rule, n_prompt, status, headers)
+        finally:
+            if sem is not None:
+                sem.release()
+        return None
+
+    def _complete(
+        self,
+        llm: LLMServer,
+        rec: RecordedRequest,
+        body: dict[str, Any],
+        rule: Rule | None,
+        n_prompt: int,
+        status: int,
+        headers: dict[str, str],
+    ) -> None:
+        cid = llm._next_id()
+        text = rule.text(body) if rule is not None else "ECHO " + last_user_text(body)
+        finish = rule.finish_reason if rule is not None else "stop"
+        calls = _tool_calls(rule.tool_calls, cid) if rule and rule.tool_calls is not None else None
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+        choices: list[tuple[str | None, str]] = []
+        for i in range(n):
+            if calls is not None:
+                choices.append((None, "tool_calls"))
+                continue
+            content = text if i == 0 else f"{text} #{i}"
+            if isinstance(limit, int) and limit > 0 and estimate_tokens(content) > limit:
+                choices.append((content[: limit * 4], "length"))
+            else:
+                choices.append((content, finish))
+        n_completion = sum(
+            estimate_tokens(json.dumps(calls) if content is None else content)
+            for content, _ in choices
+        )
+        usage = {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_completion,
+            "total_tokens": n_prompt + n_completion,
+        }
+        head = {
+            "id": f"chatcmpl-{cid}",
+            "created": int(time.time()),
+            "model": body["model"],
+            "system_fingerprint": "fp_loopback",
+        }
+        headers = {"x-request-id": f"req_loopback_{cid}"} | headers
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return self._stream(
+                rec, status, head, choices, calls, usage if with_usage else None, headers
+            )
+        message_choices = []
+        for i, (content, reason) in enumerate(choices):
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+            if calls is not None:
+                message["tool_calls"] = calls
+            message_choices.append(
+                {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+            )
+        payload = {"id": head["id"], "object": "chat.completion", **head}
+        payload |= {"choices": message_choices, "usage": usage}
+        return self._send(rec, status, payload, headers)
+
+    def _stream(
+        self,
+        rec: RecordedRequest,
+        status: int,
+        head: dict[str, Any],
+        choices: list[tuple[str | None, str]],
+        calls: list[dict[str, Any]] | None,
+        usage: dict[str, int] | None,
+        headers: dict[str, str],
+    ) -> None:
+        base = {"id": head["id"], "object": "chat.completion.chunk"} | head
+        if usage is not None:
+            base["usage"] = None
+
+        def chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return base | {"choices": [choice]}
+
+        events: list[dict[str, Any]] = []
+        for i, (content, reason) in enumerate(choices):
+            if calls is not None:
+                events.append(chunk(i, {"role": "assistant", "content": None}))
+                for j, call in enumerate(calls):
+                    opening = {"name": call["function"].get("name", ""), "arguments": ""}
+                    events.append(
+                        chunk(i, {"tool_calls": [{"index": j} | call | {"function": opening}]})
+                    )
+                    arguments = {"arguments": call["function"]["arguments"]}
+                    events.append(chunk(i, {"tool_calls": [{"index": j, "function": arguments}]}))
+            else:
+                events.append(chunk(i, {"role": "assistant", "content": ""}))
+                events.extend(chunk(i, {"content": piece}) for piece in _pieces(content or ""))
+            events.append(chunk(i, {}, reason))
+        if usage is not None:
+            events.append(base | {"choices": [], "usage": usage})
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        lines = [f"data: {json.dumps(event)}\n\n".encode() for event in events]
+        for data in [*lines, b"data: [DONE]\n\n"]:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"0\r\n\r\n")
+        rec.status = status
+
+
+def _model_not_found(model: str) -> dict[str, Any]:
+    """Return OpenAI's 404 body for an unknown model."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    return error_body(message, "invalid_request_error", code="model_not_found")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server from the command line until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--slots", type=int, default=None)
+    parser.add_argument("--rpm", type=float, default=None)
+    parser.add_argument("--burst", type=float, default=1.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0)
+    parser.add_argument("--stall-rate", type=float, default=0.0)
+    parser.add_argument("--stall-seconds", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--context-window", type=int, default=None)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--model", action="extend", nargs="+", default=None, dest="models")
+    args = parser.parse_args(argv)
+
+    server = LLMServer(args.host, args.port)
+    for knob in (
+        "latency",
+        "jitter",
+        "slots",
+        "rpm",
+        "burst",
+        "error_rate",
+        "drop_rate",
+        "stall_rate",
+        "stall_seconds",
+        "seed",
+        "context_window",
+        "api_key",
+    ):
+        setattr(server, knob, getattr(args, knob))
+    server.models = args.models or [DEFAULT_MODEL]
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    server.start()
+    print(f"READY {server.base_url}", flush=True)
+    while not done.wait(0.2):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

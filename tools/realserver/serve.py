@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Start the real `llama-server` built by build.sh (stdlib only).
+
+As a library (the integration tests)::
+
+    from serve import find_build, start_server
+    binary, model = find_build()          # None if build.sh has not run
+    with start_server(binary, model, slots=8) as srv:
+        print(srv.base_url)               # http://127.0.0.1:PORT/v1
+
+As a script: ``python tools/realserver/serve.py [--slots 8] [--port 8089]``
+prints the base URL and serves until Ctrl-C.
+
+The server flags work around rough edges measured on a 2-core box:
+``-t 1 -tb 1`` (2 compute threads collapse to 15-20 s per request under CPU
+contention), ``--threads-http 128`` (the default n_parallel+4 HTTP threads
+make bursts come back in 5 s keep-alive waves), ``--jinja`` (use the ChatML
+template embedded in the model), ``-c`` = slots * ctx_per_slot (``-c`` is the
+TOTAL context, split over the slots), ``-n 256`` (cap when no max_tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ALIAS = "tiny-llama"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("PARALLELIZE_REALSERVER_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "parallelize" / "realserver"
+
+
+def find_build() -> tuple[Path, Path] | None:
+    """(binary, model) recorded by the last successful build.sh run, or None."""
+    try:
+        info = json.loads((cache_root() / "build.json").read_text())
+        binary, model = Path(info["binary"]), Path(info["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if os.access(binary, os.X_OK) and model.is_file():
+        return binary, model
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _die_with_parent() -> None:
+    # Linux: SIGTERM the server if the process that started it dies (e.g. a
+    # killed pytest), so no stray llama-server keeps a port. Note: "parent" is
+    # the starting *thread*; start servers from a long-lived thread.
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, non-Linux
+        pass
+
+
+# urllib would otherwise honour HTTP(S)_PROXY even for 127.0.0.1
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class RunningServer:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, alias: str):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+        self.alias = alias
+        self.url = f"http://127.0.0.1:{port}"
+        self.base_url = self.url + "/v1"
+
+    def get_json(self, path: str, timeout: float = 5.0):
+        with _OPENER.open(self.url + path, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RunningServer({self.base_url}, pid={self.process.pid}, log={self.log_path})"
+
+
+def _start_once(binary, model, slots, ctx_per_slot, port, threads, alias, log_path, wait):
+    cmd = [str(binary), "-m", str(model), "--alias", alias, "--host", "127.0.0.1",
+           "--port", str(port), "-t", str(threads), "-tb", str(threads),
+           "-np", str(slots), "-c", str(slots * ctx_per_slot), "-n", "256",
+           "--threads-http", "128", "--jinja", "--metrics"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    srv = RunningServer(proc, port, log_path, alias)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None if b"bind" in log_path.read_bytes() else srv
+        try:
+            srv.get_json("/v1/models", timeout=2)
+            return srv
+        except (OSError, ValueError):  # URLError/HTTP 503 while loading
+            time.sleep(0.1)
+    srv.stop()
+    raise RuntimeError(f"llama-server not ready after {wait:.0f} s: {' '.join(cmd)}\n"
+                       f"--- {log_path}:\n{_tail(log_path)}")
+
+
+def start_server(binary, model, *, slots: int = 8, ctx_per_slot: int = 512, port: int = 0,
+                 threads: int = 1, alias: str = ALIAS, log_path=None,
+                 wait: float = 60.0) -> RunningServer:
+    """Start llama-server on 127.0.0.1 and wait (up to `wait` s) for /v1/models.
+
+    port=0 picks a free port (retried if another process grabs it first).
+    Raises RuntimeError with the log tail if the server dies or never answers.
+    """
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+        os.close(fd)
+        log_path = name
+    log_path = Path(log_path)
+    for _ in range(3 if port == 0 else 1):
+        srv = _start_once(binary, model, slots, ctx_per_slot, port or _free_port(),
+                          threads, alias, log_path, wait)
+        if srv is not None and srv.alive():
+            return srv
+        if srv is not None or port:
+            break
+    raise RuntimeError(f"llama-server exited (rc={srv.process.returncode if srv else '?'})"
+                       f"\n--- {log_path}:\n{_tail(log_path)}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Serve the tiny model with llama-server.")
+    ap.add_argument("--slots", type=int, default=8)
+    ap.add_argument("--ctx-per-slot", type=int, default=512)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--binary", type=Path)
+    ap.add_argument("--model", type=Path)
+    a = ap.parse_args()
+    found = find_build()
+    if not (a.binary and a.model) and found is None:
+        print("no build found: run tools/realserver/build.sh first", file=sys.stderr)
+        return 1
+    binary = a.binary or found[0]
+    model = a.model or found[1]
+    t0 = time.monotonic()
+    with start_server(binary, model, slots=a.slots, ctx_per_slot=a.ctx_per_slot,
+                      port=a.port, threads=a.threads) as srv:
+        print(f"{srv.base_url}  (model {srv.alias}, ready in {time.monotonic() - t0:.2f} s, "
+              f"pid {srv.process.pid}, log {srv.log_path})", flush=True)
+        try:
+            srv.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
