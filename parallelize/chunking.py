@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ class Part:
         """The text as the model sees it, labelled with its path (and line range when cut)."""
         attrs = f'path="{self.path}"'
         if self.pieces > 1:
-            attrs += f' part="{self.piece}/{self.pieces}" lines="{self.first_line}-{self.last_line}"'
+            attrs += (
+                f' part="{self.piece}/{self.pieces}" lines="{self.first_line}-{self.last_line}"'
+            )
         body = self.text if self.text.endswith("\n") or not self.text else self.text + "\n"
         return f"<file {attrs}>\n{body}</file>"
 
@@ -92,7 +95,7 @@ def split_lines(doc: Document, pieces: int, counter: TokenCounter) -> list[Part]
         cuts.append(cut)
     cuts.append(len(lines))
     parts = []
-    for i, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False), start=1):
+    for i, (start, end) in enumerate(itertools.pairwise(cuts), start=1):
         text = "".join(lines[start:end])
         parts.append(Part(doc.path, text, counter.count(text), start + 1, end, pieces, i))
     return parts
@@ -172,7 +175,7 @@ def _partition(parts: Sequence[Part], n: int) -> list[list[Part]]:
         cut = min(max(cut, cuts[-1] + 1), len(parts) - (n - k))
         cuts.append(cut)
     cuts.append(len(parts))
-    groups = [list(parts[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    groups = [list(parts[a:b]) for a, b in itertools.pairwise(cuts)]
     return _renumber(groups)
 
 

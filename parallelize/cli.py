@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -63,11 +63,11 @@ def main_options(
 
 # Options shared by every command that calls a model.
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model", "-m", help="Model name (env PARALLELIZE_MODEL).", show_default=False),
 ]
 BaseUrlOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--base-url",
         help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).",
@@ -75,15 +75,28 @@ BaseUrlOpt = Annotated[
     ),
 ]
 ConcurrencyOpt = Annotated[
-    Optional[int],
-    typer.Option("--concurrency", "-j", min=1, max=1024, help="Parallel calls (default min(tasks, 8)).",
-                 show_default=False),
+    int | None,
+    typer.Option(
+        "--concurrency",
+        "-j",
+        min=1,
+        max=1024,
+        help="Parallel calls (default min(tasks, 8)).",
+        show_default=False,
+    ),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", help="text: the artifact; json: everything.")]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", help="text: the artifact; json: everything.")
+]
 OutputOpt = Annotated[
-    Optional[Path],
-    typer.Option("--output", "-o", help="Write the artifact to this file instead of stdout.",
-                 show_default=False, dir_okay=False),
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write the artifact to this file instead of stdout.",
+        show_default=False,
+        dir_okay=False,
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notices or summary.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
@@ -94,42 +107,52 @@ RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries p
 @app.command()
 def section(
     paths: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(help="Files, directories (recursive), or - for stdin.", show_default=False),
     ] = None,
     prompt: Annotated[
-        Optional[str],
-        typer.Option("--prompt", "-p", help="Instruction for every chunk; {{ input }} places the chunk.",
-                     show_default=False),
+        str | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Instruction for every chunk; {{ input }} places the chunk.",
+            show_default=False,
+        ),
     ] = None,
     recipe: Annotated[
-        Optional[str],
-        typer.Option("--recipe", "-r", help="Built-in recipe name or a .yaml file.",
-                     show_default=False),
+        str | None,
+        typer.Option(
+            "--recipe", "-r", help="Built-in recipe name or a .yaml file.", show_default=False
+        ),
     ] = None,
     chunks: Annotated[
-        Optional[int], typer.Option("--chunks", "-c", min=1, help="Exactly N balanced chunks.",
-                                    show_default=False)
+        int | None,
+        typer.Option(
+            "--chunks", "-c", min=1, help="Exactly N balanced chunks.", show_default=False
+        ),
     ] = None,
     chunk_tokens: Annotated[
-        Optional[int],
-        typer.Option("--chunk-tokens", min=16, help="Token budget per request.", show_default=False),
+        int | None,
+        typer.Option(
+            "--chunk-tokens", min=16, help="Token budget per request.", show_default=False
+        ),
     ] = None,
     by: Annotated[
-        Optional[By], typer.Option("--by", help="'file': one chunk per file.", show_default=False)
+        By | None, typer.Option("--by", help="'file': one chunk per file.", show_default=False)
     ] = None,
     merge: Annotated[
-        Optional[MergeName], typer.Option("--merge", help="How outputs combine.", show_default=False)
+        MergeName | None,
+        typer.Option("--merge", help="How outputs combine.", show_default=False),
     ] = None,
     system: Annotated[
-        Optional[str], typer.Option("--system", help="System prompt.", show_default=False)
+        str | None, typer.Option("--system", help="System prompt.", show_default=False)
     ] = None,
     temperature: Annotated[
-        Optional[float], typer.Option("--temperature", "-t", min=0, max=2, show_default=False)
+        float | None, typer.Option("--temperature", "-t", min=0, max=2, show_default=False)
     ] = None,
     max_tokens: Annotated[
-        Optional[int], typer.Option("--max-tokens", min=1, help="Output cap per call.",
-                                    show_default=False)
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False),
     ] = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -142,8 +165,11 @@ def section(
     max_retries: RetriesOpt = 4,
 ) -> None:
     """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
-    picked = [flag for flag, v in (("--chunks", chunks), ("--chunk-tokens", chunk_tokens),
-                                   ("--by", by)) if v is not None]
+    picked = [
+        flag
+        for flag, v in (("--chunks", chunks), ("--chunk-tokens", chunk_tokens), ("--by", by))
+        if v is not None
+    ]
     if len(picked) > 1:
         _usage_error(f"{' and '.join(picked)} cannot be combined: choose one way to chunk")
     if not paths:
@@ -155,23 +181,34 @@ def section(
 
         base = find_recipe(recipe or DEFAULT_SECTION_RECIPE)
         if not recipe and not prompt:
-            _notice(f"using the built-in '{DEFAULT_SECTION_RECIPE}' recipe "
-                    "(pass --prompt or --recipe to choose)", quiet)
+            _notice(
+                f"using the built-in '{DEFAULT_SECTION_RECIPE}' recipe "
+                "(pass --prompt or --recipe to choose)",
+                quiet,
+            )
         chunking = {"chunks": chunks, "chunk_tokens": chunk_tokens, "by": by and by.value}
-        final = override(base, {
-            "prompt": prompt,
-            "system": system,
-            "model": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "concurrency": concurrency,
-            "merge": {"strategy": merge.value} if merge else None,
-            "chunking": chunking if any(v is not None for v in chunking.values()) else None,
-        }, replace=("chunking",))
+        final = override(
+            base,
+            {
+                "prompt": prompt,
+                "system": system,
+                "model": model,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "concurrency": concurrency,
+                "merge": {"strategy": merge.value} if merge else None,
+                "chunking": chunking if any(v is not None for v in chunking.values()) else None,
+            },
+            replace=("chunking",),
+        )
         return _run_with_progress(
             lambda options: run_section(paths, final, options=options, stdin=sys.stdin),
-            recipe=final, base_url=base_url, timeout=timeout, max_retries=max_retries,
-            dry_run=dry_run, quiet=quiet,
+            recipe=final,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            dry_run=dry_run,
+            quiet=quiet,
         )
 
     _finish(job, fmt=fmt, output=output, quiet=quiet)
@@ -209,7 +246,10 @@ def _run_with_progress(
     endpoint = None if dry_run else Endpoint.resolve(base_url)
     with progress_reporter(0, quiet=quiet or dry_run) as on_event:
         options = RunOptions(
-            endpoint=endpoint, timeout=timeout, max_retries=max_retries, dry_run=dry_run,
+            endpoint=endpoint,
+            timeout=timeout,
+            max_retries=max_retries,
+            dry_run=dry_run,
             on_event=on_event,
         )
         return runner(options)

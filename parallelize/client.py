@@ -67,9 +67,7 @@ class Endpoint:
                 hint=f"set {api_key_env} for OpenAI, or OPENAI_BASE_URL / --base-url for another "
                 "OpenAI-compatible server such as http://localhost:11434/v1",
             )
-        return cls(
-            (url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION")
-        )
+        return cls((url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION"))
 
     @property
     def is_openai(self) -> bool:
@@ -233,9 +231,7 @@ def _parse_completion(
     return Completion(
         text=_content_text(message.get("content")),
         finish_reason=choice.get("finish_reason"),
-        usage=Usage(
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        ),
+        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
         model=payload.get("model") or model,
         status=response.status_code,
         headers=headers,

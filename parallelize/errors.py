@@ -1,16 +1,16 @@
 """One exception tree; every user-facing failure is a ParallelizeError with an exit code.
 
-    ParallelizeError                 exit 1 unless a subclass says otherwise
-    ├── ConfigError                  exit 2: the user must change something before a re-run helps
-    │   ├── RecipeError              bad recipe file or key
-    │   ├── InputError               missing path, no readable text, chunk larger than the context
-    │   ├── EndpointError            no endpoint configured
-    │   └── FatalLLMError            401/403/404/unsupported parameter/context overflow: retrying is pointless
-    ├── LLMError                     transport failure of one call (retried, then reported per task)
-    ├── NoWinnerError                exit 3: a vote found no winner
-    ├── FlaggedError                 exit 4: a guardrail flagged the input
-    ├── BudgetError                  exit 5: budget or deadline exceeded
-    └── InterruptedRun               exit 130: SIGINT / SIGTERM
+ParallelizeError                 exit 1 unless a subclass says otherwise
+├── ConfigError                  exit 2: the user must change something before a re-run helps
+│   ├── RecipeError              bad recipe file or key
+│   ├── InputError               missing path, no readable text, chunk larger than the context
+│   ├── EndpointError            no endpoint configured
+│   └── FatalLLMError            401/403/404, bad parameter, context overflow: no retry helps
+├── LLMError                     transport failure of one call (retried, then reported per task)
+├── NoWinnerError                exit 3: a vote found no winner
+├── FlaggedError                 exit 4: a guardrail flagged the input
+├── BudgetError                  exit 5: budget or deadline exceeded
+└── InterruptedRun               exit 130: SIGINT / SIGTERM
 """
 
 from __future__ import annotations

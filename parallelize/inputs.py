@@ -95,4 +95,3 @@ def _read_text(path: Path, shown: str, found: Discovery) -> str | None:
     except UnicodeDecodeError:
         found.skip("undecodable", shown)
         return None
-

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .chunking import Chunk
-from .records import ChatRequest, Task
 from .recipe import Recipe
+from .records import ChatRequest, Task
 from .template import INPUT, check_template, render
 
 #: Placeholders a section template may use.

@@ -147,9 +147,7 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
         raise RecipeError(describe_validation_error(exc, source=source, root=root)) from None
 
 
-def override(
-    recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, ...] = ()
-) -> Recipe:
+def override(recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, ...] = ()) -> Recipe:
     """Apply command-line values over a recipe (None means 'not given') and re-validate.
 
     Mapping values are merged into the recipe's, except for keys in `replace`.

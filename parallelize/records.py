@@ -32,7 +32,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat-completions call: the model, the messages and the parameters that shape the answer."""
+    """One chat-completions call: model, messages and the parameters that shape the answer."""
 
     model: str
     messages: tuple[Mapping[str, Any], ...]

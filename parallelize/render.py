@@ -182,8 +182,7 @@ def envelope(result: RunResult) -> dict[str, Any]:
     }
     if result.dry_run:
         doc["plan"] = [
-            {"label": t.label, **t.meta, "messages": list(t.request.messages)}
-            for t in result.tasks
+            {"label": t.label, **t.meta, "messages": list(t.request.messages)} for t in result.tasks
         ]
     return doc
 

@@ -11,7 +11,13 @@ from typing import TextIO
 from .chunking import ChunkPlan, chunk_budget, chunk_count, chunk_files
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, EndpointError
-from .executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, Executor, ProgressCallback, RetryPolicy
+from .executor import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    Executor,
+    ProgressCallback,
+    RetryPolicy,
+)
 from .inputs import discover
 from .merge import MERGERS, MergeContext
 from .plan import section_tasks
@@ -60,13 +66,16 @@ def run_section(
     if options.dry_run:
         tasks = section_tasks(recipe, plan.chunks, model=model or "(default model)")
         return RunResult(
-            "section", recipe.name, model or "", tasks, dry_run=True, warnings=warnings,
+            "section",
+            recipe.name,
+            model or "",
+            tasks,
+            dry_run=True,
+            warnings=warnings,
             details={"counter": counter.name, "skipped": found.skipped},
         )
     endpoint = options.endpoint or Endpoint.resolve()
-    concurrency = recipe.concurrency or min(
-        len(plan.chunks), DEFAULT_CONCURRENCY
-    )
+    concurrency = recipe.concurrency or min(len(plan.chunks), DEFAULT_CONCURRENCY)
     with ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout) as client:
         model = model or default_model(client)
         tasks = section_tasks(recipe, plan.chunks, model=model)
@@ -78,9 +87,11 @@ def run_section(
         )
         results = executor.run(tasks)
         succeeded = [r for r in results if r.succeeded]
-        outcome = MERGERS[recipe.merge.strategy](
-            results, MergeContext(recipe, model, executor)
-        ) if succeeded else None
+        outcome = (
+            MERGERS[recipe.merge.strategy](results, MergeContext(recipe, model, executor))
+            if succeeded
+            else None
+        )
     result = RunResult(
         "section",
         recipe.name,

@@ -56,7 +56,7 @@ def get_counter(model: str | None = None, tokenizer: str | None = None) -> Token
 def _load_tiktoken(encoding: str) -> TokenCounter:
     try:
         import tiktoken
-        import tiktoken.load  # noqa: F401 - imported so the download hook below exists
+        import tiktoken.load
 
         enc = tiktoken.get_encoding(encoding)
     except Exception:  # offline with no cache, or a broken cache: estimate instead
