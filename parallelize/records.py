@@ -37,6 +37,8 @@ class ChatRequest:
     model: str
     messages: tuple[Mapping[str, Any], ...]
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Tells apart repeated identical requests (vote samples): part of the identity, never sent.
+    sample: int = 0
 
     def body(self) -> dict[str, Any]:
         """The JSON body sent to `/chat/completions`."""

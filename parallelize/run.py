@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -74,17 +75,10 @@ def run_section(
             warnings=warnings,
             details={"counter": counter.name, "skipped": found.skipped},
         )
-    endpoint = options.endpoint or Endpoint.resolve()
     concurrency = recipe.concurrency or min(len(plan.chunks), DEFAULT_CONCURRENCY)
-    with ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout) as client:
-        model = model or default_model(client)
+    with engine(options, concurrency=concurrency) as executor:
+        model = model or default_model(executor.client)
         tasks = section_tasks(recipe, plan.chunks, model=model)
-        executor = Executor(
-            client,
-            concurrency=concurrency,
-            retry=RetryPolicy(max_retries=options.max_retries),
-            on_event=options.on_event,
-        )
         results = executor.run(tasks)
         succeeded = [r for r in results if r.succeeded]
         outcome = (
@@ -107,6 +101,19 @@ def run_section(
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
     result.exit_code = EXIT_FAILED if broken else EXIT_OK
     return result
+
+
+@contextmanager
+def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
+    """The executor every command runs its calls through, with one shared client."""
+    endpoint = options.endpoint or Endpoint.resolve()
+    with ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout) as client:
+        yield Executor(
+            client,
+            concurrency=concurrency,
+            retry=RetryPolicy(max_retries=options.max_retries),
+            on_event=options.on_event,
+        )
 
 
 def plan_chunks(
