@@ -4,14 +4,15 @@ In tests: ``LLMServer().start()`` once, then per test ``reset()``, set knobs and
 As a process: ``python tests/llmserver.py --port 0 --latency 0.2`` prints ``READY <base_url>``,
 serves until SIGTERM/SIGINT, and reports its request log on ``GET /_stats``.
 
-Order of checks for a chat request: auth (401), body (400), model (404), rpm bucket (429),
-context window (400), then the first matching rule and the random faults (a rule's drop/status
-wins over a random fault), stall, the ``slots`` semaphore, latency, and finally the answer.
+A chat request goes through: auth (401), body checks (400), model (404), the rpm bucket (429),
+the context window (400), then the first matching rule and the random faults (a rule's drop or
+status wins over a random fault), the stall, the ``slots`` semaphore, the latency, the answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -24,10 +25,10 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
@@ -35,6 +36,21 @@ MODELS_PATHS = ("/v1/models", "/models")
 SERVER_ERROR_STATUSES = (500, 502, 503)
 DEFAULT_MODEL = "test-model"
 STREAM_PIECES = 4
+# Knobs that reset() restores from the class defaults and the command line sets one to one.
+KNOBS = (
+    "latency",
+    "jitter",
+    "slots",
+    "rpm",
+    "burst",
+    "error_rate",
+    "drop_rate",
+    "stall_rate",
+    "stall_seconds",
+    "seed",
+    "context_window",
+    "api_key",
+)
 _UNSET = object()
 
 
@@ -98,21 +114,20 @@ def error_body(
 
 
 def default_error(status: int) -> dict[str, Any]:
-    """Return the OpenAI-style error body a scripted status sends when the rule sets none."""
+    """Return the error body a scripted status sends when its rule gives none."""
     phrase = BaseHTTPRequestHandler.responses.get(status, ("Error",))[0]
     message = f"{phrase} (scripted status {status} from the loopback server)"
     if status == 429:
         return error_body(message, "requests", code="rate_limit_exceeded")
     if status == 401:
         return error_body(message, "invalid_request_error", code="invalid_api_key")
-    if status >= 500:
-        return error_body(message, "server_error")
-    return error_body(message, "invalid_request_error")
+    return error_body(message, "server_error" if status >= 500 else "invalid_request_error")
 
 
-def _mask(key: str) -> str:
-    """Mask a client's API key the way OpenAI's 401 message does."""
-    return f"{key[:3]}...{key[-4:]}" if len(key) >= 12 else "***"
+def _model_not_found(model: str) -> dict[str, Any]:
+    """Return OpenAI's 404 body for an unknown model."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    return error_body(message, "invalid_request_error", code="model_not_found")
 
 
 @dataclass
@@ -126,7 +141,7 @@ class RecordedRequest:
     start: float
     end: float = 0.0
     status: int = 0
-    begin: float = 0.0  # when processing began (after waiting for a `slots` semaphore)
+    begin: float = 0.0  # when processing began, i.e. after waiting for a `slots` semaphore
 
     @property
     def prompt(self) -> str:
@@ -141,7 +156,7 @@ class RecordedRequest:
 
 @dataclass
 class Rule:
-    """One scripted behaviour; the first matching, unexhausted rule wins."""
+    """One scripted behaviour; the first matching rule that is not exhausted wins."""
 
     match: str | Callable[[dict[str, Any]], bool] | None
     reply: str | Callable[[dict[str, Any]], str] | None = None
@@ -158,7 +173,7 @@ class Rule:
     hits: int = field(default=0, init=False, compare=False)
 
     def matches(self, body: dict[str, Any], prompt: str) -> bool:
-        """Whether the rule is still live and matches this request."""
+        """Whether the rule is not exhausted and matches this request."""
         if self.times is not None and self.hits >= self.times:
             return False
         if self.match is None:
@@ -172,42 +187,34 @@ class Rule:
         return self.reply(body) if callable(self.reply) else self.reply
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Thread-per-connection HTTP server that tolerates clients hanging up."""
+class Fate(NamedTuple):
+    """What happens to one chat request besides its answer."""
 
-    daemon_threads = True
-    request_queue_size = 1024
-    llm: LLMServer
-
-    def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse DNS lookup of the host."""
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet about connections the client closed; report anything else."""
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
+    drop: bool
+    error: int | None  # a random 5xx status
+    pause: float  # stall before processing
+    delay: float  # latency with jitter, inside the slot
 
 
 class LLMServer:
     """A scriptable OpenAI-compatible chat-completions server on a loopback port."""
 
-    latency: float
-    jitter: float
-    slots: int | None
-    rpm: float | None
-    burst: float
-    error_rate: float
-    drop_rate: float
-    stall_rate: float
-    stall_seconds: float
+    latency: float = 0.0
+    jitter: float = 0.0
+    slots: int | None = None
+    rpm: float | None = None
+    burst: float = 1.0  # at least one request
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    stall_rate: float = 0.0
+    stall_seconds: float = 30.0
+    seed: int | None = None
+    context_window: int | None = None
+    api_key: str | None = None
     models: list[str]
-    seed: int | None
-    context_window: int | None
-    api_key: str | None
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind the listening socket now (port 0 picks a free port); serve after start()."""
         self._lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.llm = self
@@ -224,7 +231,7 @@ class LLMServer:
         self._sem_size: int | None = None
         self._rng = random.Random()
         self._rng_seed: object = _UNSET
-        self._bucket_cfg: tuple[float, float] | None = None
+        self._bucket: tuple[float, float] | None = None  # (rpm, capacity) the bucket was made for
         self._tokens = 0.0
         self._bucket_at = 0.0
         self.reset()
@@ -259,9 +266,11 @@ class LLMServer:
         self._wake.set()
 
     def __enter__(self) -> LLMServer:
+        """Start serving."""
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        """Stop serving."""
         self.stop()
 
     def script(
@@ -279,25 +288,15 @@ class LLMServer:
     def reset(self) -> None:
         """Clear rules and the request log and restore every knob to its default."""
         with self._lock:
-            self.latency = 0.0
-            self.jitter = 0.0
-            self.slots = None
-            self.rpm = None
-            self.burst = 1.0
-            self.error_rate = 0.0
-            self.drop_rate = 0.0
-            self.stall_rate = 0.0
-            self.stall_seconds = 30.0
+            for knob in KNOBS:
+                setattr(self, knob, getattr(LLMServer, knob))
             self.models = [DEFAULT_MODEL]
-            self.seed = None
-            self.context_window = None
-            self.api_key = None
             self.rules.clear()
             self._rng_seed = _UNSET
             self._clear_locked()
 
     def clear(self) -> None:
-        """Clear the request log, counters and rate bucket, keeping knobs and rules."""
+        """Clear the request log, counters and rpm bucket, keeping knobs and rules."""
         with self._lock:
             self._clear_locked()
 
@@ -306,7 +305,7 @@ class LLMServer:
         self.all_requests.clear()
         self.peak_concurrency = 0
         self._in_flight = 0
-        self._bucket_cfg = None
+        self._bucket = None
         # Requests still running from before (e.g. stalled) wake up and are no longer recorded.
         self._generation += 1
         self._wake.set()
@@ -331,7 +330,7 @@ class LLMServer:
             "times": [[r.start, r.end, r.status] for r in reqs],
         }
 
-    # ---- used by the handler threads ----
+    # ---- called from the handler threads ----
 
     def _arrive(self, chat: bool) -> tuple[int, threading.Event]:
         with self._lock:
@@ -349,17 +348,14 @@ class LLMServer:
                 self._in_flight -= 1
                 self.requests.append(rec)
 
-    def _next_id(self) -> int:
-        return next(self._ids)
-
     def _auth_error(self, headers: dict[str, str]) -> dict[str, Any] | None:
-        key = self.api_key
         got = headers.get("authorization", "")
-        if key is None or got == f"Bearer {key}":
+        if self.api_key is None or got == f"Bearer {self.api_key}":
             return None
         token = got.removeprefix("Bearer").strip()
+        shown = f"{token[:3]}...{token[-4:]}" if len(token) >= 12 else "***"
         message = (
-            f"Incorrect API key provided: {_mask(token)}."
+            f"Incorrect API key provided: {shown}."
             if token
             else "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
@@ -371,21 +367,18 @@ class LLMServer:
         rpm = self.rpm
         if not rpm:
             return None, {}
-        rate = rpm / 60.0
-        cap = max(float(self.burst), 1.0)
-        now = time.monotonic()
+        rate, cap, now = rpm / 60.0, max(float(self.burst), 1.0), time.monotonic()
         with self._lock:
-            if self._bucket_cfg != (rpm, cap):
-                self._bucket_cfg, self._tokens, self._bucket_at = (rpm, cap), cap, now
+            if self._bucket != (rpm, cap):
+                self._bucket, self._tokens, self._bucket_at = (rpm, cap), cap, now
             self._tokens = min(cap, self._tokens + (now - self._bucket_at) * rate)
             self._bucket_at = now
             wait = None if self._tokens >= 1 else (1 - self._tokens) / rate
             if wait is None:
                 self._tokens -= 1
             tokens = self._tokens
-        limit = str(int(rpm)) if float(rpm).is_integer() else str(rpm)
         return wait, {
-            "x-ratelimit-limit-requests": limit,
+            "x-ratelimit-limit-requests": str(int(rpm)) if float(rpm).is_integer() else str(rpm),
             "x-ratelimit-remaining-requests": str(int(tokens)),
             "x-ratelimit-reset-requests": format_reset((cap - tokens) / rate),
         }
@@ -398,8 +391,8 @@ class LLMServer:
                     return rule
         return None
 
-    def _roll(self, base_latency: float) -> tuple[bool, int | None, bool, float]:
-        """Draw the random faults: (drop, error status, stall, latency with jitter)."""
+    def _fate(self, rule: Rule | None) -> Fate:
+        """Draw the random faults and timings of one request; the rule's own settings win."""
         with self._lock:
             if self._rng_seed is _UNSET or self._rng_seed != self.seed:
                 self._rng, self._rng_seed = random.Random(self.seed), self.seed
@@ -410,36 +403,171 @@ class LLMServer:
                 error = rng.choice(SERVER_ERROR_STATUSES)
             stall = bool(self.stall_rate) and rng.random() < self.stall_rate
             jitter = rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
-        return drop, error, stall, max(0.0, base_latency + jitter)
+        pause = self.stall_seconds if stall else 0.0
+        latency = self.latency
+        if rule is not None:
+            drop = drop or rule.drop
+            pause = pause if rule.stall is None else rule.stall
+            latency = latency if rule.latency is None else rule.latency
+        return Fate(drop, error, pause, max(0.0, latency + jitter))
 
-    def _semaphore(self) -> threading.Semaphore | None:
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Hold one of the `slots` processing places (none to hold when slots is None)."""
         with self._lock:
-            if self.slots is None:
-                return None
-            if self._sem is None or self._sem_size != self.slots:
+            if self.slots is not None and (self._sem is None or self._sem_size != self.slots):
                 self._sem, self._sem_size = threading.Semaphore(max(1, self.slots)), self.slots
-            return self._sem
+            sem = self._sem if self.slots is not None else None
+        with sem or contextlib.nullcontext():
+            yield
+
+
+def _reject(llm: LLMServer, rec: RecordedRequest) -> tuple[int, dict[str, Any]] | None:
+    """Return (status, error body) if a chat request is unauthorized or malformed."""
+    if err := llm._auth_error(rec.headers):
+        return 401, err
+    body, invalid = rec.body, "invalid_request_error"
+    if body is None:
+        return 400, error_body("We could not parse the JSON body of your request.", invalid)
+    model, messages = body.get("model"), body.get("messages")
+    if not isinstance(model, str) or not model:
+        return 400, error_body("you must provide a model parameter", invalid)
+    if not isinstance(messages, list):
+        message = "Missing required parameter: 'messages'."
+        return 400, error_body(
+            message, invalid, param="messages", code="missing_required_parameter"
+        )
+    if not messages:
+        message = "Invalid 'messages': empty array. Expected an array with minimum length 1."
+        return 400, error_body(message, invalid, param="messages", code="empty_array")
+    if model not in llm.models:
+        return 404, _model_not_found(model)
+    return None
+
+
+def _rate_limited(limit: str, wait: float) -> dict[str, Any]:
+    """Return OpenAI's 429 body for the requests-per-minute limit."""
+    message = (
+        f"Rate limit reached for requests in organization org-loopback on requests per min "
+        f"(RPM): Limit {limit}, Used {limit}, Requested 1. Please try again in "
+        f"{format_reset(wait)}."
+    )
+    return error_body(message, "requests", code="rate_limit_exceeded")
+
+
+def _context_exceeded(n_prompt: int, window: int) -> dict[str, Any]:
+    """Return llama.cpp's 400 body for a prompt longer than the context window."""
+    message = (
+        f"request ({n_prompt} tokens) exceeds the available context size ({window} tokens), "
+        "try increasing it"
+    )
+    return {
+        "error": {
+            "code": 400,
+            "message": message,
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": n_prompt,
+            "n_ctx": window,
+        }
+    }
 
 
 def _tool_calls(calls: list[dict[str, Any]], cid: int) -> list[dict[str, Any]]:
     """Fill in ids, types and JSON-string arguments of scripted tool calls."""
     out = []
     for i, call in enumerate(calls):
-        function = dict(call.get("function", {}))
-        if not isinstance(function.get("arguments", ""), str):
+        function = {"arguments": ""} | dict(call.get("function", {}))
+        if not isinstance(function["arguments"], str):
             function["arguments"] = json.dumps(function["arguments"])
-        function.setdefault("arguments", "")
-        out.append(
-            {"id": call.get("id", f"call_{cid}_{i}"), "type": call.get("type", "function")}
-            | {"function": function}
-        )
+        call_id, type_ = call.get("id", f"call_{cid}_{i}"), call.get("type", "function")
+        out.append({"id": call_id, "type": type_, "function": function})
     return out
 
 
-def _pieces(text: str) -> list[str]:
-    """Split text into a few streaming deltas."""
-    size = max(1, math.ceil(len(text) / STREAM_PIECES))
-    return [text[i : i + size] for i in range(0, len(text), size)]
+def build_completion(
+    body: dict[str, Any], rule: Rule | None, cid: int, n_prompt: int
+) -> dict[str, Any]:
+    """Return the chat.completion body answering a request."""
+    text = rule.text(body) if rule is not None else "ECHO " + last_user_text(body)
+    finish = rule.finish_reason if rule is not None else "stop"
+    calls = _tool_calls(rule.tool_calls, cid) if rule and rule.tool_calls is not None else None
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+    choices, n_completion = [], 0
+    for i in range(n):
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        reason = "tool_calls"
+        if calls is not None:
+            message["tool_calls"] = calls
+            n_completion += estimate_tokens(json.dumps(calls))
+        else:
+            content, reason = (text if i == 0 else f"{text} #{i}"), finish
+            if isinstance(limit, int) and limit > 0 and estimate_tokens(content) > limit:
+                content, reason = content[: limit * 4], "length"
+            message["content"] = content
+            n_completion += estimate_tokens(content)
+        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+    return {
+        "id": f"chatcmpl-{cid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": "fp_loopback",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_completion,
+            "total_tokens": n_prompt + n_completion,
+        },
+    }
+
+
+def stream_events(completion: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
+    """Return the chat.completion.chunk events that stream a chat.completion body."""
+    base: dict[str, Any] = {"id": completion["id"], "object": "chat.completion.chunk"}
+    base |= {k: completion[k] for k in ("created", "model", "system_fingerprint")}
+    if include_usage:
+        base["usage"] = None
+
+    def chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return base | {"choices": [choice]}
+
+    events = []
+    for choice in completion["choices"]:
+        i, message = choice["index"], choice["message"]
+        calls = message.get("tool_calls") or []
+        events.append(chunk(i, {"role": "assistant", "content": None if calls else ""}))
+        for j, call in enumerate(calls):
+            opening = {"name": call["function"].get("name", ""), "arguments": ""}
+            events.append(chunk(i, {"tool_calls": [call | {"index": j, "function": opening}]}))
+            arguments = {"arguments": call["function"]["arguments"]}
+            events.append(chunk(i, {"tool_calls": [{"index": j, "function": arguments}]}))
+        text = message["content"] or ""
+        size = max(1, math.ceil(len(text) / STREAM_PIECES))
+        events.extend(chunk(i, {"content": text[k : k + size]}) for k in range(0, len(text), size))
+        events.append(chunk(i, {}, choice["finish_reason"]))
+    if include_usage:
+        events.append(base | {"choices": [], "usage": completion["usage"]})
+    return events
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Thread-per-connection HTTP server that tolerates clients hanging up."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    llm: LLMServer
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the host."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet about connections the client closed; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -450,19 +578,18 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "loopback-llm/1.0"
     sys_version = ""
     server: _HTTPServer
+    _pending: tuple[RecordedRequest, int, bool] | None = None
 
     def log_message(self, *args: Any) -> None:
         """Stay silent: no per-request log lines."""
 
     def do_GET(self) -> None:
-        """Serve GET."""
+        """Serve a GET request."""
         self._serve()
 
     def do_POST(self) -> None:
-        """Serve POST."""
+        """Serve a POST request."""
         self._serve()
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -488,14 +615,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         chat = self.command == "POST" and path in CHAT_PATHS
         generation, wake = llm._arrive(chat)
-        rec = RecordedRequest(
-            self.command,
-            path,
-            headers,
-            body if isinstance(body, dict) else None,
-            start,
-            begin=start,
-        )
+        body = body if isinstance(body, dict) else None
+        rec = RecordedRequest(self.command, path, headers, body, start, begin=start)
+        self._pending = (rec, generation, chat)
         try:
             if chat:
                 self._chat(llm, rec, wake)
@@ -504,21 +626,26 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             rec.status = 0
             self.close_connection = True
-        except Exception as exc:  # a bug in a scripted callable: answer 500 and show it
+        except Exception as exc:  # a bug, e.g. in a scripted callable: show it and answer 500
             traceback.print_exc()
             self.close_connection = True
             if rec.status == 0:
                 self._send(rec, 500, error_body(f"loopback server bug: {exc!r}", "server_error"))
         finally:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Log the current request (called just before its last bytes go out)."""
+        # Logging before the final write means a client that has read its response always
+        # finds the request in the log; the status is set to 0 afterwards if the write fails.
+        if self._pending is not None:
+            rec, generation, chat = self._pending
+            self._pending = None
             rec.end = time.monotonic()
-            llm._depart(rec, generation, chat)
+            self.server.llm._depart(rec, generation, chat)
 
     def _send(
-        self,
-        rec: RecordedRequest,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
+        self, rec: RecordedRequest, status: int, payload: Any, headers: dict[str, str] | None = None
     ) -> None:
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
@@ -527,15 +654,34 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
         rec.status = status
+        self._commit()
+        self.wfile.write(data)
+
+    def _send_stream(
+        self, rec: RecordedRequest, events: list[dict[str, Any]], headers: dict[str, str]
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for event in events:
+            data = f"data: {json.dumps(event)}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        rec.status = 200
+        self._commit()
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
 
     def _drop(self) -> None:
+        """Close the connection without a response."""
         self.close_connection = True
-        try:
+        self._commit()
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _other(self, llm: LLMServer, rec: RecordedRequest) -> None:
         path, method = rec.path, rec.method
@@ -544,266 +690,98 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_reset" and method == "POST":
             llm.clear()
             return self._send(rec, 200, {"ok": True})
-        if method == "GET" and (path in MODELS_PATHS or path.startswith(MODELS_PATHS[0] + "/")):
-            if err := llm._auth_error(rec.headers):
-                return self._send(rec, 401, err)
-            cards = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "loopback"}
-                for m in llm.models
-            ]
-            if path in MODELS_PATHS:
-                return self._send(rec, 200, {"object": "list", "data": cards})
-            for card in cards:
-                if path.endswith("/" + card["id"]):
-                    return self._send(rec, 200, card)
-            return self._send(rec, 404, _model_not_found(path.rsplit("/", 1)[-1]))
-        message = f"Invalid URL ({method} {path})"
-        return self._send(rec, 404, error_body(message, "invalid_request_error"))
-
-    def _chat(self, llm: LLMServer, rec: RecordedRequest, wake: threading.Event) -> None:
-        body = rec.body
+        models_path = path in MODELS_PATHS or path.startswith(tuple(p + "/" for p in MODELS_PATHS))
+        if method != "GET" or not models_path:
+            message = f"Invalid URL ({method} {path})"
+            return self._send(rec, 404, error_body(message, "invalid_request_error"))
         if err := llm._auth_error(rec.headers):
             return self._send(rec, 401, err)
-        if body is None:
-            message = "We could not parse the JSON body of your request."
-            return self._send(rec, 400, error_body(message, "invalid_request_error"))
-        model, messages = body.get("model"), body.get("messages")
-        if not isinstance(model, str) or not model:
-            message = "you must provide a model parameter"
-            return self._send(rec, 400, error_body(message, "invalid_request_error"))
-        if not isinstance(messages, list):
-            message = "Missing required parameter: 'messages'."
-            err = error_body(
-                message,
-                "invalid_request_error",
-                param="messages",
-                code="missing_required_parameter",
-            )
-            return self._send(rec, 400, err)
-        if not messages:
-            message = "Invalid 'messages': empty array. Expected an array with minimum length 1."
-            err = error_body(message, "invalid_request_error", param="messages", code="empty_array")
-            return self._send(rec, 400, err)
-        if model not in llm.models:
-            return self._send(rec, 404, _model_not_found(model))
-        wait, rate_headers = llm._take_request()
+        cards = {
+            m: {"id": m, "object": "model", "created": 0, "owned_by": "loopback"}
+            for m in llm.models
+        }
+        if path in MODELS_PATHS:
+            return self._send(rec, 200, {"object": "list", "data": list(cards.values())})
+        name = path.split("/models/", 1)[-1]
+        if name not in cards:
+            return self._send(rec, 404, _model_not_found(name))
+        return self._send(rec, 200, cards[name])
+
+    def _chat(self, llm: LLMServer, rec: RecordedRequest, wake: threading.Event) -> None:
+        if rejected := _reject(llm, rec):
+            return self._send(rec, *rejected)
+        wait, headers = llm._take_request()
         if wait is not None:
             retry = {
                 "retry-after": str(math.ceil(wait)),
                 "retry-after-ms": str(math.ceil(wait * 1000)),
             }
-            message = (
-                f"Rate limit reached for requests in organization org-loopback on requests per "
-                f"min (RPM): Limit {rate_headers['x-ratelimit-limit-requests']}, Used "
-                f"{rate_headers['x-ratelimit-limit-requests']}, Requested 1. "
-                f"Please try again in {format_reset(wait)}."
-            )
-            err = error_body(message, "requests", code="rate_limit_exceeded")
-            return self._send(rec, 429, err, rate_headers | retry)
+            limit = headers["x-ratelimit-limit-requests"]
+            return self._send(rec, 429, _rate_limited(limit, wait), headers | retry)
+        body = rec.body or {}
         n_prompt = prompt_tokens(body)
-        window = llm.context_window
-        if window is not None and n_prompt > window:
-            message = (
-                f"request ({n_prompt} tokens) exceeds the available context size "
-                f"({window} tokens), try increasing it"
-            )
-            err = {
-                "error": {
-                    "code": 400,
-                    "message": message,
-                    "type": "exceed_context_size_error",
-                    "n_prompt_tokens": n_prompt,
-                    "n_ctx": window,
-                }
-            }
-            return self._send(rec, 400, err, rate_headers)
+        if llm.context_window is not None and n_prompt > llm.context_window:
+            return self._send(rec, 400, _context_exceeded(n_prompt, llm.context_window), headers)
         rule = llm._match(body, rec.prompt)
-        latency = llm.latency if rule is None or rule.latency is None else rule.latency
-        drop, error, stall, delay = llm._roll(latency)
-        headers = dict(rate_headers)
-        if rule is not None:
-            overridden = {name.lower() for name in rule.headers}
-            headers = {k: v for k, v in headers.items() if k not in overridden} | rule.headers
-        pause = rule.stall if rule is not None and rule.stall is not None else None
-        if pause is None and stall:
-            pause = llm.stall_seconds
-        if pause:
-            wake.wait(pause)
-        sem = llm._semaphore()
-        if sem is not None:
-            sem.acquire()
-        try:
+        fate = llm._fate(rule)
+        if rule is not None:  # rule headers go out verbatim and replace ours of the same name
+            replaced = {name.lower() for name in rule.headers}
+            headers = {k: v for k, v in headers.items() if k not in replaced} | rule.headers
+        if fate.pause:
+            wake.wait(fate.pause)
+        with llm._slot():
             rec.begin = time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if drop or (rule is not None and rule.drop):
-                return self._drop()
-            if rule is not None and rule.raw is not None:
-                return self._send(rec, rule.status, rule.raw, headers)
-            if rule is not None and rule.status >= 400:
-                err = rule.error or default_error(rule.status)
-                err = err if "error" in err else {"error": err}
-                return self._send(rec, rule.status, err, headers)
-            if error is not None:
-                message = f"The server had an error while processing your request ({error})."
-                return self._send(rec, error, error_body(message, "server_error"), headers)
-            status = 200 if rule is None else rule.status
-            self._complete(llm, rec, body, rule, n_prompt, status, headers)
-        finally:
-            if sem is not None:
-                sem.release()
+            if fate.delay:
+                time.sleep(fate.delay)
+            self._answer(llm, rec, rule, fate, n_prompt, headers)
         return None
 
-    def _complete(
+    def _answer(
         self,
         llm: LLMServer,
         rec: RecordedRequest,
-        body: dict[str, Any],
         rule: Rule | None,
+        fate: Fate,
         n_prompt: int,
-        status: int,
         headers: dict[str, str],
     ) -> None:
-        cid = llm._next_id()
-        text = rule.text(body) if rule is not None else "ECHO " + last_user_text(body)
-        finish = rule.finish_reason if rule is not None else "stop"
-        calls = _tool_calls(rule.tool_calls, cid) if rule and rule.tool_calls is not None else None
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
-        choices: list[tuple[str | None, str]] = []
-        for i in range(n):
-            if calls is not None:
-                choices.append((None, "tool_calls"))
-                continue
-            content = text if i == 0 else f"{text} #{i}"
-            if isinstance(limit, int) and limit > 0 and estimate_tokens(content) > limit:
-                choices.append((content[: limit * 4], "length"))
-            else:
-                choices.append((content, finish))
-        n_completion = sum(
-            estimate_tokens(json.dumps(calls) if content is None else content)
-            for content, _ in choices
-        )
-        usage = {
-            "prompt_tokens": n_prompt,
-            "completion_tokens": n_completion,
-            "total_tokens": n_prompt + n_completion,
-        }
-        head = {
-            "id": f"chatcmpl-{cid}",
-            "created": int(time.time()),
-            "model": body["model"],
-            "system_fingerprint": "fp_loopback",
-        }
+        body = rec.body or {}
+        if fate.drop:
+            return self._drop()
+        if rule is not None and rule.raw is not None:
+            return self._send(rec, rule.status, rule.raw, headers)
+        if rule is not None and rule.status >= 400:
+            err = rule.error or default_error(rule.status)
+            return self._send(rec, rule.status, err if "error" in err else {"error": err}, headers)
+        if fate.error is not None:
+            message = "The server had an error while processing your request."
+            return self._send(rec, fate.error, error_body(message, "server_error"), headers)
+        cid = next(llm._ids)
+        completion = build_completion(body, rule, cid, n_prompt)
         headers = {"x-request-id": f"req_loopback_{cid}"} | headers
         if body.get("stream") is True:
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            return self._stream(
-                rec, status, head, choices, calls, usage if with_usage else None, headers
+            return self._send_stream(
+                rec, stream_events(completion, include_usage=with_usage), headers
             )
-        message_choices = []
-        for i, (content, reason) in enumerate(choices):
-            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-            if calls is not None:
-                message["tool_calls"] = calls
-            message_choices.append(
-                {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
-            )
-        payload = {"id": head["id"], "object": "chat.completion", **head}
-        payload |= {"choices": message_choices, "usage": usage}
-        return self._send(rec, status, payload, headers)
-
-    def _stream(
-        self,
-        rec: RecordedRequest,
-        status: int,
-        head: dict[str, Any],
-        choices: list[tuple[str | None, str]],
-        calls: list[dict[str, Any]] | None,
-        usage: dict[str, int] | None,
-        headers: dict[str, str],
-    ) -> None:
-        base = {"id": head["id"], "object": "chat.completion.chunk"} | head
-        if usage is not None:
-            base["usage"] = None
-
-        def chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
-            return base | {"choices": [choice]}
-
-        events: list[dict[str, Any]] = []
-        for i, (content, reason) in enumerate(choices):
-            if calls is not None:
-                events.append(chunk(i, {"role": "assistant", "content": None}))
-                for j, call in enumerate(calls):
-                    opening = {"name": call["function"].get("name", ""), "arguments": ""}
-                    events.append(
-                        chunk(i, {"tool_calls": [{"index": j} | call | {"function": opening}]})
-                    )
-                    arguments = {"arguments": call["function"]["arguments"]}
-                    events.append(chunk(i, {"tool_calls": [{"index": j, "function": arguments}]}))
-            else:
-                events.append(chunk(i, {"role": "assistant", "content": ""}))
-                events.extend(chunk(i, {"content": piece}) for piece in _pieces(content or ""))
-            events.append(chunk(i, {}, reason))
-        if usage is not None:
-            events.append(base | {"choices": [], "usage": usage})
-        self.send_response(status)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        lines = [f"data: {json.dumps(event)}\n\n".encode() for event in events]
-        for data in [*lines, b"data: [DONE]\n\n"]:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.write(b"0\r\n\r\n")
-        rec.status = status
-
-
-def _model_not_found(model: str) -> dict[str, Any]:
-    """Return OpenAI's 404 body for an unknown model."""
-    message = f"The model `{model}` does not exist or you do not have access to it."
-    return error_body(message, "invalid_request_error", code="model_not_found")
+        return self._send(rec, 200 if rule is None else rule.status, completion, headers)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server from the command line until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--jitter", type=float, default=0.0)
-    parser.add_argument("--slots", type=int, default=None)
-    parser.add_argument("--rpm", type=float, default=None)
-    parser.add_argument("--burst", type=float, default=1.0)
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--drop-rate", type=float, default=0.0)
-    parser.add_argument("--stall-rate", type=float, default=0.0)
-    parser.add_argument("--stall-seconds", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--context-window", type=int, default=None)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--model", action="extend", nargs="+", default=None, dest="models")
+    kinds = {"slots": int, "seed": int, "context_window": int, "api_key": str}
+    for knob in KNOBS:
+        flag = "--" + knob.replace("_", "-")
+        parser.add_argument(flag, type=kinds.get(knob, float), default=getattr(LLMServer, knob))
+    parser.add_argument("--model", action="extend", nargs="+", dest="models", metavar="NAME")
     args = parser.parse_args(argv)
 
     server = LLMServer(args.host, args.port)
-    for knob in (
-        "latency",
-        "jitter",
-        "slots",
-        "rpm",
-        "burst",
-        "error_rate",
-        "drop_rate",
-        "stall_rate",
-        "stall_seconds",
-        "seed",
-        "context_window",
-        "api_key",
-    ):
+    for knob in KNOBS:
         setattr(server, knob, getattr(args, knob))
     server.models = args.models or [DEFAULT_MODEL]
     done = threading.Event()
