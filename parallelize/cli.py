@@ -244,7 +244,7 @@ def _run_with_progress(
     from .run import RunOptions
 
     endpoint = None if dry_run else Endpoint.resolve(base_url)
-    with progress_reporter(0, quiet=quiet or dry_run) as on_event:
+    with progress_reporter(quiet=quiet or dry_run) as on_event:
         options = RunOptions(
             endpoint=endpoint,
             timeout=timeout,

@@ -20,7 +20,7 @@ from .records import Completion, Task, TaskResult
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_RETRIES = 4
 
-EventKind = Literal["start", "retry", "done", "failed"]
+EventKind = Literal["queued", "start", "retry", "done", "failed"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class Executor:
     def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
         """Run every task; raise the first fatal error after in-flight calls finish."""
         workers = min(self.concurrency, max(1, len(tasks)))
+        for task in tasks:
+            self.on_event(Event("queued", task))
         with ThreadPoolExecutor(workers, thread_name_prefix="parallelize") as pool:
             results = list(pool.map(self._run_one, tasks))
         if self._fatal is not None:

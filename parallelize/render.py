@@ -31,7 +31,7 @@ def stderr_console() -> Console:
 
 @contextmanager
 def progress_reporter(
-    total: int, *, quiet: bool, console: Console | None = None
+    *, quiet: bool, console: Console | None = None
 ) -> Iterator[Callable[[Event], None]]:
     """A progress callback: a Rich bar on a terminal, one plain line per event otherwise."""
     console = console or stderr_console()
@@ -42,7 +42,7 @@ def progress_reporter(
         lock = threading.Lock()
 
         def log(event: Event) -> None:
-            if event.kind == "start":
+            if event.kind in ("queued", "start"):
                 return
             line = f"[{event.kind}] {event.task.label}"
             if event.result is not None and event.result.status == "truncated":
@@ -62,10 +62,12 @@ def progress_reporter(
         TextColumn("{task.fields[note]}"),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("calls", total=total, note="")
+        bar = progress.add_task("calls", total=0, note="")
 
         def update(event: Event) -> None:
-            if event.kind in ("done", "failed"):
+            if event.kind == "queued":
+                progress.update(bar, total=(progress.tasks[0].total or 0) + 1)
+            elif event.kind in ("done", "failed"):
                 progress.advance(bar)
                 if event.kind == "failed":
                     console.print(f"[red]failed[/red] {event.task.label}: {event.result.error}")  # type: ignore[union-attr]
