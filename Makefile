@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TIKTOKEN_CACHE ?= $(abspath ../shared/tiktoken-cache)
 export TIKTOKEN_CACHE_DIR ?= $(if $(wildcard $(TIKTOKEN_CACHE)/*),$(TIKTOKEN_CACHE),)
 
-.PHONY: install test lint fmt check bench bench-smoke clean
+.PHONY: install test test-real lint fmt check bench bench-smoke clean
 
 install: $(BIN)/parallelize
 
@@ -37,3 +37,9 @@ bench-smoke: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Integration tests against a real llama.cpp server built once from PyPI's llama-cpp-python sdist
+# (cached under ~/.cache/parallelize/realserver; the first build takes 10-20 minutes on 2 cores).
+test-real: install
+	bash tools/realserver/build.sh
+	$(BIN)/python -m pytest -q tests/integration

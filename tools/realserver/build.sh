@@ -12,7 +12,8 @@
 set -euo pipefail
 
 LCP_VERSION=0.3.36          # llama-cpp-python sdist that carries vendor/llama.cpp
-PINS="gguf==0.19.0 tokenizers==0.23.3 numpy==2.3.5"
+PINS=(gguf==0.19.0 tokenizers==0.23.3 "numpy==2.2.6; python_version < '3.11'"
+  "numpy==2.3.5; python_version >= '3.11'")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${PARALLELIZE_REALSERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/parallelize/realserver}
 PY=${PYTHON:-python3}
@@ -24,6 +25,10 @@ CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON
   -DLLAMA_BUILD_SERVER=ON)
+# GGML_NATIVE=OFF still assumes AVX2/FMA/F16C/BMI2; turn them off on CPUs without AVX2.
+if [ -r /proc/cpuinfo ] && ! grep -qw avx2 /proc/cpuinfo; then
+  CMAKE_ARGS+=(-DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF)
+fi
 
 short_hash() {
   if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi | cut -c1-10
@@ -32,21 +37,22 @@ log_fail() { echo "FAILED: $1 (log: $2)" >&2; tail -n 40 "$2" >&2; exit 1; }
 
 mkdir -p "$ROOT/models" "$ROOT/dl"
 T0=$SECONDS
+exec 9>"$ROOT/.lock"          # one build at a time per cache root
+if command -v flock >/dev/null; then flock 9; fi
 
 # --- 1. small venv for make_model.py (never llama-cpp-python itself) --------
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c pass 2>/dev/null; then
   rm -rf "$VENV"      # e.g. the base interpreter was upgraded or removed
 fi
-if [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]; then
-  echo "== venv $VENV ($PINS)"
+if [ "$(cat "$VENV/.pins" 2>/dev/null)" != "${PINS[*]}" ]; then
+  echo "== venv $VENV (${PINS[*]})"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  # shellcheck disable=SC2086  # PINS is a word list
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PINS
-  echo "$PINS" >"$VENV/.pins"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}"
+  echo "${PINS[*]}" >"$VENV/.pins"
 fi
 
 # --- 2. tiny model, keyed by make_model.py + interpreter + pins --------------
-MODEL_KEY=$({ cat "$HERE/make_model.py"; echo "$PINS"
+MODEL_KEY=$({ cat "$HERE/make_model.py"; echo "${PINS[*]}"
   "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | short_hash)
 MODEL=$ROOT/models/tiny-llama-$MODEL_KEY.gguf
 if [ ! -s "$MODEL" ]; then
@@ -68,20 +74,25 @@ if [ ! -x "$BIN" ]; then
   if [ ! -s "$TGZ" ]; then
     echo "== downloading llama-cpp-python==$LCP_VERSION sdist"
     # --no-binary for this package only: ':all:' would build its build deps from source
+    rm -rf "$ROOT/dl/tmp"
     "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
-      --no-binary llama-cpp-python "llama-cpp-python==$LCP_VERSION" -d "$ROOT/dl"
+      --no-binary llama-cpp-python "llama-cpp-python==$LCP_VERSION" -d "$ROOT/dl/tmp"
+    mv "$ROOT/dl/tmp/$(basename "$TGZ")" "$TGZ" && rm -rf "$ROOT/dl/tmp"
   fi
   WORK=$ROOT/work-$LCP_VERSION-$BUILD_KEY       # kept on failure: a rerun resumes
   LOG=$ROOT/build-$LCP_VERSION-$BUILD_KEY.log
-  SRC=$WORK/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp
-  [ -f "$SRC/CMakeLists.txt" ] || { rm -rf "$WORK"; mkdir -p "$WORK"; tar xzf "$TGZ" -C "$WORK"; }
+  TOP=$WORK/llama_cpp_python-$LCP_VERSION SRC=$WORK/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp
+  if [ ! -d "$TOP" ]; then     # unpack aside, then rename: never a half-extracted tree
+    rm -rf "$WORK.tmp" && mkdir -p "$WORK.tmp" "$WORK" && tar xzf "$TGZ" -C "$WORK.tmp"
+    mv "$WORK.tmp/llama_cpp_python-$LCP_VERSION" "$TOP" && rm -rf "$WORK.tmp"
+  fi
   echo "== building llama-server (cmake -j $JOBS, ~10-15 min on 2 cores; log: $LOG)"
   t=$SECONDS
   GEN_ARGS=()
   if [ ! -f "$WORK/build/CMakeCache.txt" ] && command -v ninja >/dev/null; then GEN_ARGS=(-G Ninja); fi
   # the sdist has no .git: take the vendored upstream commit from its CHANGELOG
   COMMIT=$(sed -n "/^## \[$LCP_VERSION\]/,/^## \[/s/.*llama\.cpp@\([0-9a-f]\{7,\}\).*/\1/p" \
-    "$SRC/../../CHANGELOG.md" | head -n1)
+    "$TOP/CHANGELOG.md" | head -n1)
   cmake -S "$SRC" -B "$WORK/build" ${GEN_ARGS[@]+"${GEN_ARGS[@]}"} "${CMAKE_ARGS[@]}" \
     -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT="${COMMIT:-unknown}" >"$LOG" 2>&1 \
     || log_fail "cmake configure" "$LOG"

@@ -18,6 +18,7 @@ Usage: make_model.py OUT.gguf [--allow-eos]   (needs gguf, tokenizers, numpy)
   -5 there (logit ~ -50). --allow-eos drops that (then ~1 token in 1500 ends
   generation at random).
 """
+
 import argparse
 import glob
 import json
@@ -55,9 +56,15 @@ def train_tokenizer(vocab_size):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train(corpus_files(), trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train(
+        corpus_files(),
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     return tok
 
 
@@ -146,8 +153,11 @@ def main():
     w.write_tensors_to_file()
     w.close()
     os.replace(part, a.out)
-    print(f"wrote {a.out}: vocab={len(id2tok)} merges={len(merges)} layers={a.layers} "
-          f"embd={a.embd} size={os.path.getsize(a.out) / 1e6:.1f} MB", file=sys.stderr)
+    print(
+        f"wrote {a.out}: vocab={len(id2tok)} merges={len(merges)} layers={a.layers} "
+        f"embd={a.embd} size={os.path.getsize(a.out) / 1e6:.1f} MB",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

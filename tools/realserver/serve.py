@@ -18,9 +18,11 @@ make bursts come back in 5 s keep-alive waves), ``--jinja`` (use the ChatML
 template embedded in the model), ``-c`` = slots * ctx_per_slot (``-c`` is the
 TOTAL context, split over the slots), ``-n 256`` (cap when no max_tokens).
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -37,6 +39,7 @@ ALIAS = "tiny-llama"
 
 
 def cache_root() -> Path:
+    """$PARALLELIZE_REALSERVER_DIR, else $XDG_CACHE_HOME/parallelize/realserver (as build.sh)."""
     env = os.environ.get("PARALLELIZE_REALSERVER_DIR")
     if env:
         return Path(env)
@@ -44,10 +47,10 @@ def cache_root() -> Path:
     return Path(xdg) / "parallelize" / "realserver"
 
 
-def find_build() -> tuple[Path, Path] | None:
+def find_build(root: Path | None = None) -> tuple[Path, Path] | None:
     """(binary, model) recorded by the last successful build.sh run, or None."""
     try:
-        info = json.loads((cache_root() / "build.json").read_text())
+        info = json.loads(((root or cache_root()) / "build.json").read_text())
         binary, model = Path(info["binary"]), Path(info["model"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -77,7 +80,7 @@ def _die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, non-Linux
+    except Exception:  # best effort: not Linux, or no libc symbol
         pass
 
 
@@ -121,50 +124,58 @@ class RunningServer:
 
 
 def _start_once(binary, model, slots, ctx_per_slot, port, threads, alias, log_path, wait):
-    cmd = [str(binary), "-m", str(model), "--alias", alias, "--host", "127.0.0.1",
-           "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-np", str(slots), "-c", str(slots * ctx_per_slot), "-n", "256",
-           "--threads-http", "128", "--jinja", "--metrics"]
+    """The RunningServer once /v1/models answers (200 only after the model loaded),
+    or a dead one if the process exited; raises on timeout."""
+    cmd = [str(binary), "-m", str(model), "--alias", alias, "--host", "127.0.0.1"]
+    cmd += f"--port {port} -t {threads} -tb {threads} -np {slots}".split()
+    cmd += f"-c {slots * ctx_per_slot} -n 256 --threads-http 128 --jinja --metrics".split()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
     srv = RunningServer(proc, port, log_path, alias)
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return None if b"bind" in log_path.read_bytes() else srv
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
             srv.get_json("/v1/models", timeout=2)
             return srv
-        except (OSError, ValueError):  # URLError/HTTP 503 while loading
-            time.sleep(0.1)
+        except (OSError, ValueError):  # refused, or HTTP 503 while loading
+            time.sleep(0.05)
+    if proc.poll() is not None:
+        return srv
     srv.stop()
-    raise RuntimeError(f"llama-server not ready after {wait:.0f} s: {' '.join(cmd)}\n"
-                       f"--- {log_path}:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"llama-server not ready after {wait:.0f} s: {' '.join(cmd)}\n"
+        f"--- {log_path}:\n{_tail(log_path)}"
+    )
 
 
-def start_server(binary, model, *, slots: int = 8, ctx_per_slot: int = 512, port: int = 0,
-                 threads: int = 1, alias: str = ALIAS, log_path=None,
-                 wait: float = 60.0) -> RunningServer:
+def start_server(
+    binary, model, *, slots: int = 8, ctx_per_slot: int = 512, port: int = 0,
+    threads: int = 1, alias: str = ALIAS, log_path=None, wait: float = 60.0,
+) -> RunningServer:  # fmt: skip
     """Start llama-server on 127.0.0.1 and wait (up to `wait` s) for /v1/models.
 
     port=0 picks a free port (retried if another process grabs it first).
+    The log goes to `log_path` (default: a new temp file, kept for debugging).
     Raises RuntimeError with the log tail if the server dies or never answers.
     """
     if log_path is None:
-        fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+        fd, log_path = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         os.close(fd)
-        log_path = name
     log_path = Path(log_path)
     for _ in range(3 if port == 0 else 1):
-        srv = _start_once(binary, model, slots, ctx_per_slot, port or _free_port(),
-                          threads, alias, log_path, wait)
-        if srv is not None and srv.alive():
+        srv = _start_once(
+            binary, model, slots, ctx_per_slot, port or _free_port(), threads, alias, log_path, wait
+        )
+        if srv.alive():
             return srv
-        if srv is not None or port:
+        if b"couldn't bind" not in log_path.read_bytes():
             break
-    raise RuntimeError(f"llama-server exited (rc={srv.process.returncode if srv else '?'})"
-                       f"\n--- {log_path}:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"llama-server exited with rc={srv.process.returncode}\n--- {log_path}:\n{_tail(log_path)}"
+    )
 
 
 def main() -> int:
@@ -182,15 +193,18 @@ def main() -> int:
         return 1
     binary = a.binary or found[0]
     model = a.model or found[1]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill PID` stops the server too
     t0 = time.monotonic()
-    with start_server(binary, model, slots=a.slots, ctx_per_slot=a.ctx_per_slot,
-                      port=a.port, threads=a.threads) as srv:
-        print(f"{srv.base_url}  (model {srv.alias}, ready in {time.monotonic() - t0:.2f} s, "
-              f"pid {srv.process.pid}, log {srv.log_path})", flush=True)
-        try:
+    with start_server(
+        binary, model, slots=a.slots, ctx_per_slot=a.ctx_per_slot, port=a.port, threads=a.threads
+    ) as srv:
+        print(
+            f"{srv.base_url}  (model {srv.alias}, ready in {time.monotonic() - t0:.2f} s, "
+            f"pid {srv.process.pid}, log {srv.log_path})",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             srv.process.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
