@@ -124,7 +124,7 @@ class ChatClient:
             raise LLMError(f"connection failed: {type(exc).__name__}: {exc}") from None
         headers = _kept_headers(response.headers)
         if response.status_code >= 400:
-            error = _status_error(response, headers)
+            error = _status_error(response, headers, body)
             adapted = self._learn_adaptation(error, body)
             if adapted:
                 return self.complete(request)
@@ -177,7 +177,15 @@ def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if KEPT_HEADERS.match(k.lower())}
 
 
-def _status_error(response: httpx.Response, headers: Mapping[str, str]) -> LLMError:
+def _names_a_parameter(message: str, body: Mapping[str, Any]) -> bool:
+    """True when a 400 blames one of our request parameters: every call would fail the same."""
+    names = [k for k in body if k not in ("model", "messages")]
+    return any(re.search(rf"\b{re.escape(name)}\b", message) for name in names)
+
+
+def _status_error(
+    response: httpx.Response, headers: Mapping[str, str], body: Mapping[str, Any]
+) -> LLMError:
     """Map an HTTP error reply to our error types, keeping the provider's own message."""
     status = response.status_code
     message = _error_message(response)
@@ -196,8 +204,8 @@ def _status_error(response: httpx.Response, headers: Mapping[str, str]) -> LLMEr
                 hint="the request is larger than the model's context window: "
                 "use smaller chunks (--chunk-tokens) or a model with a larger context",
             )
-        if UNSUPPORTED_PARAM.search(message):
-            return FatalLLMError(text, status=status, hint="remove the rejected parameter")
+        if UNSUPPORTED_PARAM.search(message) or _names_a_parameter(message, body):
+            return FatalLLMError(text, status=status, hint="remove or fix the rejected parameter")
         return LLMError(text, status=status, retryable=False)
     retryable = status in (408, 409, 429) or status >= 500
     return LLMError(

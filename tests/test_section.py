@@ -100,3 +100,16 @@ def test_model_is_discovered_from_a_local_server(llm: LLMServer, make_tree) -> N
     result = run_section([str(root)], override(find_recipe("summarize"), {}))
     assert result.model == "only-model"
     assert llm.requests[0].body["model"] == "only-model"
+
+
+def test_a_rejected_parameter_stops_the_run(llm: LLMServer, make_tree) -> None:
+    llm.script(
+        lambda body: "response_format" in body,
+        status=400,
+        error={"message": "response_format type must be one of text or json_object"},
+    )
+    root = make_tree({f"f{i}.txt": f"file {i}\n" for i in range(10)})
+    bad = recipe(chunking={"by": "file"}, concurrency=1, params={"response_format": {"type": "x"}})
+    with pytest.raises(FatalLLMError, match="response_format") as err:
+        run_section([str(root)], bad)
+    assert err.value.exit_code == 2 and len(llm.requests) == 1
