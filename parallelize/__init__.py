@@ -20,6 +20,7 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "run_section",
+    "run_vote",
 ]
 
 _LAZY = {
@@ -32,6 +33,7 @@ _LAZY = {
     "RunOptions": "run",
     "RunResult": "records",
     "run_section": "run",
+    "run_vote": "run",
 }
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from .errors import ParallelizeError
     from .recipe import Recipe, find_recipe, load_recipe, parse_recipe
     from .records import RunResult
-    from .run import RunOptions, run_section
+    from .run import RunOptions, run_section, run_vote
 
 
 def __getattr__(name: str) -> Any:

@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import RecipeError
+from .recipe_vote import ModelEntry, Vote
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_SECTION_RECIPE = "summarize"
@@ -70,7 +78,22 @@ class Recipe(Strict):
     context_window: int | None = Field(None, ge=256)
     chunking: Chunking = Chunking()
     merge: Merge = Merge()
+    vote: Vote = Vote()
+    models: list[ModelEntry] | None = Field(
+        None, description="an ensemble (vote): replaces model when given; names are unique"
+    )
     source: str | None = Field(None, exclude=True, description="file the recipe came from")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelEntry] | None) -> list[ModelEntry] | None:
+        names = [m.name for m in models or ()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if models == []:
+            raise ValueError("list at least one model, or leave models out")
+        if twice:
+            raise ValueError(f"model names must be unique (repeated: {', '.join(twice)})")
+        return models
 
     def worker_params(self) -> dict[str, Any]:
         """Request parameters shared by every worker (identical by construction)."""

@@ -103,6 +103,47 @@ def run_section(
     return result
 
 
+def run_vote(
+    task: str | None,
+    recipe: Recipe,
+    *,
+    options: RunOptions | None = None,
+) -> RunResult:
+    """Run N attempts at one task in parallel (spread over the models), then pick ONE best.
+
+    Configuration mistakes raise ConfigError; a vote without a winner is a RunResult whose
+    exit_code says why (3: no consensus or all rejected, 1: too few candidates or no verdict).
+    """
+    from .routing import route_models
+    from .voting import decide, planned_calls, prepare_vote
+
+    options = options or RunOptions()
+    started = time.monotonic()
+    setup = prepare_vote(task, recipe, env_model=os.environ.get("PARALLELIZE_MODEL"))
+    if options.dry_run:
+        setup.resolve(None)
+        return RunResult(
+            "vote",
+            recipe.name,
+            ", ".join(m.name for m in setup.models),
+            setup.tasks,
+            dry_run=True,
+            warnings=setup.warnings,
+            details={
+                "strategy": recipe.vote.strategy,
+                "seed": setup.seed,
+                "planned_calls": planned_calls(setup),
+            },
+        )
+    with engine(options, concurrency=setup.concurrency) as executor:
+        setup.resolve(None if setup.models else default_model(executor.client))
+        with route_models(executor, setup.models, timeout=options.timeout):
+            results = executor.run(setup.tasks)
+            result = decide(results, setup, executor)
+    result.wall_time = time.monotonic() - started
+    return result
+
+
 @contextmanager
 def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
     """The executor every command runs its calls through, with one shared client."""

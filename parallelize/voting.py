@@ -1,0 +1,352 @@
+"""The parts of `run_vote` that need no connection: check the setup, plan the calls, decide.
+
+run.run_vote opens the engine and runs the candidates; everything before (validation, the model
+list, the seed, the tasks) and after (admission, the strategy, the RunResult) lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .ballot import Candidate, Decision, VoteContext
+from .errors import EXIT_FAILED, EXIT_OK, ConfigError, RecipeError
+from .executor import DEFAULT_CONCURRENCY, Executor
+from .plan import DEFAULT_VOTE_TEMPERATURE, vote_tasks
+from .recipe import Recipe, override
+from .recipe_vote import CHECKS, Criterion, ModelEntry
+from .records import RunResult, Task, TaskResult
+from .similarity import mean_similarity, similarity_matrix
+from .template import INPUT, placeholders
+from .vote import VOTERS, admit, extract_answer, no_winner
+
+#: Judges and scorers should be as deterministic as the endpoint allows.
+JUDGE_TEMPERATURE = 0.0
+#: Separates a --criterion's text from its weight; it does not occur in ordinary prose.
+CRITERION_WEIGHT_SEP = "::"
+UNKNOWN_MODEL = "(default model)"
+
+
+@dataclass
+class VoteSetup:
+    """A checked vote: the final recipe, the task text, the models, and what the run will do."""
+
+    recipe: Recipe
+    task: str | None
+    models: list[ModelEntry]
+    warnings: list[str] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.recipe.vote.n
+
+    @property
+    def concurrency(self) -> int:
+        wanted = max(self.n, self.recipe.vote.judge_rounds)
+        return self.recipe.concurrency or min(wanted, DEFAULT_CONCURRENCY)
+
+    @property
+    def judge_model(self) -> str:
+        return self.recipe.vote.judge_model or (self.models[0].name if self.models else "")
+
+    def judge_params(self) -> dict[str, Any]:
+        """Temperature 0, plus the judge's own parameters when it is one of the ensemble."""
+        entry = next((m for m in self.models if m.name == self.judge_model), None)
+        return {"temperature": JUDGE_TEMPERATURE, **(entry.params if entry else {})}
+
+    def weight(self, model: str) -> float:
+        return next((m.weight for m in self.models if m.name == model), 1.0)
+
+    def resolve(self, default_model: str | None) -> VoteSetup:
+        """Fill in the model (when it comes from the server), the tasks and the seed."""
+        if not self.models:
+            self.models = [ModelEntry(name=default_model or UNKNOWN_MODEL)]
+        self.tasks = vote_tasks(self.recipe, self.task, models=self.models, n=self.n)
+        self.seed = self.recipe.seed if self.recipe.seed is not None else derived_seed(self)
+        self.warnings += temperature_warnings(self)
+        return self
+
+
+def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> VoteSetup:
+    """Check a vote before anything is sent; configuration mistakes raise ConfigError (exit 2)."""
+    vote = recipe.vote
+    where = f"{recipe.source}: " if recipe.source else ""
+    uses_input = INPUT in placeholders(recipe.prompt)
+    if task is not None and not task.strip():
+        raise ConfigError("TASK is empty: give the task as text, @file, or - for stdin")
+    if task is None and uses_input:
+        raise ConfigError(
+            "missing TASK: give the task as text, @file, or - for stdin",
+            hint="or use a recipe whose prompt carries the whole task",
+        )
+    if vote.strategy == "rubric" and not vote.criteria:
+        raise RecipeError(
+            f"{where}vote.strategy rubric needs criteria",
+            hint="add vote.criteria to the recipe, or pass --criterion 'TEXT::WEIGHT'",
+        )
+    if vote.n > 1 and vote.min_candidates > vote.n:
+        raise RecipeError(
+            f"{where}vote.min_candidates ({vote.min_candidates}) is more than n ({vote.n})"
+        )
+    warnings = []
+    if recipe.mode != "vote":
+        warnings.append(f"recipe '{recipe.name}' is a {recipe.mode} recipe; voting on its prompt")
+    if recipe.models:
+        models = list(recipe.models)
+    elif recipe.model or env_model:
+        models = [ModelEntry(name=recipe.model or env_model or "")]
+    else:
+        models = []
+    if vote.strategy == "weighted" and len({m.weight for m in models}) <= 1:
+        warnings.append("weighted: every model has the same weight, so this is a plain consensus")
+    return VoteSetup(recipe, task, models, warnings)
+
+
+def derived_seed(setup: VoteSetup) -> int:
+    """A seed from the request itself: the same vote re-run shuffles (and samples) the same way."""
+    first = setup.tasks[0].request
+    identity = {
+        "messages": first.messages,
+        "params": first.params,
+        "models": [m.name for m in setup.models],
+        "n": setup.n,
+        "strategy": setup.recipe.vote.strategy,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+def temperature_warnings(setup: VoteSetup) -> list[str]:
+    """Warn when N identical, deterministic requests would cost N times for one answer."""
+    if setup.n < 2 or len(setup.models) > 1:
+        return []
+    temperature = setup.tasks[0].request.params.get("temperature", DEFAULT_VOTE_TEMPERATURE)
+    if temperature != 0:
+        return []
+    return [
+        f"n={setup.n} with one model at temperature 0: the candidates will likely be identical "
+        "and each still costs a call (raise --temperature, or add models)"
+    ]
+
+
+def planned_calls(setup: VoteSetup) -> list[dict[str, Any]]:
+    """What a run would send: the candidates, then the judge or scorer calls (and their retries)."""
+    vote = setup.recipe.vote
+    calls: list[dict[str, Any]] = [
+        {"kind": "candidate", "model": m.name, "count": len(setup.tasks[i :: len(setup.models)])}
+        for i, m in enumerate(setup.models)
+    ]
+    if setup.n == 1:
+        return calls
+    scored = [c for c in vote.criteria if c.check is None]
+    if vote.strategy == "judge":
+        count, kind = vote.judge_rounds, "judge"
+    elif vote.strategy == "rubric" and scored:
+        count, kind = setup.n, "score"
+    else:
+        return calls
+    calls.append({"kind": kind, "model": setup.judge_model, "count": count})
+    retry = f"{kind} retry (only if unusable)"
+    calls.append({"kind": retry, "model": setup.judge_model, "count": count})
+    return calls
+
+
+def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> RunResult:
+    """Admit the usable candidates, run the strategy, and assemble the RunResult."""
+    vote = setup.recipe.vote
+    pool = [
+        Candidate(i, r, r.task.request.model, setup.weight(r.task.request.model))
+        for i, r in enumerate(results)
+    ]
+    if setup.n == 1:
+        decision = _single(pool[0])
+        warnings: list[str] = []
+    else:
+        warnings, error = admit(pool, min_candidates=vote.min_candidates)
+        if error:
+            decision = no_winner(error)
+        else:
+            context = VoteContext(
+                vote,
+                executor,
+                task_text=task_text(setup.tasks[0]),
+                judge_model=setup.judge_model,
+                judge_params=setup.judge_params(),
+                seed=setup.seed,
+            )
+            decision = VOTERS[vote.strategy](pool, context)
+    winner = pool[decision.winner] if decision.winner is not None else None
+    output = winner.text if winner is not None else ""
+    if winner is not None and vote.output == "answer":
+        answer = winner.answer or extract_answer(winner.text, re.compile(vote.answer_pattern or ""))
+        if answer is None:
+            warnings.append(
+                f"#{winner.number} has no answer matching answer_pattern; printing it whole"
+            )
+        else:
+            output = answer + "\n"
+    details = vote_details(pool, decision, setup)
+    return RunResult(
+        "vote",
+        setup.recipe.name,
+        ", ".join(m.name for m in setup.models),
+        setup.tasks,
+        results,
+        output=output,
+        aggregate_calls=decision.calls,
+        warnings=[*setup.warnings, *warnings, *decision.warnings],
+        details=details,
+        exit_code=decision.exit_code,
+    )
+
+
+def _single(only: Candidate) -> Decision:
+    if not only.result.succeeded:
+        error = f"the only candidate failed: {only.result.error}"
+        return Decision(None, error, EXIT_FAILED, error=error)
+    return Decision(only.index, "n=1: no vote needed, returning the single answer", EXIT_OK)
+
+
+def task_text(task: Task) -> str:
+    """The task as a candidate saw it, for judges and scorers (system prompt included)."""
+    parts = []
+    for message in task.request.messages:
+        if message["role"] == "system":
+            parts.append(f"(Instructions the candidates were given: {message['content']})")
+        else:
+            parts.append(str(message["content"]))
+    return "\n\n".join(parts)
+
+
+def vote_details(pool: Sequence[Candidate], decision: Decision, setup: VoteSetup) -> dict:
+    """The vote's record for `--format json` and the stderr table."""
+    vote = setup.recipe.vote
+    details = dict(decision.details)
+    if "agreement" not in details and decision.winner is not None:
+        usable = [c.index for c in pool if c.result.succeeded]
+        matrix = similarity_matrix([pool[i].text for i in usable])
+        here = usable.index(decision.winner)
+        details["agreement"] = round(mean_similarity(here, matrix, range(len(usable))), 4)
+    return {
+        "strategy": vote.strategy if setup.n > 1 else "none",
+        "n": setup.n,
+        "seed": setup.seed,
+        "winner": decision.winner,
+        "reason": decision.reason,
+        "error": decision.error,
+        "share": round(decision.share, 4) if decision.share is not None else None,
+        **details,
+        "candidates": [candidate_record(c, decision.winner) for c in pool],
+    }
+
+
+def candidate_record(c: Candidate, winner: int | None) -> dict[str, Any]:
+    """One candidate as JSON: its text, model, status and what the vote made of it."""
+    return {
+        "index": c.index,
+        "model": c.model,
+        "weight": c.weight,
+        "status": c.result.status,
+        "eligible": c.eligible,
+        "excluded": c.excluded,
+        "winner": c.index == winner,
+        "answer": c.answer,
+        "votes": c.votes,
+        "score": c.score,
+        "scores": c.scores,
+        "note": c.note,
+        "text": c.text,
+    }
+
+
+def apply_vote_flags(
+    recipe: Recipe,
+    *,
+    models: Sequence[str] = (),
+    weights: Mapping[str, float] | None = None,
+    criteria: Sequence[str] = (),
+    checks: Sequence[str] = (),
+    vote: Mapping[str, Any] | None = None,
+) -> Recipe:
+    """Flags over a recipe: named models keep their recipe entries; weights must name a model."""
+    values: dict[str, Any] = {}
+    known = {m.name: m for m in recipe.models or ()}
+    if models:
+        chosen = [known.get(name) or ModelEntry(name=name) for name in dict.fromkeys(models)]
+        values["models"] = [m.model_dump(exclude_defaults=True) for m in chosen]
+    if weights:
+        entries = [ModelEntry.model_validate(m) for m in values.get("models", ())]
+        entries = entries or list(recipe.models or ())
+        if not entries and recipe.model:
+            entries = [ModelEntry(name=recipe.model)]
+        names = [m.name for m in entries]
+        for name in weights:
+            if name not in names:
+                listed = ", ".join(names) or "none given; pass --model"
+                raise ConfigError(
+                    f"--weight {name}=...: no model named '{name}' (models: {listed})"
+                )
+        values["models"] = [
+            m.model_copy(update={"weight": weights.get(m.name, m.weight)}).model_dump(
+                exclude_defaults=True
+            )
+            for m in entries
+        ]
+    vote_values = {k: v for k, v in (vote or {}).items() if v is not None}
+    if criteria or checks:
+        lines = [parse_criterion(c) for c in criteria] + [parse_check(c) for c in checks]
+        vote_values["criteria"] = [line.model_dump(exclude_defaults=True) for line in lines]
+    if vote_values:
+        values["vote"] = vote_values
+    return override(recipe, values, replace=("models",))
+
+
+def parse_weight(raw: str) -> tuple[str, float]:
+    """`NAME=W` from --weight (the last '=' splits, so model tags such as a:8b stay whole)."""
+    name, sep, value = raw.rpartition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not sep or not name or not weight > 0 or weight == float("inf"):
+        raise ConfigError(f"--weight {raw}: expected NAME=W with a positive number W, e.g. gpt=2")
+    return name, weight
+
+
+def parse_criterion(raw: str) -> Criterion:
+    """`TEXT` or `TEXT::WEIGHT` from --criterion."""
+    text, sep, weight = raw.rpartition(CRITERION_WEIGHT_SEP)
+    if not sep:
+        text, weight = raw, "1"
+    try:
+        return Criterion(text=text.strip(), weight=float(weight))
+    except (ValueError, ValidationError):
+        raise ConfigError(
+            f"--criterion {raw!r}: expected TEXT or TEXT::WEIGHT with a positive WEIGHT"
+        ) from None
+
+
+def parse_check(raw: str) -> Criterion:
+    """`NAME=VALUE` from --check (`valid_json` needs no value); every check given so is hard."""
+    name, _, value = raw.partition("=")
+    name = name.strip()
+    if name not in CHECKS:
+        raise ConfigError(
+            f"--check {raw!r}: unknown check '{name}' (choose from {', '.join(CHECKS)})"
+        )
+    data: Any = (value or True) if name == "valid_json" else value
+    if name in ("must_include", "must_not_include"):
+        data = [value]
+    try:
+        return Criterion.model_validate({name: data})
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--check {raw!r}: {problem}") from None
