@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from .errors import EXIT_OK
 from .executor import Event
@@ -22,6 +23,12 @@ from .records import RunResult, TaskResult
 
 SCHEMA_VERSION = 1
 PREVIEW_CHARS = 2_000
+#: Most characters of each candidate shown in the vote table.
+CANDIDATE_PREVIEW = 72
+WINNER_MARK = "★"
+MIN_PREVIEW = 16
+MODEL_WIDTH = 28
+ANSWER_WIDTH = 24
 
 
 def stderr_console() -> Console:
@@ -96,7 +103,7 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
     calls = result.all_calls
     cached = sum(1 for r in calls if r.completion and r.completion.cached)
     parts = [
-        f"{len(result.results)} {'chunks' if result.command == 'section' else 'tasks'}",
+        f"{len(result.results)} {UNITS.get(result.command, 'tasks')}",
         f"{sum(1 for r in calls if r.attempts)} calls" + (f" ({cached} cached)" if cached else ""),
         f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
         f"{result.wall_time:.1f}s",
@@ -114,8 +121,13 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
         console.print(f"  truncated: {cut.task.label} ({reason or 'empty reply'})", markup=False)
 
 
+UNITS = {"section": "chunks", "vote": "candidates"}
+
+
 def plan_text(result: RunResult) -> str:
     """A dry run's plan: chunks, files, token counts and the first rendered prompt."""
+    if result.command == "vote":
+        return vote_plan_text(result)
     lines = [
         f"plan: {len(result.tasks)} {result.command} task(s), recipe {result.recipe}, "
         f"model {result.model or '(endpoint default)'}, tokens counted with "
@@ -135,6 +147,94 @@ def plan_text(result: RunResult) -> str:
             lines.append(f"[{message['role']}]")
             lines.append(str(message["content"]))
     return "\n".join(lines) + "\n"
+
+
+def vote_plan_text(result: RunResult) -> str:
+    """A vote's dry run: the candidate requests, then the judge or scorer calls that follow."""
+    details = result.details
+    planned = details.get("planned_calls", [])
+    lines = [
+        f"plan: vote with {len(result.tasks)} candidate(s), strategy {details.get('strategy')}, "
+        f"recipe {result.recipe}, seed {details.get('seed')}"
+    ]
+    for call in planned:
+        lines.append(f"  {call['count']} x {call['kind']} on {call['model']}")
+    retries = sum(c["count"] for c in planned if "retry" in c["kind"])
+    total = sum(c["count"] for c in planned)
+    lines.append(
+        f"  at most {total} calls" + (f" ({total - retries} without retries)" if retries else "")
+    )
+    for task in result.tasks:
+        params = ", ".join(f"{k}={v}" for k, v in task.request.params.items())
+        lines.append(f"  {task.label}: {task.request.model} sample {task.request.sample} {params}")
+    if result.tasks:
+        lines += ["", "--- rendered prompt of every candidate ---"]
+        for message in result.tasks[0].request.messages:
+            lines += [f"[{message['role']}]", str(message["content"])]
+    return "\n".join(lines) + "\n"
+
+
+def print_vote_report(result: RunResult, *, quiet: bool = False) -> None:
+    """The candidates table and the one-line reason on stderr; the error line even when quiet."""
+    details = result.details
+    console = stderr_console()
+    error = details.get("error")
+    if quiet:
+        pass
+    elif details.get("strategy") == "none":
+        console.print(details.get("reason", ""), markup=False)
+    else:
+        console.print(vote_table(details, width=console.width))
+        for c in details.get("candidates", []):
+            if c["excluded"]:
+                console.print(f"  #{c['index'] + 1} out: {c['excluded']}", markup=False)
+        winner = details.get("winner")
+        if winner is not None:
+            model = details["candidates"][winner]["model"]
+            console.print(f"winner: #{winner + 1} ({model}) - {details['reason']}", markup=False)
+        elif details.get("reason") and details.get("reason") != error:
+            console.print(f"no winner: {details['reason']}", markup=False)
+    if error:
+        console.print(f"error: {error}", markup=False)
+
+
+def vote_table(details: dict[str, Any], *, width: int = 100) -> Table:
+    """One row per candidate: model, status, votes or score, a preview; the winner marked."""
+    strategy = details.get("strategy")
+    candidates = details.get("candidates", [])
+    answers = strategy in ("consensus", "weighted")
+    header = "score" if strategy == "rubric" else "votes"
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for name in ("", "#", "model", "status", *(["answer"] if answers else []), header):
+        table.add_column(name, no_wrap=True, justify="right" if name == header else "left")
+    table.add_column("preview", no_wrap=True)
+    rows = []
+    for c in candidates:
+        if strategy == "rubric":
+            mark = f"{c['score']:.2f}" if c["score"] is not None else "pass" * c["eligible"]
+        else:
+            mark = f"{c['votes']:g}" if c["eligible"] else ""
+        row = [
+            WINNER_MARK if c["winner"] else "",
+            str(c["index"] + 1),
+            _clip(c["model"], MODEL_WIDTH),
+            "out" if c["excluded"] and c["status"] == "ok" else c["status"],
+            *([_clip(c["answer"] or "", ANSWER_WIDTH)] if answers else []),
+            mark,
+        ]
+        rows.append(row)
+    # The preview takes whatever width the other columns leave (at least a few words).
+    used = max((sum(len(cell) + 2 for cell in row) for row in rows), default=0) + 12
+    room = max(MIN_PREVIEW, min(CANDIDATE_PREVIEW, width - used))
+    for row, c in zip(rows, candidates, strict=True):
+        table.add_row(*row, _clip(c["text"], room))
+    return table
+
+
+def _clip(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, with an ellipsis when cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
 
 
 def task_record(result: TaskResult) -> dict[str, Any]:

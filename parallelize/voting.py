@@ -184,7 +184,8 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
             )
             decision = VOTERS[vote.strategy](pool, context)
     winner = pool[decision.winner] if decision.winner is not None else None
-    output = winner.text if winner is not None else ""
+    # The winner's text as it came, ending in one newline so a terminal prompt starts afresh.
+    output = winner.text.rstrip("\n") + "\n" if winner is not None else ""
     if winner is not None and vote.output == "answer":
         answer = winner.answer or extract_answer(winner.text, re.compile(vote.answer_pattern or ""))
         if answer is None:
