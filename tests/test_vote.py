@@ -8,46 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 from llmserver import LLMServer, prompt_text
+from votehelp import (
+    JUDGE,
+    SCORER,
+    TASK,
+    candidates,
+    judge_requests,
+    judge_says,
+    recipe,
+    shown_order,
+)
 
 from parallelize import RunOptions, run_vote
-from parallelize.recipe import Recipe
-
-JUDGE = "impartial judge"
-SCORER = "strict, fair grader"
-TASK = "Name a colour."
-
-
-def recipe(**vote: Any) -> Recipe:
-    """A vote recipe on the loopback model; `concurrency`/`temperature`/`seed` go to the recipe."""
-    top = {k: vote.pop(k) for k in ("concurrency", "temperature", "seed", "models") if k in vote}
-    top.setdefault("concurrency", 1)
-    return Recipe.model_validate({"name": "t", "mode": "vote", "model": "test-model", **top,
-                                  "vote": vote})  # fmt: skip
-
-
-def candidates(llm: LLMServer, *texts: str, **kw: Any) -> None:
-    """Script the candidates' replies, in candidate order (with concurrency 1)."""
-    for text in texts:
-        llm.script(lambda body: JUDGE not in prompt_text(body), text, times=1, **kw)
-
-
-def judge_says(llm: LLMServer, reply: str | Any, **kw: Any) -> None:
-    llm.script(JUDGE, reply, **kw)
-
-
-def judge_requests(llm: LLMServer) -> list:
-    return [r for r in llm.requests if JUDGE in r.prompt]
-
-
-def shown_order(prompt: str, texts: list[str]) -> list[int]:
-    """Which candidate (by its text) the judge saw under each label, in label order."""
-    found = re.findall(r'<candidate label="([A-Z]+)">\n(.*?)\n</candidate>', prompt, re.S)
-    return [texts.index(text) for _, text in found]
-
 
 COLOURS = ["alpha red", "bravo green", "charlie blue"]
 
