@@ -8,6 +8,7 @@ position once. The majority of the rounds' verdicts wins; a tie goes to the earl
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import string
@@ -16,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .ballot import Candidate, Decision, VoteContext, in_race
-from .errors import EXIT_FAILED
+from .errors import EXIT_FAILED, EXIT_NO_WINNER
 from .plan import build_messages
 from .records import ChatRequest, Task
+from .rubric import ALL_OUT, apply_checks
 from .verdict import VerdictError, ask_json
 
 JUDGE_SYSTEM = """\
@@ -29,6 +31,8 @@ else: {"winner": "<label>", "reason": "<one short sentence>"}"""
 #: Words models put around a label ("Candidate B", "[B]", "B."), removed before the lookup.
 LABEL_NOISE = re.compile(r"^(?:the\s+)?(?:candidate|answer|option|label)\s*", re.IGNORECASE)
 LABEL_PUNCTUATION = "\"'`*[]()<>.:# "
+#: Shuffles tried for a not-yet-seen order once every rotation has been used.
+MAX_RESHUFFLES = 100
 
 
 def make_labels(count: int) -> list[str]:
@@ -45,13 +49,24 @@ def make_labels(count: int) -> list[str]:
 
 
 def judge_orders(indices: Sequence[int], rounds: int, seed: int) -> list[list[int]]:
-    """The candidate order each round shows: a seeded shuffle, rotated by the round number."""
-    orders = []
-    for k in range(rounds):
-        block, shift = divmod(k, len(indices))
-        base = list(indices)
-        random.Random(f"{seed}:{block}").shuffle(base)
-        orders.append(base[shift:] + base[:shift])
+    """The candidate order each round shows: a seeded shuffle, rotated by the round number.
+
+    Past N rounds, further seeded shuffles follow, each new while unseen orders remain.
+    """
+    size = len(indices)
+    rng = random.Random(f"{seed}:0")
+    base = list(indices)
+    rng.shuffle(base)
+    orders = [base[k:] + base[:k] for k in range(min(rounds, size))]
+    seen = {tuple(order) for order in orders}
+    while len(orders) < rounds:
+        order = list(indices)
+        for _ in range(MAX_RESHUFFLES):
+            rng.shuffle(order)
+            if tuple(order) not in seen or len(seen) >= math.factorial(size):
+                break
+        seen.add(tuple(order))
+        orders.append(order)
     return orders
 
 
@@ -87,15 +102,23 @@ def read_verdict(obj: dict[str, Any], labels: Sequence[str]) -> tuple[str, str]:
 
 
 def vote_judge(pool: list[Candidate], ctx: VoteContext) -> Decision:
-    """K judge calls in parallel, each with its own order; the majority of verdicts wins."""
+    """K judge calls in parallel, each with its own order; the majority of verdicts wins.
+
+    Hard checks among the criteria put candidates out before the judge sees them; the text
+    criteria tell the judge what matters.
+    """
+    apply_checks(pool, ctx.vote.criteria)
     race = in_race(pool)
+    if not race:
+        return Decision(None, f"judge: {ALL_OUT}", EXIT_NO_WINNER, error=ALL_OUT)
     if len(race) == 1:
         only = race[0]
         return Decision(only.index, f"judge: #{only.number} is the only usable candidate")
     rounds = ctx.vote.judge_rounds
     orders = judge_orders([c.index for c in race], rounds, ctx.seed)
     labels = make_labels(len(race))
-    criteria = [c.describe() for c in sorted(ctx.vote.criteria, key=lambda c: -c.weight)]
+    texts = [c for c in ctx.vote.criteria if c.check is None]
+    criteria = [c.describe() for c in sorted(texts, key=lambda c: -c.weight)]
     tasks = [_judge_task(k, order, labels, criteria, pool, ctx) for k, order in enumerate(orders)]
     verdicts = ask_json(ctx.executor, tasks, lambda obj: read_verdict(obj, labels))
     calls = [call for verdict in verdicts for call in verdict.calls]

@@ -26,6 +26,7 @@ You are a strict, fair grader. Score one candidate answer to a task against each
 criterion, from 1 (fails it completely) to 10 (fully meets it). Reply with one JSON object and \
 nothing else: {"scores": {"1": <1-10>, "2": <1-10>, ...}, "reason": "<one short sentence>"}"""
 MIN_SCORE, MAX_SCORE = 1, 10
+ALL_OUT = "every candidate failed the rubric's hard checks"
 #: A reply that is exactly one fenced block counts as its content for `valid_json`.
 WHOLE_FENCE = re.compile(r"^```[A-Za-z]*\s*\n(.*)\n\s*```$", re.DOTALL)
 
@@ -110,12 +111,9 @@ def _score(value: Any, number: int) -> float:
     return score
 
 
-def vote_rubric(pool: list[Candidate], ctx: VoteContext) -> Decision:
-    """Hard checks, then one scoring call per surviving candidate; best weighted average wins."""
-    criteria = ctx.vote.criteria
-    scored = [c for c in criteria if c.check is None]
-    soft = [c for c in criteria if c.check is not None and not c.hard]
-    for cand in in_race(pool):
+def apply_checks(pool: Sequence[Candidate], criteria: Sequence[Criterion]) -> None:
+    """Put out every candidate failing a hard check; record soft checks as 10 or 1."""
+    for cand in in_race(list(pool)):
         for criterion in criteria:
             if criterion.check is None:
                 continue
@@ -125,6 +123,14 @@ def vote_rubric(pool: list[Candidate], ctx: VoteContext) -> Decision:
                 break
             if not criterion.hard:
                 cand.scores[criterion.describe()] = MIN_SCORE if failure else MAX_SCORE
+
+
+def vote_rubric(pool: list[Candidate], ctx: VoteContext) -> Decision:
+    """Hard checks, then one scoring call per surviving candidate; best weighted average wins."""
+    criteria = ctx.vote.criteria
+    scored = [c for c in criteria if c.check is None]
+    soft = [c for c in criteria if c.check is not None and not c.hard]
+    apply_checks(pool, criteria)
     details: dict[str, Any] = {
         "criteria": [
             {"criterion": c.describe(), "weight": c.weight, "check": c.check, "hard": c.hard}
@@ -133,8 +139,7 @@ def vote_rubric(pool: list[Candidate], ctx: VoteContext) -> Decision:
     }
     survivors = in_race(pool)
     if not survivors:
-        error = "every candidate failed the rubric's hard checks"
-        return Decision(None, f"rubric: {error}", EXIT_NO_WINNER, error=error, details=details)
+        return Decision(None, f"rubric: {ALL_OUT}", EXIT_NO_WINNER, error=ALL_OUT, details=details)
     calls = []
     if scored:
         names = [c.describe() for c in scored]

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .ballot import Candidate, Decision, VoteContext
-from .errors import EXIT_FAILED, EXIT_OK, ConfigError, RecipeError
+from .errors import EXIT_FAILED, EXIT_OK, ConfigError, FatalLLMError, RecipeError
 from .executor import DEFAULT_CONCURRENCY, Executor
 from .plan import DEFAULT_VOTE_TEMPERATURE, vote_tasks
 from .recipe import Recipe, override
@@ -107,7 +107,21 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
         models = []
     if vote.strategy == "weighted" and len({m.weight for m in models}) <= 1:
         warnings.append("weighted: every model has the same weight, so this is a plain consensus")
+    warnings += ignored_settings(recipe)
     return VoteSetup(recipe, task, models, warnings)
+
+
+def ignored_settings(recipe: Recipe) -> list[str]:
+    """Say so when a setting does nothing under the chosen strategy."""
+    vote, strategy = recipe.vote, recipe.vote.strategy
+    ignored = []
+    if vote.judge_rounds > 1 and strategy != "judge":
+        ignored.append("judge_rounds")
+    if vote.criteria and strategy in ("consensus", "weighted"):
+        ignored.append("criteria")
+    if vote.quorum is not None and strategy in ("judge", "rubric"):
+        ignored.append("quorum")
+    return [f"{name} does not apply to the {strategy} strategy and is ignored" for name in ignored]
 
 
 def derived_seed(setup: VoteSetup) -> int:
@@ -182,7 +196,10 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
                 judge_params=setup.judge_params(),
                 seed=setup.seed,
             )
-            decision = VOTERS[vote.strategy](pool, context)
+            try:
+                decision = VOTERS[vote.strategy](pool, context)
+            except FatalLLMError as exc:  # e.g. an unknown judge model: keep the candidates
+                decision = no_winner(f"the {vote.strategy} calls failed: {exc}", exit_code=2)
     winner = pool[decision.winner] if decision.winner is not None else None
     # The winner's text as it came, ending in one newline so a terminal prompt starts afresh.
     output = winner.text.rstrip("\n") + "\n" if winner is not None else ""

@@ -116,6 +116,25 @@ def test_split_judges_break_the_tie_by_candidate_order(llm: LLMServer) -> None:
     assert "tie between #2, #3, broken by candidate order" in result.details["reason"]
 
 
+def test_hard_checks_put_candidates_out_before_the_judge_sees_them(llm: LLMServer) -> None:
+    judge_says(llm, '{"winner": "A"}')
+    candidates(llm, "alpha red!", *COLOURS[1:])
+    criteria = [{"must_not_include": "!"}, {"text": "Vivid", "weight": 2}]
+    result = run_vote(TASK, recipe(n=3, criteria=criteria))
+    [judge] = judge_requests(llm)
+    assert "alpha red" not in judge.last_user and 'label="C"' not in judge.last_user
+    assert "Judge by these criteria (most important first):\n- Vivid" in judge.last_user
+    assert result.details["winner"] in (1, 2)
+
+
+def test_an_unknown_judge_model_keeps_the_candidates_and_exits_2(llm: LLMServer) -> None:
+    candidates(llm, *COLOURS)
+    result = run_vote(TASK, recipe(n=3, judge_model="no-such-judge"))
+    assert result.exit_code == 2 and result.output == ""
+    assert "the judge calls failed: HTTP 404" in result.details["error"]
+    assert [c["text"] for c in result.details["candidates"]] == COLOURS
+
+
 def test_the_judge_model_may_differ_from_the_workers(llm: LLMServer) -> None:
     llm.models = ["test-model", "judge-model"]
     judge_says(llm, '{"winner": "A"}')
@@ -199,6 +218,14 @@ def test_candidates_run_concurrently_as_distinct_samples(llm: LLMServer) -> None
     assert all(b["temperature"] == 0.8 and "n" not in b for b in bodies)
     assert len({json.dumps(b, sort_keys=True) for b in bodies}) == 1  # identical requests
     assert result.warnings == []
+
+
+def test_settings_a_strategy_ignores_are_named(llm: LLMServer) -> None:
+    result = run_vote(TASK, recipe(n=2, strategy="consensus", judge_rounds=3, criteria=["x"]))
+    assert result.warnings == [
+        "judge_rounds does not apply to the consensus strategy and is ignored",
+        "criteria does not apply to the consensus strategy and is ignored",
+    ]
 
 
 def test_temperature_zero_with_one_model_warns(llm: LLMServer) -> None:

@@ -65,6 +65,9 @@ def test_labels_and_orders() -> None:
     for position in range(4):  # K = N: every candidate takes every position once
         assert sorted(o[position] for o in orders) == [0, 1, 2, 3]
     assert judge_orders([0, 1, 2, 3], 1, seed=8) != judge_orders([0, 1, 2, 3], 1, seed=7)
+    more = judge_orders([0, 1, 2], 6, seed=7)  # past N rounds: new orders while any remain
+    assert len({tuple(o) for o in more}) == 6 and more[:3] == judge_orders([0, 1, 2], 3, seed=7)
+    assert len(judge_orders([0, 1], 3, seed=7)) == 3  # only 2 orders exist: one repeats
 
 
 @pytest.mark.parametrize(
