@@ -34,7 +34,9 @@ class Criterion(_Strict):
     """One rubric line: a `text` a scorer grades 1-10, or one deterministic check."""
 
     text: str | None = Field(None, min_length=1, description="what a scorer grades 1-10")
-    weight: float = Field(1.0, gt=0, description="its share of the weighted total")
+    weight: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="its share of the weighted total"
+    )
     max_chars: int | None = Field(None, ge=1)
     min_chars: int | None = Field(None, ge=0)
     regex: str | None = Field(None, description="the candidate must contain a match")
@@ -132,7 +134,9 @@ class ModelEntry(_Strict):
     """One model of an ensemble: its vote weight, and where and how to reach it."""
 
     name: str = Field(min_length=1)
-    weight: float = Field(1.0, gt=0, description="how much its vote counts (weighted)")
+    weight: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="how much its vote counts (weighted)"
+    )
     base_url: str | None = Field(None, description="its endpoint, when not the default one")
     api_key_env: str | None = Field(None, pattern=ENV_NAME, description="env var with its key")
     params: dict[str, Any] = Field(default_factory=dict, description="its own request fields")

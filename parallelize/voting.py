@@ -340,12 +340,14 @@ def parse_weight(raw: str) -> tuple[str, float]:
 
 
 def parse_criterion(raw: str) -> Criterion:
-    """`TEXT` or `TEXT::WEIGHT` from --criterion."""
-    text, sep, weight = raw.rpartition(CRITERION_WEIGHT_SEP)
-    if not sep:
-        text, weight = raw, "1"
+    """`TEXT` or `TEXT::WEIGHT` from --criterion (`std::vector` without a number stays text)."""
+    text, _, tail = raw.rpartition(CRITERION_WEIGHT_SEP)
     try:
-        return Criterion(text=text.strip(), weight=float(weight))
+        weight = float(tail)
+    except ValueError:
+        text, weight = raw, 1.0
+    try:
+        return Criterion(text=text.strip(), weight=weight)
     except (ValueError, ValidationError):
         raise ConfigError(
             f"--criterion {raw!r}: expected TEXT or TEXT::WEIGHT with a positive WEIGHT"

@@ -150,6 +150,7 @@ def test_flag_parsers() -> None:
         text="Accurate: no invented facts", weight=3
     )
     assert parse_criterion("Concise") == Criterion(text="Concise")
+    assert parse_criterion("Prefers std::vector") == Criterion(text="Prefers std::vector")
     with pytest.raises(ConfigError, match="TEXT::WEIGHT"):
         parse_criterion("Concise::-1")
     assert parse_check("max_chars=80").max_chars == 80
