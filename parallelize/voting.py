@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from .ballot import Candidate, Decision, VoteContext
-from .errors import EXIT_FAILED, EXIT_OK, ConfigError, FatalLLMError, RecipeError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigError,
+    ContextOverflowError,
+    FatalLLMError,
+    RecipeError,
+)
 from .executor import DEFAULT_CONCURRENCY, Executor
 from .plan import DEFAULT_VOTE_TEMPERATURE, vote_tasks
 from .recipe import Recipe, override
@@ -199,7 +206,7 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
             try:
                 decision = VOTERS[vote.strategy](pool, context)
             except FatalLLMError as exc:  # e.g. an unknown judge model: keep the candidates
-                decision = no_winner(f"the {vote.strategy} calls failed: {exc}", exit_code=2)
+                decision = no_winner(fatal_message(exc, setup), exit_code=exc.exit_code)
     winner = pool[decision.winner] if decision.winner is not None else None
     # The winner's text as it came, ending in one newline so a terminal prompt starts afresh.
     output = winner.text.rstrip("\n") + "\n" if winner is not None else ""
@@ -224,6 +231,19 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
         details=details,
         exit_code=decision.exit_code,
     )
+
+
+def fatal_message(exc: FatalLLMError, setup: VoteSetup) -> str:
+    """What went wrong in the judge or scorer calls, with a fix that fits a vote."""
+    strategy = setup.recipe.vote.strategy
+    if isinstance(exc, ContextOverflowError):
+        holds = "every candidate" if strategy == "judge" else "a candidate"
+        return (
+            f"the {strategy} prompt, which holds {holds}, is larger than the context window of "
+            f"{setup.judge_model} ({exc.message}); lower -n or --max-tokens, or choose a "
+            "--judge-model with a larger context"
+        )
+    return f"the {strategy} calls failed: {exc}"
 
 
 def _single(only: Candidate) -> Decision:

@@ -135,6 +135,17 @@ def test_an_unknown_judge_model_keeps_the_candidates_and_exits_2(llm: LLMServer)
     assert [c["text"] for c in result.details["candidates"]] == COLOURS
 
 
+def test_a_judge_prompt_beyond_the_context_window_names_a_fix(llm: LLMServer) -> None:
+    llm.context_window = 100  # room for each candidate's request, not for all of them at once
+    result = run_vote(TASK, recipe(n=3))
+    assert result.exit_code == 2 and len(llm.requests) == 4
+    assert result.details["error"].startswith(
+        "the judge prompt, which holds every candidate, is larger than the context window of "
+        "test-model (HTTP 400: request ("
+    )
+    assert "lower -n or --max-tokens" in result.details["error"]
+
+
 def test_the_judge_model_may_differ_from_the_workers(llm: LLMServer) -> None:
     llm.models = ["test-model", "judge-model"]
     judge_says(llm, '{"winner": "A"}')

@@ -1,0 +1,47 @@
+"""`run_vote` against a real llama.cpp server (random-weight model: gibberish, never EOS).
+
+What only a real server shows: N separate requests are N different samples (llama.cpp mishandles
+`n > 1`), a fixed seed reproduces them (attempt i sends seed + i), every candidate is truncated
+(the model never stops), and a judge prompt can outgrow a small per-slot context.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parallelize import run_vote
+from parallelize.recipe import Recipe
+
+
+@pytest.fixture
+def endpoint(real_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", real_server.base_url)
+
+
+def vote_recipe(**vote) -> Recipe:
+    base = {"mode": "vote", "model": "tiny-llama", "max_tokens": 12}
+    return Recipe.model_validate({**base, **vote.pop("top", {}), "vote": vote})
+
+
+def texts(result) -> list[str]:
+    return [c["text"] for c in result.details["candidates"]]
+
+
+def test_separate_requests_are_distinct_samples_and_a_seed_reproduces_them(endpoint) -> None:
+    recipe = vote_recipe(n=3, strategy="consensus", quorum=0.3, top={"seed": 7})
+    first = run_vote("Name a colour.", recipe)
+    again = run_vote("Name a colour.", recipe)
+    assert len(set(texts(first))) == 3  # three samples, not one answer three times
+    assert texts(again) == texts(first)  # seed 7, 8, 9 again
+    assert [t.request.params["seed"] for t in first.tasks] == [7, 8, 9]
+    assert all(c["status"] == "truncated" for c in first.details["candidates"])
+    assert "every candidate was truncated or empty" in first.warnings[0]
+    assert first.exit_code == 0 and first.output  # the medoid, with a low quorum
+
+
+def test_a_judge_prompt_larger_than_the_context_keeps_the_candidates(endpoint) -> None:
+    result = run_vote("Name a colour.", vote_recipe(n=4))
+    assert result.exit_code == 2 and len(texts(result)) == 4 and all(texts(result))
+    error = result.details["error"]
+    assert "the judge prompt, which holds every candidate, is larger than the context" in error
+    assert "exceeds the available context size" in error and "lower -n" in error
