@@ -233,6 +233,7 @@ def vote(
         typer.Argument(
             help="The task: text, @file, or - for stdin (optional when the recipe carries it).",
             show_default=False,
+            metavar="TASK",
         ),
     ] = None,
     n: Annotated[
@@ -256,14 +257,16 @@ def vote(
             "-m",
             help="Model (env PARALLELIZE_MODEL); repeat to spread the N attempts round-robin.",
             show_default=False,
+            metavar="MODEL",
         ),
     ] = None,
     weights: Annotated[
         list[str] | None,
         typer.Option(
             "--weight",
-            help="NAME=W: how much a model's vote counts (weighted).",
+            help="How much a model's vote counts (weighted); repeatable.",
             show_default=False,
+            metavar="NAME=W",
         ),
     ] = None,
     judge_model: Annotated[
@@ -308,17 +311,19 @@ def vote(
         list[str] | None,
         typer.Option(
             "--criterion",
-            help="Rubric criterion TEXT or TEXT::WEIGHT; repeatable.",
+            help="Rubric criterion, weight after '::' (default 1); repeatable.",
             show_default=False,
+            metavar="TEXT[::W]",
         ),
     ] = None,
     checks: Annotated[
         list[str] | None,
         typer.Option(
             "--check",
-            help="Hard rubric check NAME=VALUE: max_chars, min_chars, regex, must_include, "
-            "must_not_include, valid_json; repeatable.",
+            help="Hard check: max_chars, min_chars, regex, must_include, must_not_include, "
+            "valid_json; repeatable.",
             show_default=False,
+            metavar="NAME=VALUE",
         ),
     ] = None,
     min_candidates: Annotated[
@@ -364,7 +369,7 @@ def vote(
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 4,
 ) -> None:
-    """Run the same task N times in parallel, then pick ONE best answer (judge, rubric, vote)."""
+    """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus)."""
     if n is not None and n < 1:
         _usage_error(f"-n must be at least 1 (got {n})")
 

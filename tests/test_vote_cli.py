@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,15 @@ def test_readme_voting_section_documents_every_flag() -> None:
     for name in ("headline", "answer"):  # the recipes are shown as they are shipped
         shipped = (README.parent / "recipes" / f"{name}.yaml").read_text()
         assert f"`recipes/{name}.yaml`" in section and f"```yaml\n{shipped}```" in section
+
+
+def test_run_vote_imports_neither_typer_nor_rich() -> None:
+    code = (
+        "import sys\nfrom parallelize import run_vote, Recipe\n"
+        "print(','.join(m for m in ('typer', 'rich', 'openai') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == ""
 
 
 def test_entry_point_vote(llm: LLMServer, entry_point: str) -> None:
