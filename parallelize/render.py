@@ -186,7 +186,7 @@ def print_vote_report(result: RunResult, *, quiet: bool = False) -> None:
     else:
         console.print(vote_table(details, width=console.width))
         for c in details.get("candidates", []):
-            if c["excluded"]:
+            if c["excluded"] and c["status"] != "failed":  # failures are in the summary
                 console.print(f"  #{c['index'] + 1} out: {c['excluded']}", markup=False)
         winner = details.get("winner")
         if winner is not None:
