@@ -194,7 +194,7 @@ def vote(
     def job() -> RunResult:
         from .recipe import Recipe, find_recipe, override
         from .run import run_vote
-        from .voting import apply_vote_flags, parse_weight
+        from .vote_flags import apply_vote_flags, parse_weight
 
         base = find_recipe(recipe) if recipe else Recipe(name="vote", mode="vote")
         text = _read_task(task)

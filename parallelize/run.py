@@ -24,7 +24,9 @@ from .merge import MERGERS, MergeContext
 from .plan import section_tasks
 from .recipe import Recipe
 from .records import RunResult
+from .routing import route_models
 from .tokens import TokenCounter, context_window, get_counter
+from .voting import decide, planned_calls, prepare_vote
 
 #: Input tokens per chunk when no chunking flag is given (capped by the context window).
 DEFAULT_CHUNK_TOKENS = 12_000
@@ -112,11 +114,9 @@ def run_vote(
     """Run N attempts at one task in parallel (spread over the models), then pick ONE best.
 
     Configuration mistakes raise ConfigError; a vote without a winner is a RunResult whose
-    exit_code says why (3: no consensus or all rejected, 1: too few candidates or no verdict).
+    exit_code says why (3: no consensus or all rejected; 1: too few candidates or no usable
+    verdict; 2: the judge or scorer calls cannot work, e.g. an unknown model), candidates kept.
     """
-    from .routing import route_models
-    from .voting import decide, planned_calls, prepare_vote
-
     options = options or RunOptions()
     started = time.monotonic()
     setup = prepare_vote(task, recipe, env_model=os.environ.get("PARALLELIZE_MODEL"))

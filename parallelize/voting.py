@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import ValidationError
 
 from .ballot import Candidate, Decision, VoteContext
 from .errors import (
@@ -26,8 +24,8 @@ from .errors import (
 )
 from .executor import DEFAULT_CONCURRENCY, Executor
 from .plan import DEFAULT_VOTE_TEMPERATURE, vote_tasks
-from .recipe import Recipe, override
-from .recipe_vote import CHECKS, Criterion, ModelEntry
+from .recipe import Recipe
+from .recipe_vote import ModelEntry
 from .records import RunResult, Task, TaskResult
 from .similarity import mean_similarity, similarity_matrix
 from .template import INPUT, placeholders
@@ -35,8 +33,6 @@ from .vote import VOTERS, admit, extract_answer, no_winner
 
 #: Judges and scorers should be as deterministic as the endpoint allows.
 JUDGE_TEMPERATURE = 0.0
-#: Separates a --criterion's text from its weight; it does not occur in ordinary prose.
-CRITERION_WEIGHT_SEP = "::"
 UNKNOWN_MODEL = "(default model)"
 
 
@@ -303,90 +299,3 @@ def candidate_record(c: Candidate, winner: int | None) -> dict[str, Any]:
         "note": c.note,
         "text": c.text,
     }
-
-
-def apply_vote_flags(
-    recipe: Recipe,
-    *,
-    models: Sequence[str] = (),
-    weights: Mapping[str, float] | None = None,
-    criteria: Sequence[str] = (),
-    checks: Sequence[str] = (),
-    vote: Mapping[str, Any] | None = None,
-) -> Recipe:
-    """Flags over a recipe: named models keep their recipe entries; weights must name a model."""
-    values: dict[str, Any] = {}
-    known = {m.name: m for m in recipe.models or ()}
-    if models:
-        chosen = [known.get(name) or ModelEntry(name=name) for name in dict.fromkeys(models)]
-        values["models"] = [m.model_dump(exclude_defaults=True) for m in chosen]
-    if weights:
-        entries = [ModelEntry.model_validate(m) for m in values.get("models", ())]
-        entries = entries or list(recipe.models or ())
-        if not entries and recipe.model:
-            entries = [ModelEntry(name=recipe.model)]
-        names = [m.name for m in entries]
-        for name in weights:
-            if name not in names:
-                listed = ", ".join(names) or "none given; pass --model"
-                raise ConfigError(
-                    f"--weight {name}=...: no model named '{name}' (models: {listed})"
-                )
-        values["models"] = [
-            m.model_copy(update={"weight": weights.get(m.name, m.weight)}).model_dump(
-                exclude_defaults=True
-            )
-            for m in entries
-        ]
-    vote_values = {k: v for k, v in (vote or {}).items() if v is not None}
-    if criteria or checks:
-        lines = [parse_criterion(c) for c in criteria] + [parse_check(c) for c in checks]
-        vote_values["criteria"] = [line.model_dump(exclude_defaults=True) for line in lines]
-    if vote_values:
-        values["vote"] = vote_values
-    return override(recipe, values, replace=("models",))
-
-
-def parse_weight(raw: str) -> tuple[str, float]:
-    """`NAME=W` from --weight (the last '=' splits, so model tags such as a:8b stay whole)."""
-    name, sep, value = raw.rpartition("=")
-    try:
-        weight = float(value)
-    except ValueError:
-        weight = float("nan")
-    if not sep or not name or not weight > 0 or weight == float("inf"):
-        raise ConfigError(f"--weight {raw}: expected NAME=W with a positive number W, e.g. gpt=2")
-    return name, weight
-
-
-def parse_criterion(raw: str) -> Criterion:
-    """`TEXT` or `TEXT::WEIGHT` from --criterion (`std::vector` without a number stays text)."""
-    text, _, tail = raw.rpartition(CRITERION_WEIGHT_SEP)
-    try:
-        weight = float(tail)
-    except ValueError:
-        text, weight = raw, 1.0
-    try:
-        return Criterion(text=text.strip(), weight=weight)
-    except (ValueError, ValidationError):
-        raise ConfigError(
-            f"--criterion {raw!r}: expected TEXT or TEXT::WEIGHT with a positive WEIGHT"
-        ) from None
-
-
-def parse_check(raw: str) -> Criterion:
-    """`NAME=VALUE` from --check (`valid_json` needs no value); every check given so is hard."""
-    name, _, value = raw.partition("=")
-    name = name.strip()
-    if name not in CHECKS:
-        raise ConfigError(
-            f"--check {raw!r}: unknown check '{name}' (choose from {', '.join(CHECKS)})"
-        )
-    data: Any = (value or True) if name == "valid_json" else value
-    if name in ("must_include", "must_not_include"):
-        data = [value]
-    try:
-        return Criterion.model_validate({name: data})
-    except ValidationError as exc:
-        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--check {raw!r}: {problem}") from None

@@ -11,7 +11,7 @@ from votehelp import TASK, candidates, recipe
 from parallelize import RunOptions, run_vote
 from parallelize.errors import ConfigError, EndpointError, RecipeError
 from parallelize.recipe import Recipe
-from parallelize.voting import apply_vote_flags
+from parallelize.vote_flags import apply_vote_flags
 
 PATTERN = r"ANSWER:\s*(\S+)"
 

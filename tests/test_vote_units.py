@@ -15,7 +15,7 @@ from parallelize.rubric import check_failure, read_scores
 from parallelize.similarity import clusters, medoid, normalise, similarity_matrix
 from parallelize.verdict import VerdictError
 from parallelize.vote import extract_answer
-from parallelize.voting import parse_check, parse_criterion, parse_weight
+from parallelize.vote_flags import parse_check, parse_criterion, parse_weight
 
 
 @pytest.mark.parametrize(
