@@ -226,6 +226,16 @@ def vote(
                 "min_candidates": min_candidates,
             },
         )
+        if not recipe and not quiet:
+            from .plan import DEFAULT_VOTE_TEMPERATURE
+
+            settings = final.vote
+            heat = DEFAULT_VOTE_TEMPERATURE if final.temperature is None else final.temperature
+            typer.echo(
+                f"no recipe: TASK is the prompt; {settings.n} samples, strategy "
+                f"{settings.strategy}, temperature {heat} (--recipe to choose)",
+                err=True,
+            )
         return _run_with_progress(
             lambda options: run_vote(text, final, options=options),
             recipe=final,

@@ -36,6 +36,9 @@ def test_stdout_is_the_winner_and_stderr_the_table(llm: LLMServer, cli: CliRunne
     assert re.search(r"^\s+1\s+test-model\s+ok\s+0\s+alpha red", result.stderr, re.M)
     assert "winner: #3 (test-model) - judge (test-model) chose #3: calmest" in result.stderr
     assert "summary: 3 candidates, 4 calls" in result.stderr
+    assert "no recipe: TASK is the prompt; 3 samples, strategy judge, temperature 0.8" in (
+        result.stderr
+    )
 
 
 def test_json_holds_candidates_votes_reasons_and_usage(llm: LLMServer, cli: CliRunner) -> None:
