@@ -104,7 +104,8 @@ def test_usage_errors_exit_2_with_one_line(
 ) -> None:
     result = cli.invoke(app, ["vote", TASK, *args])
     assert result.exit_code == 2, result.stderr
-    assert message in result.stderr and result.stderr.count("\n") == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("no recipe:")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert llm.all_requests == []
 
