@@ -1,7 +1,9 @@
-"""Find the JSON object in a model's reply: bare, fenced in ```json, or wrapped in prose.
+"""Find the JSON in a model's reply: bare, fenced in ```json, or wrapped in prose.
 
 Models asked for "JSON only" still add code fences, a sentence before or after, or a thinking
 block. Shared by every step that asks a model for structured output (judge, scorer, merges).
+`parse_json_object` wants an object (verdicts, scores); `parse_json_reply` takes any document
+(JSON merges may answer arrays) and says exactly what is wrong, for a repair prompt.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\n?(.*?)```", re.DO
 THINKING = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.DOTALL | re.IGNORECASE)
 #: Give up scanning for an object start after this many candidates (replies are short).
 MAX_SCAN_STARTS = 200
+#: Where a document may start inside prose.
+OPENERS = "{["
 
 
 class JSONReplyError(ValueError):
-    """The reply holds no JSON object."""
+    """The reply holds no usable JSON; the message says why."""
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -31,6 +35,27 @@ def parse_json_object(text: str) -> dict[str, Any]:
             return found
     shown = " ".join(text.split())[:120]
     raise JSONReplyError(f"no JSON object in the reply: {shown!r}" if shown else "empty reply")
+
+
+def parse_json_reply(text: str) -> Any:
+    """The JSON document in a reply: the whole text, a fenced block, or the first {...}/[...]."""
+    cleaned = THINKING.sub("", text).strip()
+    if not cleaned:
+        raise JSONReplyError("the reply is empty")
+    try:
+        return json.loads(cleaned)
+    except json.JSONDecodeError as exc:
+        first_error = exc
+    for block in FENCE.findall(cleaned):
+        try:
+            return json.loads(block)
+        except json.JSONDecodeError:
+            continue
+    found = _first_document(cleaned)
+    if found is not None:
+        return found
+    where = f"line {first_error.lineno} column {first_error.colno}"
+    raise JSONReplyError(f"not valid JSON: {first_error.msg} at {where}")
 
 
 def _first_object(text: str) -> dict[str, Any] | None:
@@ -53,4 +78,17 @@ def _first_object(text: str) -> dict[str, Any] | None:
             return value
         start = text.find("{", start + 1)
         scanned += 1
+    return None
+
+
+def _first_document(text: str) -> Any | None:
+    """The first complete JSON object or array inside surrounding prose, if any."""
+    decoder = json.JSONDecoder()
+    starts = [i for i, char in enumerate(text) if char in OPENERS][:MAX_SCAN_STARTS]
+    for start in starts:
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        return value
     return None

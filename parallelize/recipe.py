@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,15 +48,87 @@ class Chunking(Strict):
         return self
 
 
+#: How a field of the workers' JSON documents may combine (`merge.rules`).
+FieldRuleName = Literal["concat", "union", "sum", "min", "max", "first", "last", "all", "any", "worst"]
+#: Placeholder names a matrix variable may not take: the template already defines them.
+RESERVED_VARIABLES = frozenset(
+    {"input", "paths", "chunk_id", "aspect", "instructions", "clone", "path", "instruction"}
+)
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ASPECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class FieldRule(Strict):
+    """How one JSON field combines across chunks where the default (deep merge) is wrong."""
+
+    rule: FieldRuleName
+    scale: list[str] | None = Field(
+        None, description="worst: the ordered scale, mildest first (e.g. low, medium, high)"
+    )
+    dedupe_by: str | None = Field(None, description="concat/union: key that identifies an item")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"rule": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _scale_for_worst(self) -> FieldRule:
+        if self.rule == "worst" and (not self.scale or len(set(self.scale)) != len(self.scale)):
+            raise ValueError("rule 'worst' needs a scale: a list of distinct values, mildest first")
+        if self.rule != "worst" and self.scale is not None:
+            raise ValueError(f"scale is only used by rule 'worst' (this rule is '{self.rule}')")
+        return self
+
+
 class Merge(Strict):
     """How section outputs are combined."""
 
-    strategy: Literal["concat", "llm"] = "concat"
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    strategy: Literal["concat", "llm", "json", "files"] = "concat"
     prompt: str | None = Field(
         None, description="reduce prompt for strategy llm; {{ input }} receives the outputs"
     )
     system: str | None = None
     max_tokens: int | None = Field(None, ge=1)
+    model: str | None = Field(None, description="llm: the reduce model (default: the workers')")
+    context_window: int | None = Field(None, ge=256, description="llm: the reduce model's context")
+    max_depth: int | None = Field(None, ge=1, le=32, description="llm: most reduce levels")
+    json_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="JSON Schema every worker's JSON answer must match"
+    )
+    dedupe_by: str | None = Field(None, description="json: key that identifies an array item")
+    rules: dict[str, FieldRule] = Field(
+        default_factory=dict, description="json: per-field rule by dotted path"
+    )
+    out_dir: str | None = Field(None, description="files: the directory outputs are written to")
+    path: str | None = Field(None, description="files: output path template inside out_dir")
+
+
+class Aspect(Strict):
+    """One named angle every chunk is processed from; the template sees {{ aspect }}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=ASPECT_NAME)
+    instructions: str = Field("", description="data the template receives as {{ instructions }}")
+    json_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="this aspect's workers answer JSON matching it"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Guard(Strict):
+    """A screening aspect whose JSON verdict releases or withholds the other aspects' answer."""
+
+    aspect: str = Field("screen", description="the screening aspect")
+    flag: str = Field("flagged", description="boolean field; true withholds the answer")
+    reason: str = Field("reason", description="string field printed when flagged")
 
 
 class Recipe(Strict):
@@ -82,6 +156,13 @@ class Recipe(Strict):
     models: list[ModelEntry] | None = Field(
         None, description="an ensemble (vote): replaces model when given; names are unique"
     )
+    aspects: list[Aspect] = Field(
+        default_factory=list, description="named aspects; every chunk runs once per aspect"
+    )
+    matrix: dict[str, list[str]] = Field(
+        default_factory=dict, description="variables whose product makes isolated clones"
+    )
+    guard: Guard | None = Field(None, description="gate the answer on a screening aspect")
     source: str | None = Field(None, exclude=True, description="file the recipe came from")
 
     @field_validator("models")
@@ -94,6 +175,53 @@ class Recipe(Strict):
         if twice:
             raise ValueError(f"model names must be unique (repeated: {', '.join(twice)})")
         return models
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix_values_as_text(cls, value: Any) -> Any:
+        """YAML reads `seed: [1, 2]` as numbers; matrix values are text."""
+        if not isinstance(value, Mapping):
+            return value
+        return {
+            k: [str(v) if isinstance(v, int | float) else v for v in vs]
+            if isinstance(vs, list)
+            else vs
+            for k, vs in value.items()
+        }
+
+    @field_validator("aspects")
+    @classmethod
+    def _distinct_aspects(cls, aspects: list[Aspect]) -> list[Aspect]:
+        names = [a.name for a in aspects]
+        if len(set(names)) != len(names):
+            raise ValueError(f"names must be distinct (got {', '.join(names)})")
+        return aspects
+
+    @field_validator("matrix")
+    @classmethod
+    def _check_matrix(cls, matrix: dict[str, list[str]]) -> dict[str, list[str]]:
+        for var, values in matrix.items():
+            if not re.match(IDENTIFIER, var) or var in RESERVED_VARIABLES:
+                raise ValueError(
+                    f"'{var}' cannot be a variable name (use letters, digits and _; "
+                    f"not one of {', '.join(sorted(RESERVED_VARIABLES))})"
+                )
+            if not values or len(set(values)) != len(values) or not all(values):
+                raise ValueError(f"{var}: give a list of distinct, non-empty values")
+        return matrix
+
+    @field_validator("guard")
+    @classmethod
+    def _guard_names_an_aspect(cls, guard: Guard | None, info: ValidationInfo) -> Guard | None:
+        names = [a.name for a in info.data.get("aspects", [])]
+        if guard is not None and guard.aspect not in names:
+            raise ValueError(
+                f"aspect '{guard.aspect}' is not one of the aspects "
+                f"({', '.join(names) or 'none declared'})"
+            )
+        if guard is not None and len(names) < 2:
+            raise ValueError("needs an answering aspect besides the screen")
+        return guard
 
     def worker_params(self) -> dict[str, Any]:
         """Request parameters shared by every worker (identical by construction)."""
@@ -195,7 +323,8 @@ def describe_validation_error(
     exc: ValidationError, *, source: str, root: yaml.Node | None = None
 ) -> str:
     """Turn pydantic's report into `file:line: key: problem; did you mean ...`."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if p != "source")
     line = _line_of(root, loc)
     where = f"{source}:{line}" if line else source
@@ -238,12 +367,13 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):
             current = next(iter(get_args(current)), current)
             continue
-        field = getattr(current, "model_fields", {}).get(part)
+        fields = getattr(current, "model_fields", {})
+        field = next((f for n, f in fields.items() if part in (n, f.alias)), None)
         if field is None:
-            return []
+            continue  # a key of a mapping field (e.g. merge.rules.<path>): same model inside
         current = _unwrap(field.annotation)
     names = getattr(current, "model_fields", {})
-    return [n for n in names if n != "source"]
+    return [f.alias or n for n, f in names.items() if n != "source"]
 
 
 def _unwrap(annotation: Any) -> Any:
