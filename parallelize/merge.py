@@ -1,34 +1,45 @@
-"""Combine ALL section outputs into one artifact: MERGERS maps a strategy name to a function."""
+"""Combine ALL section outputs into one artifact: MERGERS maps a strategy name to a function.
+
+`combine` is the entry point after the workers ran: it checks JSON answers (one repair each),
+applies the guardrail gate, groups results per clone and aspect, then calls the merger.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
+from .errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, ConfigError
 from .executor import Executor
-from .plan import make_task
+from .guard import screen_verdict
+from .jsonmerge import JsonMerger
+from .jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
+from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
 from .recipe import Recipe
 from .records import TaskResult
-from .template import INPUT, check_template
 
-DEFAULT_MERGE_PROMPT = """\
-The same instruction was run over consecutive sections of a larger input. Combine the partial
-results below into one coherent answer to that instruction. Keep every distinct finding, drop
-repetition, and keep file names where the results give them.
+if TYPE_CHECKING:
+    from .outputs import OutputWriter
 
-Instruction: {{ instruction }}
+__all__ = ["DEFAULT_MERGE_PROMPT", "MERGERS", "MERGE_VARIABLES", "MergeContext", "combine"]
 
-{{ input }}"""
-
-MERGE_VARIABLES = frozenset({INPUT, "instruction"})
+#: Heading level of a group (clone and/or aspect) when a run has several.
+GROUP_SEPARATOR = " · "
 
 
 @dataclass
 class MergeOutcome:
-    """The merged artifact plus the calls the merge itself made."""
+    """The merged artifact plus the calls the merge itself made and what it has to report."""
 
     text: str
     calls: list[TaskResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = EXIT_OK
+    #: The worker results after JSON checks (a repaired answer, or one failed as invalid).
+    results: list[TaskResult] | None = None
 
 
 @dataclass(frozen=True)
@@ -38,44 +49,187 @@ class MergeContext:
     recipe: Recipe
     model: str
     executor: Executor
+    #: Parsed, validated JSON answers by task index.
+    values: Mapping[int, Any] = field(default_factory=dict)
+    writer: OutputWriter | None = None
 
 
 def section_header(result: TaskResult) -> str:
     """The heading that names a chunk and its files."""
+    label = result.task.label.split(" [", 1)[0]
     paths = ", ".join(result.task.meta.get("paths", []))
-    return f"## {result.task.label}: {paths}" if paths else f"## {result.task.label}"
+    return f"## {label}: {paths}" if paths else f"## {label}"
+
+
+def group_key(result: TaskResult) -> tuple[str, str]:
+    """(clone, aspect) of a result; empty strings when the run has no matrix or aspects."""
+    meta = result.task.meta
+    return str(meta.get("clone", "")), str(meta.get("aspect", ""))
+
+
+def grouped(results: Sequence[TaskResult]) -> dict[tuple[str, str], list[TaskResult]]:
+    """Results per (clone, aspect), in first-appearance order, chunk order inside."""
+    groups: dict[tuple[str, str], list[TaskResult]] = {}
+    for result in results:
+        groups.setdefault(group_key(result), []).append(result)
+    return groups
+
+
+def group_name(key: tuple[str, str]) -> str:
+    return GROUP_SEPARATOR.join(part for part in key if part)
+
+
+def _titled(texts: dict[tuple[str, str], str]) -> str:
+    """One group's text as is; several groups each under a `# clone · aspect` heading."""
+    if len(texts) == 1:
+        return next(iter(texts.values()))
+    blocks = [f"# {group_name(key)}\n\n{text.strip()}" for key, text in texts.items()]
+    return "\n\n".join(blocks) + "\n"
 
 
 def merge_concat(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
-    """Outputs in chunk order, each under a header naming its chunk and files."""
-    blocks = [f"{section_header(r)}\n\n{r.text.strip()}" for r in results if r.succeeded]
-    return MergeOutcome("\n\n".join(blocks) + "\n" if blocks else "")
+    """Outputs in chunk order, each under a header naming its chunk and files, per group."""
+    texts = {}
+    for key, members in grouped(results).items():
+        blocks = [f"{section_header(r)}\n\n{r.text.strip()}" for r in members if r.succeeded]
+        texts[key] = "\n\n".join(blocks) + "\n" if blocks else ""
+    return MergeOutcome(_titled(texts) if texts else "")
 
 
 def merge_llm(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
-    """One reduce call over every worker output with the recipe's merge prompt."""
+    """Hierarchical map-reduce per group: batches that fit the reduce model, level by level."""
+    groups = {}
+    for key, members in grouped(results).items():
+        numbered = [(r, n) for n, r in enumerate(members, start=1) if r.succeeded]
+        groups[group_name(key)] = parts_of([r for r, _ in numbered], [n for _, n in numbered])
+    if not any(groups.values()):
+        return MergeOutcome("")
+    report = reduce_groups(groups, context)
+    keys = {group_name(key): key for key in grouped(results)}
+    texts = {keys[name]: text for name, text in report.texts.items()}
+    details = {
+        "strategy": "llm",
+        "depth": report.depth,
+        "calls": len(report.calls),
+        "levels": report.levels,
+    }
+    return MergeOutcome(
+        _titled(texts), report.calls, warnings=report.warnings, details={"merge": details}
+    )
+
+
+def merge_json(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
+    """Valid JSON answers merged per group (arrays concatenated, objects deep-merged, rules)."""
     merge = context.recipe.merge
-    template = merge.prompt or DEFAULT_MERGE_PROMPT
-    check_template(template, set(MERGE_VARIABLES), where="merge.prompt")
-    joined = merge_concat(results, context).text
-    reducer = context.recipe.model_copy(
-        update={"prompt": template, "system": merge.system or context.recipe.system}
+    merger = JsonMerger(merge.rules, merge.dedupe_by)
+    docs: dict[tuple[str, str], Any] = {}
+    for key, members in grouped(results).items():
+        values = [context.values[r.task.index] for r in members if r.task.index in context.values]
+        docs[key] = merger.merge(values)
+    if not any(v is not None for v in docs.values()):
+        return MergeOutcome("", warnings=merger.warnings())
+    if len(docs) == 1:
+        merged = next(iter(docs.values()))
+    else:
+        merged = {}
+        for (clone, aspect), doc in docs.items():
+            if clone and aspect:
+                merged.setdefault(clone, {})[aspect] = doc
+            else:
+                merged[clone or aspect] = doc
+    text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+    return MergeOutcome(text, warnings=merger.warnings(), details={"merge": {"strategy": "json"}})
+
+
+def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
+    """Every section to its own file under --out-dir, a manifest, and the written paths."""
+    writer = context.writer
+    if writer is None:
+        raise ConfigError("--merge files needs --out-dir DIR (or merge.out_dir in the recipe)")
+    for result in results:
+        if result.task.index in context.values:
+            text = json.dumps(context.values[result.task.index], indent=2, ensure_ascii=False)
+            writer.write(result, text=text)
+        else:
+            writer.write(result)
+    manifest = writer.write_manifest(results, recipe=context.recipe.name, model=context.model)
+    written = [r for r in results if r.task.index in writer.written]
+    lines = [writer.display(r.task.meta["out_path"]) for r in written]
+    missing = len(results) - len(written)
+    details = {
+        "strategy": "files",
+        "out_dir": str(writer.root),
+        "written": len(written),
+        "not_written": missing,
+        "manifest": str(manifest),
+    }
+    warnings = [f"{missing} section(s) not written; see {manifest}"] if missing else []
+    return MergeOutcome(
+        "\n".join(lines) + "\n" if lines else "",
+        warnings=warnings,
+        details={"merge": details},
+        exit_code=EXIT_FAILED if missing else EXIT_OK,
     )
-    params = reducer.worker_params()
-    if merge.max_tokens:
-        params["max_tokens"] = merge.max_tokens
-    task = make_task(
-        0,
-        "merge",
-        reducer,
-        model=context.model,
-        values={INPUT: joined, "instruction": context.recipe.prompt},
-        params=params,
-    )
-    [call] = context.executor.run([task])
-    return MergeOutcome(call.text if call.succeeded else "", [call])
 
 
 Merger = Callable[[Sequence[TaskResult], MergeContext], MergeOutcome]
 
-MERGERS: dict[str, Merger] = {"concat": merge_concat, "llm": merge_llm}
+MERGERS: dict[str, Merger] = {
+    "concat": merge_concat,
+    "llm": merge_llm,
+    "json": merge_json,
+    "files": merge_files,
+}
+
+
+def json_contracts(recipe: Recipe, results: Sequence[TaskResult]) -> dict[int, JsonContract]:
+    """The JSON contract of every task that has one, by task index."""
+    aspects = {a.name: a for a in recipe.aspects}
+    contracts = {}
+    for result in results:
+        contract = contract_for(recipe, aspects.get(result.task.meta.get("aspect", "")))
+        if contract is not None:
+            contracts[result.task.index] = contract
+    return contracts
+
+
+def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
+    """Check JSON answers, apply the guardrail gate, then merge with the recipe's strategy."""
+    recipe = context.recipe
+    contracts = json_contracts(recipe, results)
+    check = enforce_json(results, contracts, context.executor) if contracts else None
+    checked = check.results if check else list(results)
+    context = replace(context, values=check.values if check else {})
+    merger = MERGERS[recipe.merge.strategy]
+    if recipe.guard is None:
+        outcome = merger(checked, context)
+    else:
+        outcome = _guarded(checked, context, merger)
+    outcome.results = checked
+    if check is not None:
+        outcome.details["json"] = check.details()
+        outcome.warnings += _invalid_warnings(check)
+    return outcome
+
+
+def _guarded(results: list[TaskResult], context: MergeContext, merger: Merger) -> MergeOutcome:
+    guard = context.recipe.guard
+    assert guard is not None
+    screens = [r for r in results if r.task.meta.get("aspect") == guard.aspect]
+    answers = [r for r in results if r.task.meta.get("aspect") != guard.aspect]
+    verdict = screen_verdict(screens, context.values, guard)
+    if verdict.flagged:
+        return MergeOutcome("", details={"guard": verdict.details()}, exit_code=EXIT_FLAGGED)
+    if merger is merge_concat and len(answers) == 1:
+        text = answers[0].text if answers[0].succeeded else ""
+        outcome = MergeOutcome(text if text.endswith("\n") or not text else text + "\n")
+    else:
+        outcome = merger(answers, context)
+    outcome.details["guard"] = verdict.details()
+    return outcome
+
+
+def _invalid_warnings(check: JsonCheck) -> list[str]:
+    if not check.invalid:
+        return []
+    return [f"{check.invalid} answer(s) stayed invalid JSON after one repair and count as failed"]

@@ -49,7 +49,9 @@ class Chunking(Strict):
 
 
 #: How a field of the workers' JSON documents may combine (`merge.rules`).
-FieldRuleName = Literal["concat", "union", "sum", "min", "max", "first", "last", "all", "any", "worst"]
+FieldRuleName = Literal[
+    "concat", "union", "sum", "min", "max", "first", "last", "all", "any", "worst"
+]
 #: Placeholder names a matrix variable may not take: the template already defines them.
 RESERVED_VARIABLES = frozenset(
     {"input", "paths", "chunk_id", "aspect", "instructions", "clone", "path", "instruction"}

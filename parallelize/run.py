@@ -6,22 +6,31 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TextIO
 
-from .chunking import ChunkPlan, chunk_budget, chunk_count, chunk_files
+from .chunking import Chunk, ChunkPlan, chunk_budget, chunk_count, chunk_files
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
-from .errors import EXIT_FAILED, EXIT_OK, ConfigError, EndpointError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigError,
+    EndpointError,
+    InputError,
+    combine_exit_codes,
+)
 from .executor import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
+    Event,
     Executor,
     ProgressCallback,
     RetryPolicy,
 )
-from .inputs import discover
-from .merge import MERGERS, MergeContext
-from .plan import section_tasks
+from .inputs import Discovery, discover
+from .merge import MergeContext, combine
+from .plan import plan_section
 from .recipe import Recipe
 from .records import RunResult
 from .routing import route_models
@@ -60,14 +69,14 @@ def run_section(
     started = time.monotonic()
     model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
     counter = get_counter(model)
-    found = discover(paths, counter=counter, stdin=stdin)
-    plan = plan_chunks(found.documents, recipe, counter=counter, model=model)
+    found, plan = section_input(paths, recipe, counter=counter, model=model, stdin=stdin)
     warnings = [plan.warning] if plan.warning else []
     warnings += [f"skipped {len(v)} {reason} file(s)" for reason, v in found.skipped.items()]
     if counter.exact is False:
         warnings.append("token counts are estimates (tiktoken encoding not available offline)")
+    # Built once before any request: bad templates, unsafe or shared output paths fail here.
+    tasks = plan_section(recipe, plan.chunks, model=model or "(default model)")
     if options.dry_run:
-        tasks = section_tasks(recipe, plan.chunks, model=model or "(default model)")
         return RunResult(
             "section",
             recipe.name,
@@ -77,31 +86,32 @@ def run_section(
             warnings=warnings,
             details={"counter": counter.name, "skipped": found.skipped},
         )
-    concurrency = recipe.concurrency or min(len(plan.chunks), DEFAULT_CONCURRENCY)
+    concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
+    writer = None
+    if recipe.merge.strategy == "files" and recipe.merge.out_dir:
+        from .outputs import OutputWriter
+
+        writer = OutputWriter(Path(recipe.merge.out_dir))
+        options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
     with engine(options, concurrency=concurrency) as executor:
         model = model or default_model(executor.client)
-        tasks = section_tasks(recipe, plan.chunks, model=model)
+        tasks = plan_section(recipe, plan.chunks, model=model)
         results = executor.run(tasks)
-        succeeded = [r for r in results if r.succeeded]
-        outcome = (
-            MERGERS[recipe.merge.strategy](results, MergeContext(recipe, model, executor))
-            if succeeded
-            else None
-        )
+        outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
     result = RunResult(
         "section",
         recipe.name,
         model,
         tasks,
-        results,
-        output=outcome.text if outcome else "",
-        aggregate_calls=outcome.calls if outcome else [],
+        outcome.results or results,
+        output=outcome.text,
+        aggregate_calls=outcome.calls,
         wall_time=time.monotonic() - started,
-        warnings=warnings,
-        details={"counter": counter.name, "skipped": found.skipped},
+        warnings=warnings + outcome.warnings,
+        details={"counter": counter.name, "skipped": found.skipped, **outcome.details},
     )
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
-    result.exit_code = EXIT_FAILED if broken else EXIT_OK
+    result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
     return result
 
 
@@ -142,6 +152,37 @@ def run_vote(
             result = decide(results, setup, executor)
     result.wall_time = time.monotonic() - started
     return result
+
+
+def section_input(
+    paths: Sequence[str],
+    recipe: Recipe,
+    *,
+    counter: TokenCounter,
+    model: str | None,
+    stdin: TextIO | None,
+) -> tuple[Discovery, ChunkPlan]:
+    """The chunks to run; with a matrix and no PATH, one empty chunk (clones need no input)."""
+    if not paths:
+        if not recipe.matrix:
+            raise InputError(
+                "missing PATH: give files, directories, or - for stdin",
+                hint="PATH may be left out only with --each or a recipe matrix",
+            )
+        return Discovery(), ChunkPlan([Chunk(0, ())])
+    found = discover(paths, counter=counter, stdin=stdin)
+    return found, plan_chunks(found.documents, recipe, counter=counter, model=model)
+
+
+def _listeners(*callbacks: ProgressCallback | None) -> ProgressCallback:
+    """One progress callback that calls each given one in turn."""
+    chosen = [c for c in callbacks if c is not None]
+
+    def call(event: Event) -> None:
+        for callback in chosen:
+            callback(event)
+
+    return call
 
 
 @contextmanager

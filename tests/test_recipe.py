@@ -34,7 +34,8 @@ def test_nested_typo_and_bad_value_are_located(tmp_path: Path) -> None:
     ):
         parse_recipe(text, source="x.yaml")
     with pytest.raises(
-        RecipeError, match=r"x.yaml:4: merge.strategy: Input should be 'concat' or 'llm'"
+        RecipeError,
+        match=r"x.yaml:4: merge.strategy: Input should be 'concat', 'llm', 'json' or 'files'",
     ):
         parse_recipe("name: x\n\nmerge:\n  strategy: majority\n", source="x.yaml")
     with pytest.raises(RecipeError, match=r"x.yaml:2: temperature"):
