@@ -39,6 +39,8 @@ class Format(str, Enum):
 class MergeName(str, Enum):
     concat = "concat"
     llm = "llm"
+    json = "json"
+    files = "files"
 
 
 class By(str, Enum):
@@ -142,7 +144,28 @@ def section(
     ] = None,
     merge: Annotated[
         MergeName | None,
-        typer.Option("--merge", help="How outputs combine.", show_default=False),
+        typer.Option(
+            "--merge",
+            help="How outputs combine: concat, llm (map-reduce), json, files (one per section).",
+            show_default=False,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Write every section to its own file here (implies --merge files).",
+            show_default=False,
+            file_okay=False,
+        ),
+    ] = None,
+    each: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--each",
+            help="Clone the run per value: VAR=v1,v2,... (repeat for a product); PATH optional.",
+            show_default=False,
+        ),
     ] = None,
     system: Annotated[
         str | None, typer.Option("--system", help="System prompt.", show_default=False)
@@ -172,8 +195,11 @@ def section(
     ]
     if len(picked) > 1:
         _usage_error(f"{' and '.join(picked)} cannot be combined: choose one way to chunk")
-    if not paths:
-        _usage_error("missing PATH: give files, directories, or - for stdin")
+    matrix = _parse_each(each or [])
+    merge_values = {
+        "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
+        "out_dir": str(out_dir) if out_dir else None,
+    }
 
     def job() -> RunResult:
         from .recipe import DEFAULT_SECTION_RECIPE, find_recipe, override
@@ -196,13 +222,19 @@ def section(
                 "temperature": temperature,
                 "max_tokens": max_tokens,
                 "concurrency": concurrency,
-                "merge": {"strategy": merge.value} if merge else None,
+                "merge": {k: v for k, v in merge_values.items() if v is not None} or None,
+                "matrix": matrix or None,
                 "chunking": chunking if any(v is not None for v in chunking.values()) else None,
             },
             replace=("chunking",),
         )
+        if not paths and not final.matrix:
+            _usage_error(
+                "missing PATH: give files, directories, or - for stdin (PATH is optional "
+                "only with --each or a recipe matrix)"
+            )
         return _run_with_progress(
-            lambda options: run_section(paths, final, options=options, stdin=sys.stdin),
+            lambda options: run_section(paths or [], final, options=options, stdin=sys.stdin),
             recipe=final,
             base_url=base_url,
             timeout=timeout,
@@ -255,6 +287,21 @@ def _run_with_progress(
         return runner(options)
 
 
+def _parse_each(values: list[str]) -> dict[str, list[str]]:
+    """`--each locale=fr-FR,de-DE` flags as a matrix (one variable per flag)."""
+    matrix: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, items = value.partition("=")
+        name = name.strip()
+        listed = [item.strip() for item in items.split(",") if item.strip()]
+        if not sep or not name or not listed:
+            _usage_error(f"--each: expected VAR=v1,v2,... (got '{value}')")
+        if name in matrix:
+            _usage_error(f"--each: '{name}' is given twice; list all its values in one flag")
+        matrix[name] = listed
+    return matrix
+
+
 def _finish(job: Callable[[], RunResult], *, fmt: Format, output: Path | None, quiet: bool) -> None:
     """Run a command's job, render its result, and exit with its code."""
 
@@ -263,6 +310,9 @@ def _finish(job: Callable[[], RunResult], *, fmt: Format, output: Path | None, q
 
         result = job()
         print_warnings(result, quiet=quiet)
+        guard = result.details.get("guard") or {}
+        if guard.get("flagged"):
+            typer.echo(f"flagged: {guard['reason']} (the answer was withheld)", err=True)
         emit(result, fmt=fmt.value, output=output)
         if not result.dry_run:
             if result.command == "vote":

@@ -43,6 +43,7 @@ PARAM_ADAPTATIONS: dict[str, str | None] = {
     "temperature": None,
     "top_p": None,
     "seed": None,
+    "response_format": None,  # no JSON mode: the prompt's instructions and our validation remain
 }
 
 

@@ -52,7 +52,7 @@ class JsonMerger:
                 merged[key] = self.combine(a[key], value, _join(path, key)) if key in a else value
             return merged
         if isinstance(a, list) and isinstance(b, list):
-            return dedupe([*a, *b], self.dedupe_by) if self.dedupe_by else [*a, *b]
+            return dedupe([*a, *b], self.dedupe_by, by_value=False) if self.dedupe_by else [*a, *b]
         if a is None or a == b:
             return b
         if b is None:
@@ -70,7 +70,9 @@ class JsonMerger:
         if name in ("concat", "union"):
             items = [*_as_list(a), *_as_list(b)]
             key = rule.dedupe_by or self.dedupe_by
-            return dedupe(items, key) if name == "union" or key else items
+            if name == "union":
+                return dedupe(items, key)
+            return dedupe(items, key, by_value=False) if key else items
         if name == "first":
             return a
         if name == "last":
@@ -95,15 +97,19 @@ class JsonMerger:
         self.conflicts.setdefault(path or "(root)", f"json merge: '{path or '(root)'}': {message}")
 
 
-def dedupe(items: Sequence[Any], key: str | None) -> list[Any]:
-    """Items in order without repeats: by `key` for objects that have it, else by value."""
+def dedupe(items: Sequence[Any], key: str | None, *, by_value: bool = True) -> list[Any]:
+    """Items in order without repeats: by `key` for objects that have it, else by value
+    (other items are all kept when `by_value` is false)."""
     seen: set[str] = set()
     out = []
     for item in items:
         if key is not None and isinstance(item, dict) and key in item:
             identity = "k:" + json.dumps(item[key], sort_keys=True, default=str)
-        else:
+        elif by_value:
             identity = "v:" + json.dumps(item, sort_keys=True, default=str)
+        else:
+            out.append(item)
+            continue
         if identity not in seen:
             seen.add(identity)
             out.append(item)

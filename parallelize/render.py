@@ -108,6 +108,9 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
         f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
         f"{result.wall_time:.1f}s",
     ]
+    reduce = result.details.get("merge") or {}
+    if reduce.get("depth"):
+        parts.append(f"reduce depth {reduce['depth']} ({reduce['calls']} reduce calls)")
     if result.failed:
         parts.append(f"{len(result.failed)} failed")
     if result.truncated:
