@@ -119,6 +119,6 @@ def test_an_invalid_schema_fails_before_any_request(llm: LLMServer, make_tree) -
     bad = recipe(schema=False).model_copy(
         update={"merge": recipe().merge.model_copy(update={"json_schema": {"type": "thing"}})}
     )
-    with pytest.raises(RecipeError, match="merge.schema: not a valid JSON Schema"):
+    with pytest.raises(RecipeError, match=r"merge\.schema: not a valid JSON Schema"):
         run_section([tree(make_tree, 1)], bad)
     assert llm.all_requests == []
