@@ -81,6 +81,7 @@ class Tree:
 
     name: str
     parts: list[Part]
+    origin: list[Part] = field(default_factory=list)
     text: str | None = None
     depth: int = 0
     fallback: str | None = None
@@ -136,7 +137,7 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
     merge = context.recipe.merge
     check_template(merge.prompt or DEFAULT_MERGE_PROMPT, set(MERGE_VARIABLES), where="merge.prompt")
     budget = reduce_budget(context)
-    trees = [Tree(name, parts) for name, parts in groups.items() if parts]
+    trees = [Tree(name, parts, list(parts)) for name, parts in groups.items() if parts]
     report = ReduceReport({name: "" for name in groups})
     level = 0
     while pending := [t for t in trees if t.text is None]:
@@ -170,22 +171,38 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
     for tree in trees:
         report.texts[tree.name] = tree.text or ""
         if tree.fallback:
-            report.warnings.append(f"{tree.fallback}; fell back to ordered concatenation")
+            report.warnings.append(
+                f"{tree.fallback}; fell back to ordered concatenation of the worker outputs"
+            )
     return report
 
 
 def pack(parts: Sequence[Part], budget: Budget) -> list[list[Part]]:
-    """Consecutive parts into as few batches as fit the input budget, in order."""
-    batches: list[list[Part]] = [[]]
+    """Consecutive parts into as few batches as fit the input budget, sizes balanced, in order."""
+    sizes = [budget.counter.count(part.rendered()) + 2 for part in parts]
+    fewest = len(_greedy(sizes, budget.input_tokens))
+    low, high = max(sizes, default=0), budget.input_tokens
+    while low < high:  # the smallest batch limit that still needs no more batches than `fewest`
+        middle = (low + high) // 2
+        if len(_greedy(sizes, middle)) <= fewest:
+            high = middle
+        else:
+            low = middle + 1
+    groups = _greedy(sizes, max(low, 1))
+    return [[parts[i] for i in group] for group in groups]
+
+
+def _greedy(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Indices packed in order, a new batch whenever the next one would pass `limit`."""
+    groups: list[list[int]] = [[]]
     used = 0
-    for part in parts:
-        size = budget.counter.count(part.rendered()) + 2
-        if batches[-1] and used + size > budget.input_tokens:
-            batches.append([])
+    for index, size in enumerate(sizes):
+        if groups[-1] and used + size > limit:
+            groups.append([])
             used = 0
-        batches[-1].append(part)
+        groups[-1].append(index)
         used += size
-    return batches
+    return groups
 
 
 def split_part(part: Part, budget: Budget) -> list[Part]:
@@ -296,7 +313,8 @@ def _advance(
 
 
 def _fall_back(tree: Tree, reason: str) -> None:
-    tree.text = "\n\n".join(p.rendered() for p in tree.parts) + "\n"
+    """Give up on reducing: the workers' own outputs in order, so nothing is lost."""
+    tree.text = "\n\n".join(p.rendered() for p in tree.origin) + "\n"
     tree.fallback = reason
 
 
