@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MERGE_PROMPT", "MERGERS", "MERGE_VARIABLES", "MergeContext", "combine"]
 
-#: Heading level of a group (clone and/or aspect) when a run has several.
+#: What a withheld answer reads as in --format json and anywhere else results are shown.
+WITHHELD = "[withheld: flagged by the guardrail]"
+#: Joins a group's clone and aspect in its heading (`# fr-FR · security`).
 GROUP_SEPARATOR = " · "
 
 
@@ -205,7 +207,7 @@ def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcom
         outcome = merger(checked, context)
     else:
         outcome = _guarded(checked, context, merger)
-    outcome.results = checked
+    outcome.results = outcome.results or checked
     if check is not None:
         outcome.details["json"] = check.details()
         outcome.warnings += _invalid_warnings(check)
@@ -219,7 +221,11 @@ def _guarded(results: list[TaskResult], context: MergeContext, merger: Merger) -
     answers = [r for r in results if r.task.meta.get("aspect") != guard.aspect]
     verdict = screen_verdict(screens, context.values, guard)
     if verdict.flagged:
-        return MergeOutcome("", details={"guard": verdict.details()}, exit_code=EXIT_FLAGGED)
+        held = {id(r) for r in answers}
+        kept = [_withheld(r) if id(r) in held else r for r in results]
+        return MergeOutcome(
+            "", details={"guard": verdict.details()}, exit_code=EXIT_FLAGGED, results=kept
+        )
     if merger is merge_concat and len(answers) == 1:
         text = answers[0].text if answers[0].succeeded else ""
         outcome = MergeOutcome(text if text.endswith("\n") or not text else text + "\n")
@@ -227,6 +233,13 @@ def _guarded(results: list[TaskResult], context: MergeContext, merger: Merger) -
         outcome = merger(answers, context)
     outcome.details["guard"] = verdict.details()
     return outcome
+
+
+def _withheld(result: TaskResult) -> TaskResult:
+    """An answer the gate held back: its usage stays, its text does not reach any output."""
+    if result.completion is None:
+        return result
+    return replace(result, completion=replace(result.completion, text=WITHHELD))
 
 
 def _invalid_warnings(check: JsonCheck) -> list[str]:

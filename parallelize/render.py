@@ -141,7 +141,8 @@ def plan_text(result: RunResult) -> str:
         shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
         tokens = task.meta.get("tokens")
         size = f"{tokens:,} tokens" if tokens is not None else ""
-        lines.append(f"  {task.label}: {size} {shown}".rstrip())
+        target = f" -> {task.meta['out_path']}" if "out_path" in task.meta else ""
+        lines.append(f"  {task.label}: {size} {shown}".rstrip() + target)
     if result.tasks:
         first = result.tasks[0].request
         lines.append("")
