@@ -96,8 +96,6 @@ def contract_for(recipe: Recipe, aspect: Aspect | None) -> JsonContract | None:
         return JsonContract(aspect.json_schema, where=f"aspects.{aspect.name}.schema")
     if aspect is not None and guard is not None and aspect.name == guard.aspect:
         return JsonContract(guard_schema(guard.flag, guard.reason), where="guard")
-    if aspect is not None and guard is not None:
-        return None  # the guarded answer is free text
     if recipe.merge.json_schema is not None:
         return JsonContract(recipe.merge.json_schema)
     if recipe.merge.strategy == "json":

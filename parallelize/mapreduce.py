@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .plan import make_task
 from .records import Task, TaskResult
 from .template import INPUT, check_template, render
 from .tokens import TokenCounter, context_window, get_counter
@@ -121,7 +122,9 @@ def reduce_budget(context: MergeContext) -> Budget:
     frame = render(template, {INPUT: "", "instruction": recipe.prompt}, append_input=False)
     overhead = counter.count(frame) + counter.count(_system(context) or "") + 2 * MESSAGE_OVERHEAD
     room = int(window * (1 - margin)) - overhead
-    cap = min(merge.max_tokens or DEFAULT_REDUCE_TOKENS, room // 3)
+    # Room kept for the answer; any two intermediate outputs then fit one batch of the next level.
+    reserve = min(merge.max_tokens or recipe.max_tokens or DEFAULT_REDUCE_TOKENS, room // 2)
+    cap = min(reserve, (room - reserve) // 2)
     if cap < MIN_REDUCE_TOKENS:
         raise ConfigError(
             f"merge: the reduce model's context ({window} tokens) leaves no room to reduce in "
@@ -129,7 +132,7 @@ def reduce_budget(context: MergeContext) -> Budget:
             hint="raise merge.context_window, choose a larger merge.model, or shorten merge.prompt",
         )
     depth = merge.max_depth or DEFAULT_MAX_DEPTH
-    return Budget(model, counter, room - cap, cap, depth)
+    return Budget(model, counter, room - reserve, cap, depth)
 
 
 def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> ReduceReport:
@@ -245,8 +248,6 @@ def _reduce_task(
     context: MergeContext,
     budget: Budget,
 ) -> Task:
-    from .plan import make_task
-
     recipe, merge = context.recipe, context.recipe.merge
     reducer = recipe.model_copy(
         update={"prompt": merge.prompt or DEFAULT_MERGE_PROMPT, "system": _system(context)}
@@ -254,7 +255,7 @@ def _reduce_task(
     params: dict[str, Any] = recipe.worker_params()
     if merge.max_tokens:
         params["max_tokens"] = merge.max_tokens
-    if not final:
+    if not final:  # capped so that every level shrinks
         params["max_tokens"] = budget.output_tokens
     sources = tuple(dict.fromkeys(s for part in batch for s in part.sources))
     first, last = batch[0].first, batch[-1].last

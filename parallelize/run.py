@@ -92,7 +92,8 @@ def run_section(
         from .outputs import OutputWriter
 
         writer = OutputWriter(Path(recipe.merge.out_dir))
-        options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
+        if recipe.guard is None:  # a guarded answer waits for the gate before it is written
+            options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
     with engine(options, concurrency=concurrency) as executor:
         model = model or default_model(executor.client)
         tasks = plan_section(recipe, plan.chunks, model=model)

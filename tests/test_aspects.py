@@ -144,3 +144,13 @@ def test_a_failed_screen_fails_closed(llm: LLMServer, cli, screen, why) -> None:
     assert "flagged: the screen failed" in result.stderr and why in result.stderr
     if "reply" in screen:
         assert llm.count(SCREEN) == 2  # the screen got its one repair, then the gate closed
+
+
+def test_a_flagged_answer_is_never_written_to_files(llm: LLMServer, cli, tmp_path) -> None:
+    llm.script(SCREEN, '{"flagged": true, "reason": "no"}')
+    llm.script(ANSWER, "SECRET ANSWER")
+    result = guard(cli, "anything", "--out-dir", str(tmp_path / "out"))
+    assert result.exit_code == 4
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert all("SECRET ANSWER" not in p.read_text() for p in written)
+    assert result.stdout == ""

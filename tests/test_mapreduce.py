@@ -139,3 +139,23 @@ def test_aspects_reduce_separately_in_the_same_levels(llm: LLMServer, make_tree)
     levels = result.details["merge"]["levels"]
     assert len(levels) == result.details["merge"]["depth"] >= 2
     assert len(levels[-1]) == 2  # both aspects' final reduces ran in the same level
+
+
+def test_the_summary_shows_depth_and_reduce_calls(llm: LLMServer, make_tree, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from parallelize.cli import app
+
+    llm.script(REDUCE, markers_reply)
+    llm.script(None, worker_reply)
+    tree(make_tree)
+    (tmp_path / "mr.yaml").write_text(
+        recipe().model_dump_json(by_alias=True, exclude_unset=True), encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["section", "src", "--recipe", "mr.yaml"])
+    assert result.exit_code == 0, result.stderr
+    assert all(f"MARKER-{i}" in result.stdout for i in range(8))
+    calls = len(reduces(llm))
+    assert re.search(
+        rf"summary: 8 chunks, {8 + calls} calls, .*reduce depth [23] \({calls} ", result.stderr
+    )

@@ -122,3 +122,16 @@ def test_an_invalid_schema_fails_before_any_request(llm: LLMServer, make_tree) -
     with pytest.raises(RecipeError, match=r"merge\.schema: not a valid JSON Schema"):
         run_section([tree(make_tree, 1)], bad)
     assert llm.all_requests == []
+
+
+def test_cli_merge_json_prints_one_valid_document(llm: LLMServer, make_tree) -> None:
+    from typer.testing import CliRunner
+
+    from parallelize.cli import app
+
+    llm.script("MARKER-0", '{"files": ["a"], "ok": true}')
+    llm.script("MARKER-1", 'Result:\n```json\n{"files": ["b"], "ok": true}\n```')
+    args = ["section", tree(make_tree, 2), "--by", "file", "-p", "Describe", "--merge", "json"]
+    result = CliRunner().invoke(app, [*args, "-m", "test-model", "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"files": ["a", "b"], "ok": True}
