@@ -163,6 +163,7 @@ def section(
         list[str] | None,
         typer.Option(
             "--each",
+            metavar="VAR=V1,V2",
             help="Clone the run per value: VAR=v1,v2,... (repeat for a product); PATH optional.",
             show_default=False,
         ),

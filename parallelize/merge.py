@@ -17,7 +17,7 @@ from .guard import screen_verdict
 from .jsonmerge import JsonMerger
 from .jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
 from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
-from .recipe import Recipe
+from .recipe import Guard, Recipe
 from .records import TaskResult
 
 if TYPE_CHECKING:
@@ -147,7 +147,10 @@ def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOu
     """Every section to its own file under --out-dir, a manifest, and the written paths."""
     writer = context.writer
     if writer is None:
-        raise ConfigError("--merge files needs --out-dir DIR (or merge.out_dir in the recipe)")
+        raise ConfigError(
+            "--merge files needs an output directory",
+            hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
+        )
     for result in results:
         if result.task.index in context.values:
             text = json.dumps(context.values[result.task.index], indent=2, ensure_ascii=False)
@@ -206,7 +209,7 @@ def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcom
     if recipe.guard is None:
         outcome = merger(checked, context)
     else:
-        outcome = _guarded(checked, context, merger)
+        outcome = _guarded(checked, context, merger, recipe.guard)
     outcome.results = outcome.results or checked
     if check is not None:
         outcome.details["json"] = check.details()
@@ -214,9 +217,10 @@ def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcom
     return outcome
 
 
-def _guarded(results: list[TaskResult], context: MergeContext, merger: Merger) -> MergeOutcome:
-    guard = context.recipe.guard
-    assert guard is not None
+def _guarded(
+    results: list[TaskResult], context: MergeContext, merger: Merger, guard: Guard
+) -> MergeOutcome:
+    """Release the answer only when every screen cleared it; otherwise hold it back (exit 4)."""
     screens = [r for r in results if r.task.meta.get("aspect") == guard.aspect]
     answers = [r for r in results if r.task.meta.get("aspect") != guard.aspect]
     verdict = screen_verdict(screens, context.values, guard)
