@@ -234,6 +234,8 @@ def section(
                 "missing PATH: give files, directories, or - for stdin (PATH is optional "
                 "only with --each or a recipe matrix)"
             )
+        if final.merge.strategy == "files" and not final.merge.out_dir:
+            _usage_error("--merge files needs an output directory: pass --out-dir DIR")
         return _run_with_progress(
             lambda options: run_section(paths or [], final, options=options, stdin=sys.stdin),
             recipe=final,

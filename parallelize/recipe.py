@@ -25,6 +25,8 @@ from .recipe_vote import ModelEntry, Vote
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_SECTION_RECIPE = "summarize"
+#: Command-line flags whose recipe key has another name (for error messages).
+FLAGS_FOR_KEYS = {"matrix": "--each"}
 
 
 class Strict(BaseModel):
@@ -318,7 +320,8 @@ def override(recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, .
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise RecipeError(f"--{key.split('.')[-1].replace('_', '-')}: {first['msg']}") from None
+        flag = FLAGS_FOR_KEYS.get(key, f"--{key.split('.')[-1].replace('_', '-')}")
+        raise RecipeError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def describe_validation_error(

@@ -1,0 +1,54 @@
+"""The plan: chunks × aspects × clones, and every built-in section recipe can be planned."""
+
+from __future__ import annotations
+
+import pytest
+
+from parallelize import RunOptions, run_section
+from parallelize.chunking import Chunk, Part
+from parallelize.plan import matrix_clones, section_tasks
+from parallelize.recipe import builtin_recipes, load_recipe, parse_recipe
+
+
+def chunks(n: int) -> list[Chunk]:
+    return [Chunk(i, (Part(f"f{i}.txt", f"text {i}\n", 3),)) for i in range(n)]
+
+
+SECTION_RECIPES = sorted(
+    name for name, path in builtin_recipes().items() if load_recipe(path).mode == "section"
+)
+
+
+@pytest.mark.parametrize("name", SECTION_RECIPES)
+def test_every_builtin_section_recipe_plans(name: str, make_tree, tmp_path, monkeypatch) -> None:
+    recipe = load_recipe(builtin_recipes()[name])
+    make_tree({"a.md": "# A\ntext\n", "b.py": "x = 1\n"})
+    monkeypatch.chdir(tmp_path)
+    result = run_section(["src"], recipe, options=RunOptions(dry_run=True))
+    assert result.tasks and result.dry_run
+
+
+def test_matrix_clones_are_the_product_in_declaration_order() -> None:
+    assert matrix_clones({}) == [{}]
+    clones = matrix_clones({"tone": ["a", "b"], "locale": ["x", "y", "z"]})
+    assert len(clones) == 6
+    assert clones[0] == {"tone": "a", "locale": "x"} and clones[-1] == {"tone": "b", "locale": "z"}
+
+
+def test_tasks_are_chunks_times_aspects_times_clones() -> None:
+    recipe = parse_recipe(
+        "prompt: '{{ aspect }} {{ locale }} {{ instructions }} {{ input }}'\n"
+        "aspects: [{name: s, instructions: SEC}, p]\n"
+        "matrix: {locale: [fr, de, it]}\n",
+        source="r.yaml",
+    )
+    tasks = section_tasks(recipe, chunks(2), model="m")
+    assert len(tasks) == 2 * 2 * 3
+    assert [t.index for t in tasks] == list(range(12))
+    first = tasks[0]
+    assert first.label == "chunk 1/2 [s] [fr]"
+    assert first.meta["aspect"] == "s" and first.meta["matrix"] == {"locale": "fr"}
+    assert first.request.messages[-1]["content"].startswith("s fr SEC <file")
+    contents = {t.request.messages[-1]["content"] for t in tasks}
+    assert len(contents) == 12  # no two clones or aspects send the same request
+    assert {t.request.params.get("response_format") for t in tasks} == {None}
