@@ -152,8 +152,8 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
             if len(batches) > 1 and level >= budget.max_depth:
                 _fall_back(
                     tree,
-                    f"merge: {_named(tree)}still {len(batches)} batches after "
-                    f"{budget.max_depth} reduce level(s) (merge.max_depth)",
+                    f"merge: {_named(tree)}still {len(batches)} batches at reduce level {level} "
+                    f"(merge.max_depth is {budget.max_depth})",
                 )
                 continue
             batches_of[tree.name] = batches
@@ -170,7 +170,7 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
             by_tree.setdefault(result.task.meta["group"], []).append(result)
         for tree in pending:
             if tree.name in by_tree:
-                _advance(tree, batches_of[tree.name], by_tree[tree.name], budget, report)
+                _advance(tree, by_tree[tree.name], budget, report)
     for tree in trees:
         report.texts[tree.name] = tree.text or ""
         if tree.fallback:
@@ -277,7 +277,6 @@ def _reduce_task(
 
 def _advance(
     tree: Tree,
-    batches: list[list[Part]],
     results: list[TaskResult],
     budget: Budget,
     report: ReduceReport,
