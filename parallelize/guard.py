@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .recipe import Guard
+from .recipe_section import Guard
 from .records import TaskResult
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
-from .recipe import FieldRule
+from .recipe_section import FieldRule
 
 #: Conflict warnings reported one by one before the rest are only counted.
 MAX_REPORTED_CONFLICTS = 5

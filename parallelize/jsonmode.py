@@ -18,7 +18,8 @@ from .records import ChatRequest, Task, TaskResult, Usage
 
 if TYPE_CHECKING:
     from .executor import Executor
-    from .recipe import Aspect, Recipe
+    from .recipe import Recipe
+    from .recipe_section import Aspect
 
 #: The name structured outputs require for a schema (letters, digits, _ and -).
 SCHEMA_NAME = "answer"

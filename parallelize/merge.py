@@ -17,7 +17,8 @@ from .guard import screen_verdict
 from .jsonmerge import JsonMerger
 from .jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
 from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
-from .recipe import Guard, Recipe
+from .recipe import Recipe
+from .recipe_section import Guard
 from .records import TaskResult
 
 if TYPE_CHECKING:

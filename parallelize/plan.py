@@ -15,7 +15,8 @@ from typing import Any
 from .chunking import Chunk
 from .errors import ConfigError, RecipeError
 from .jsonmode import JSON_FORMAT, contract_for
-from .recipe import Aspect, Recipe
+from .recipe import Recipe
+from .recipe_section import Aspect
 from .recipe_vote import ModelEntry
 from .records import ChatRequest, Task
 from .template import INPUT, check_template, placeholders, render

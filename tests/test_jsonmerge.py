@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parallelize.jsonmerge import JsonMerger, dedupe
-from parallelize.recipe import FieldRule
+from parallelize.recipe_section import FieldRule
 
 
 def rules(**spec: object) -> dict[str, FieldRule]:
