@@ -104,6 +104,118 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, noti
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries per call.")]
+# Engine options (pacing, cache, limits, prices) shared by every command that calls a model;
+# pass them all to engine_settings() and its result to _run_with_progress(engine=...).
+RpmOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rpm",
+        min=0.001,
+        help="Requests per minute never to exceed (default: learn the rate from the server).",
+        show_default=False,
+    ),
+]
+TpmOpt = Annotated[
+    float | None,
+    typer.Option("--tpm", min=1, help="Tokens per minute never to exceed.", show_default=False),
+]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither reuse nor store finished calls.")
+]
+RefreshOpt = Annotated[
+    bool, typer.Option("--refresh", help="Make every call again and update the cache.")
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Directory of the call cache (env PARALLELIZE_CACHE_DIR).",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+MaxFailuresOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-failures", min=1, help="Stop starting calls after N have failed.", show_default=False
+    ),
+]
+DeadlineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="DURATION",
+        help="Stop starting calls after this long (e.g. 90s, 10m), keep what finished, exit 5.",
+        show_default=False,
+    ),
+]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0,
+        metavar="USD",
+        help="Budget: refuse a run estimated above it; start no call past it (exit 5).",
+        show_default=False,
+    ),
+]
+PriceInOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-in",
+        min=0,
+        help="USD per million input tokens (over the built-in table).",
+        show_default=False,
+    ),
+]
+PriceOutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-out",
+        min=0,
+        help="USD per million output tokens (over the built-in table).",
+        show_default=False,
+    ),
+]
+
+
+def engine_settings(
+    *,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    no_cache: bool = False,
+    refresh: bool = False,
+    cache_dir: Path | None = None,
+    max_failures: int | None = None,
+    deadline: str | None = None,
+    max_cost: float | None = None,
+    price_in: float | None = None,
+    price_out: float | None = None,
+) -> dict[str, Any]:
+    """The engine options as RunOptions fields; a bad value is a usage error naming its flag."""
+    if no_cache and refresh:
+        _usage_error("--no-cache and --refresh cannot be combined: --refresh rewrites the cache")
+    seconds = None
+    if deadline is not None:
+        from .durations import DURATION_EXAMPLES, parse_duration
+
+        seconds = parse_duration(deadline)
+        if seconds is None or seconds <= 0:
+            _usage_error(
+                f"--deadline: cannot read '{deadline}' as a duration ({DURATION_EXAMPLES})"
+            )
+    return {
+        "rpm": rpm,
+        "tpm": tpm,
+        "cache": not no_cache,
+        "refresh": refresh,
+        "cache_dir": cache_dir,
+        "max_failures": max_failures,
+        "deadline": seconds,
+        "max_cost": max_cost,
+        "price_in": price_in,
+        "price_out": price_out,
+    }
 
 
 @app.command()
@@ -187,6 +299,16 @@ def section(
     quiet: QuietOpt = False,
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 4,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    no_cache: NoCacheOpt = False,
+    refresh: RefreshOpt = False,
+    cache_dir: CacheDirOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    deadline: DeadlineOpt = None,
+    max_cost: MaxCostOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
 ) -> None:
     """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
     picked = [
@@ -201,6 +323,18 @@ def section(
         "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
         "out_dir": str(out_dir) if out_dir else None,
     }
+    settings = engine_settings(
+        rpm=rpm,
+        tpm=tpm,
+        no_cache=no_cache,
+        refresh=refresh,
+        cache_dir=cache_dir,
+        max_failures=max_failures,
+        deadline=deadline,
+        max_cost=max_cost,
+        price_in=price_in,
+        price_out=price_out,
+    )
 
     def job() -> RunResult:
         from .recipe import DEFAULT_SECTION_RECIPE, find_recipe, override
@@ -244,6 +378,7 @@ def section(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
+            engine=settings,
         )
 
     _finish(job, fmt=fmt, output=output, quiet=quiet)
@@ -263,6 +398,61 @@ def list_recipes() -> None:
     _guard(job)
 
 
+cache_app = typer.Typer(
+    help="Inspect or clear the cache of finished calls.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDirOpt = None) -> None:
+    """Show where the call cache is, what it holds and how big it is."""
+
+    def job() -> None:
+        from .cache import CallCache, default_cache_dir, describe
+
+        with CallCache(cache_dir or default_cache_dir()) as cache:
+            typer.echo(describe(cache.info()))
+
+    _guard(job)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Only remove entries not used for this long (e.g. 30d, 12h).",
+            show_default=False,
+        ),
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Remove cached calls: all of them, or those unused for a while."""
+    seconds = None
+    if older_than is not None:
+        from .durations import DURATION_EXAMPLES, parse_duration
+
+        seconds = parse_duration(older_than)
+        if seconds is None:
+            _usage_error(
+                f"--older-than: cannot read '{older_than}' as a duration ({DURATION_EXAMPLES})"
+            )
+
+    def job() -> None:
+        from .cache import CallCache, default_cache_dir
+
+        with CallCache(cache_dir or default_cache_dir()) as cache:
+            removed = cache.clear(older_than=seconds)
+            typer.echo(f"removed {removed:,} cached call(s) from {cache.path}", err=True)
+
+    _guard(job)
+
+
 def _run_with_progress(
     runner: Callable[[Any], RunResult],
     *,
@@ -272,10 +462,11 @@ def _run_with_progress(
     max_retries: int,
     dry_run: bool,
     quiet: bool,
+    engine: dict[str, Any] | None = None,
 ) -> RunResult:
     """Resolve the endpoint, attach a progress reporter, and run."""
     from .client import Endpoint
-    from .render import progress_reporter
+    from .render import print_notice, progress_reporter
     from .run import RunOptions
 
     endpoint = None if dry_run else Endpoint.resolve(base_url)
@@ -286,6 +477,8 @@ def _run_with_progress(
             max_retries=max_retries,
             dry_run=dry_run,
             on_event=on_event,
+            on_notice=lambda message: print_notice(message, quiet=quiet),
+            **(engine or {}),
         )
         return runner(options)
 
@@ -332,7 +525,8 @@ def _guard(job: Callable[[], Any]) -> Any:
     try:
         return job()
     except ParallelizeError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        prefix = "" if exc.exit_code == EXIT_INTERRUPTED else "error: "
+        typer.echo(f"{prefix}{exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -14,18 +14,29 @@ import typer
 
 from .cli import (
     BaseUrlOpt,
+    CacheDirOpt,
     ConcurrencyOpt,
+    DeadlineOpt,
     DryRunOpt,
     Format,
     FormatOpt,
+    MaxCostOpt,
+    MaxFailuresOpt,
+    NoCacheOpt,
     OutputOpt,
+    PriceInOpt,
+    PriceOutOpt,
     QuietOpt,
+    RefreshOpt,
     RetriesOpt,
+    RpmOpt,
     TimeoutOpt,
+    TpmOpt,
     _finish,
     _run_with_progress,
     _usage_error,
     app,
+    engine_settings,
 )
 
 if TYPE_CHECKING:
@@ -186,10 +197,32 @@ def vote(
     quiet: QuietOpt = False,
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 4,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    no_cache: NoCacheOpt = False,
+    refresh: RefreshOpt = False,
+    cache_dir: CacheDirOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    deadline: DeadlineOpt = None,
+    max_cost: MaxCostOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
 ) -> None:
     """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus)."""
     if n is not None and n < 1:
         _usage_error(f"-n must be at least 1 (got {n})")
+    engine_flags = engine_settings(
+        rpm=rpm,
+        tpm=tpm,
+        no_cache=no_cache,
+        refresh=refresh,
+        cache_dir=cache_dir,
+        max_failures=max_failures,
+        deadline=deadline,
+        max_cost=max_cost,
+        price_in=price_in,
+        price_out=price_out,
+    )
 
     def job() -> RunResult:
         from .recipe import Recipe, find_recipe, override
@@ -244,6 +277,7 @@ def vote(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
+            engine=engine_flags,
         )
 
     _finish(job, fmt=fmt, output=output, quiet=quiet)

@@ -5,6 +5,7 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 │   ├── RecipeError              bad recipe file or key
 │   ├── InputError               missing path, no readable text, chunk larger than the context
 │   ├── EndpointError            no endpoint configured
+│   ├── CacheError               the call cache cannot be opened or read
 │   └── FatalLLMError            401/403/404, bad parameter, context overflow: no retry helps
 ├── LLMError                     transport failure of one call (retried, then reported per task)
 ├── NoWinnerError                exit 3: a vote found no winner
@@ -14,6 +15,8 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -84,6 +87,10 @@ class EndpointError(ConfigError):
     """No usable model endpoint."""
 
 
+class CacheError(ConfigError):
+    """The call cache cannot be opened, read or written."""
+
+
 class LLMError(ParallelizeError):
     """A failed model call; `retryable` says whether another attempt could succeed."""
 
@@ -95,11 +102,14 @@ class LLMError(ParallelizeError):
         retryable: bool = True,
         retry_after: float | None = None,
         hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        #: The reply's rate-limit headers: they pace the rest of the run (never the request's).
+        self.headers: Mapping[str, str] = headers or {}
 
 
 class FatalLLMError(LLMError, ConfigError):

@@ -58,6 +58,13 @@ class Chunking(Strict):
         return self
 
 
+class PriceSpec(Strict):
+    """A model's price in USD per million tokens."""
+
+    input: float = Field(ge=0, description="USD per million prompt tokens")
+    output: float = Field(ge=0, description="USD per million completion tokens")
+
+
 class Recipe(Strict):
     """One task: the identical prompt every worker runs, its parameters and how results combine."""
 
@@ -76,6 +83,12 @@ class Recipe(Strict):
         default_factory=dict, description="extra request fields sent as they are"
     )
     concurrency: int | None = Field(None, ge=1, le=1024)
+    rpm: float | None = Field(None, gt=0, description="requests per minute never to exceed")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute never to exceed")
+    max_cost: float | None = Field(None, gt=0, description="USD budget: no call starts past it")
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict, description="model -> {input, output} USD per million tokens"
+    )
     context_window: int | None = Field(None, ge=256)
     chunking: Chunking = Chunking()
     merge: Merge = Merge()

@@ -52,6 +52,8 @@ def progress_reporter(
             if event.kind in ("queued", "start"):
                 return
             line = f"[{event.kind}] {event.task.label}"
+            if event.result is not None and event.result.completion is not None:
+                line += " (cached)" if event.result.completion.cached else ""
             if event.result is not None and event.result.status == "truncated":
                 line += " (truncated)"
             if event.message or (event.result and event.result.error):
@@ -102,10 +104,12 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
     usage = result.usage
     calls = result.all_calls
     cached = sum(1 for r in calls if r.completion and r.completion.cached)
+    made = sum(1 for r in calls if r.attempts or (r.completion and r.completion.cached))
     parts = [
         f"{len(result.results)} {UNITS.get(result.command, 'tasks')}",
-        f"{sum(1 for r in calls if r.attempts)} calls" + (f" ({cached} cached)" if cached else ""),
+        f"{made} calls" + (f" ({cached} cached)" if cached else ""),
         f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
+        *engine_parts(result),
         f"{result.wall_time:.1f}s",
     ]
     reduce = result.details.get("merge") or {}
@@ -127,6 +131,24 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
 UNITS = {"section": "chunks", "vote": "candidates"}
 
 
+def usd(amount: float) -> str:
+    """Dollars with the precision small amounts need."""
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
+
+
+def engine_parts(result: RunResult) -> list[str]:
+    """Cost, cache savings and throttling for the summary line (nothing when unknown)."""
+    cost = result.details.get("cost") or {}
+    parts = []
+    if cost.get("usd") is not None:
+        saved = cost.get("saved_usd")
+        parts.append(f"cost {usd(cost['usd'])}" + (f" (saved {usd(saved)})" if saved else ""))
+    throttled = (result.details.get("engine") or {}).get("throttled")
+    if throttled:
+        parts.append(f"{throttled} rate-limited (429)")
+    return parts
+
+
 def plan_text(result: RunResult) -> str:
     """A dry run's plan: chunks, files, token counts and the first rendered prompt."""
     if result.command == "vote":
@@ -136,6 +158,13 @@ def plan_text(result: RunResult) -> str:
         f"model {result.model or '(endpoint default)'}, tokens counted with "
         f"{result.details.get('counter', '?')}"
     ]
+    planned = result.details.get("estimate")
+    if planned:
+        cost = "no price known" if planned["cost"] is None else f"about {usd(planned['cost'])}"
+        lines.append(
+            f"estimate: {planned['input_tokens']:,} tokens in, up to "
+            f"{planned['output_tokens']:,} out (at max_tokens): {cost}"
+        )
     for task in result.tasks:
         paths = task.meta.get("paths", [])
         shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")

@@ -33,9 +33,13 @@ class ModelRouter:
     def endpoint(self) -> Endpoint:
         return self.default.endpoint
 
-    def complete(self, request: ChatRequest) -> Completion:
+    def complete(self, request: ChatRequest, *, timeout: float | None = None) -> Completion:
         """Send one request to its model's endpoint."""
-        return self.routes.get(request.model, self.default).complete(request)
+        return self.routes.get(request.model, self.default).complete(request, timeout=timeout)
+
+    def endpoint_for(self, request: ChatRequest) -> Endpoint:
+        """The endpoint of the request's model: part of its cache key."""
+        return self.routes.get(request.model, self.default).endpoint
 
     def list_models(self) -> list[str]:
         return self.default.list_models()

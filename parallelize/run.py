@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 from .chunking import Chunk, ChunkPlan, chunk_budget, chunk_count, chunk_files
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
+from .costs import Ledger, Price, PriceBook
+from .engine import estimate_plan, open_cache, record_engine
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,6 +29,7 @@ from .executor import (
     Executor,
     ProgressCallback,
     RetryPolicy,
+    stop_on_signals,
 )
 from .inputs import Discovery, discover
 from .merge import MergeContext, combine
@@ -47,7 +50,7 @@ Notice = Callable[[str], None]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run (not what): endpoint, pool size, retries, and where progress goes."""
+    """How to run (not what): endpoint, retries, cache, pacing, limits, and where progress goes."""
 
     endpoint: Endpoint | None = None
     timeout: float = DEFAULT_TIMEOUT
@@ -55,6 +58,38 @@ class RunOptions:
     dry_run: bool = False
     on_event: ProgressCallback | None = None
     on_notice: Notice | None = None
+    #: Reuse and store finished calls (--no-cache turns it off; --refresh only stores).
+    cache: bool = True
+    refresh: bool = False
+    cache_dir: str | Path | None = None
+    #: A known quota to stay within (requests / tokens per minute); None: pace adaptively.
+    rpm: float | None = None
+    tpm: float | None = None
+    #: Stop starting calls after this many failed, after this many seconds, or at this USD cost.
+    max_failures: int | None = None
+    deadline: float | None = None
+    max_cost: float | None = None
+    #: USD per million tokens for the run's model(s), over `prices` and the built-in table.
+    price_in: float | None = None
+    price_out: float | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+    def for_recipe(self, recipe: Recipe) -> RunOptions:
+        """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""
+        return replace(
+            self,
+            rpm=self.rpm if self.rpm is not None else recipe.rpm,
+            tpm=self.tpm if self.tpm is not None else recipe.tpm,
+            max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
+            prices={
+                **{m: Price(p.input, p.output) for m, p in recipe.prices.items()},
+                **self.prices,
+            },
+        )
+
+    def price_book(self) -> PriceBook:
+        """Where this run's prices come from: flags, then recipe, then the built-in table."""
+        return PriceBook(dict(self.prices), price_in=self.price_in, price_out=self.price_out)
 
 
 def run_section(
@@ -65,7 +100,7 @@ def run_section(
     stdin: TextIO | None = None,
 ) -> RunResult:
     """Split the input into chunks, run the recipe on every chunk in parallel, merge the outputs."""
-    options = options or RunOptions()
+    options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
     counter = get_counter(model)
@@ -77,7 +112,7 @@ def run_section(
     # Built once before any request: bad templates, unsafe or shared output paths fail here.
     tasks = plan_section(recipe, plan.chunks, model=model or "(default model)")
     if options.dry_run:
-        return RunResult(
+        dry = RunResult(
             "section",
             recipe.name,
             model or "",
@@ -86,6 +121,7 @@ def run_section(
             warnings=warnings,
             details={"counter": counter.name, "skipped": found.skipped},
         )
+        return estimate_plan(dry, options.price_book(), options.max_cost)
     concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
     writer = None
     if recipe.merge.strategy == "files" and recipe.merge.out_dir:
@@ -113,7 +149,7 @@ def run_section(
     )
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
     result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
-    return result
+    return record_engine(result, executor)
 
 
 def run_vote(
@@ -128,7 +164,7 @@ def run_vote(
     exit_code says why (3: no consensus or all rejected; 1: too few candidates or no usable
     verdict; 2: the judge or scorer calls cannot work, e.g. an unknown model), candidates kept.
     """
-    options = options or RunOptions()
+    options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     setup = prepare_vote(task, recipe, env_model=os.environ.get("PARALLELIZE_MODEL"))
     if options.dry_run:
@@ -152,7 +188,7 @@ def run_vote(
             results = executor.run(setup.tasks)
             result = decide(results, setup, executor)
     result.wall_time = time.monotonic() - started
-    return result
+    return record_engine(result, executor)
 
 
 def section_input(
@@ -188,15 +224,37 @@ def _listeners(*callbacks: ProgressCallback | None) -> ProgressCallback:
 
 @contextmanager
 def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
-    """The executor every command runs its calls through, with one shared client."""
+    """The executor every command runs its calls through: one client, cache, pacer and ledger.
+
+    While it runs, SIGINT/SIGTERM stop new calls, and the calls that finished stay in the cache.
+    Commands pass their RunResult through `engine.record_engine` once the calls are done.
+    """
+    from .pacing import Pacer
+
     endpoint = options.endpoint or Endpoint.resolve()
-    with ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout) as client:
-        yield Executor(
+    notice = options.on_notice or (lambda message: None)
+    with ExitStack() as stack:
+        client = stack.enter_context(
+            ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout)
+        )
+        cache = open_cache(options.cache, options.cache_dir, notice)
+        if cache is not None:
+            stack.enter_context(cache)
+        executor = Executor(
             client,
             concurrency=concurrency,
             retry=RetryPolicy(max_retries=options.max_retries),
             on_event=options.on_event,
+            cache=cache,
+            refresh=options.refresh,
+            pacer=Pacer(concurrency=concurrency, rpm=options.rpm, tpm=options.tpm),
+            ledger=Ledger(options.price_book(), max_cost=options.max_cost),
+            max_failures=options.max_failures,
+            deadline=time.monotonic() + options.deadline if options.deadline else None,
+            on_notice=notice,
         )
+        stack.enter_context(stop_on_signals(executor))
+        yield executor
 
 
 def plan_chunks(

@@ -47,7 +47,7 @@ def test_the_default_seed_comes_from_the_request_so_reruns_match(llm: LLMServer)
         llm.reset()
         judge_says(llm, '{"winner": "A"}')
         candidates(llm, *COLOURS)
-        result = run_vote(TASK, recipe(n=3))
+        result = run_vote(TASK, recipe(n=3), options=RunOptions(cache=False))
         seeds.append(result.details["seed"])
         prompts.append(judge_requests(llm)[0].last_user)
     assert seeds[0] == seeds[1] and prompts[0] == prompts[1]

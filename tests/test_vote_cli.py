@@ -66,7 +66,7 @@ def test_no_consensus_exits_3_and_still_prints_the_split(llm: LLMServer, cli: Cl
     assert "error: no consensus: tie at the top between '42' vs '41' vs '40'" in result.stderr
     llm.reset()
     candidates(llm, "ANSWER: 42", "ANSWER: 42", "ANSWER: 40")
-    result = cli.invoke(app, [*args, "--quorum", "1", "--format", "json"])
+    result = cli.invoke(app, [*args, "--quorum", "1", "--format", "json", "--refresh"])
     doc = json.loads(result.stdout)
     assert result.exit_code == 3 and doc["exit_code"] == 3 and doc["winner"] is None
     assert [(row["answer"], row["votes"]) for row in doc["split"]] == [("42", 2), ("40", 1)]
