@@ -110,6 +110,7 @@ RpmOpt = Annotated[
     float | None,
     typer.Option(
         "--rpm",
+        metavar="N",
         min=0.001,
         help="Requests per minute never to exceed (default: learn the rate from the server).",
         show_default=False,
@@ -117,7 +118,9 @@ RpmOpt = Annotated[
 ]
 TpmOpt = Annotated[
     float | None,
-    typer.Option("--tpm", min=1, help="Tokens per minute never to exceed.", show_default=False),
+    typer.Option(
+        "--tpm", metavar="N", min=1, help="Tokens per minute never to exceed.", show_default=False
+    ),
 ]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Neither reuse nor store finished calls.")
@@ -137,7 +140,11 @@ CacheDirOpt = Annotated[
 MaxFailuresOpt = Annotated[
     int | None,
     typer.Option(
-        "--max-failures", min=1, help="Stop starting calls after N have failed.", show_default=False
+        "--max-failures",
+        metavar="N",
+        min=1,
+        help="Stop starting calls after N have failed.",
+        show_default=False,
     ),
 ]
 DeadlineOpt = Annotated[
@@ -163,6 +170,7 @@ PriceInOpt = Annotated[
     float | None,
     typer.Option(
         "--price-in",
+        metavar="USD",
         min=0,
         help="USD per million input tokens (over the built-in table).",
         show_default=False,
@@ -172,6 +180,7 @@ PriceOutOpt = Annotated[
     float | None,
     typer.Option(
         "--price-out",
+        metavar="USD",
         min=0,
         help="USD per million output tokens (over the built-in table).",
         show_default=False,

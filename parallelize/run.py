@@ -131,8 +131,9 @@ def run_section(
         if recipe.guard is None:  # a guarded answer waits for the gate before it is written
             options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
     with engine(options, concurrency=concurrency) as executor:
-        model = model or default_model(executor.client)
-        tasks = plan_section(recipe, plan.chunks, model=model)
+        if model is None:  # the tasks planned above name no model yet
+            model = default_model(executor.client)
+            tasks = plan_section(recipe, plan.chunks, model=model)
         results = executor.run(tasks)
         outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
     result = RunResult(
@@ -169,7 +170,7 @@ def run_vote(
     setup = prepare_vote(task, recipe, env_model=os.environ.get("PARALLELIZE_MODEL"))
     if options.dry_run:
         setup.resolve(None)
-        return RunResult(
+        dry = RunResult(
             "vote",
             recipe.name,
             ", ".join(m.name for m in setup.models),
@@ -182,6 +183,7 @@ def run_vote(
                 "planned_calls": planned_calls(setup),
             },
         )
+        return estimate_plan(dry, options.price_book(), options.max_cost)
     with engine(options, concurrency=setup.concurrency) as executor:
         setup.resolve(None if setup.models else default_model(executor.client))
         with route_models(executor, setup.models, timeout=options.timeout):
