@@ -202,9 +202,8 @@ def throughput(work: Path, *, smoke: bool) -> list[dict]:
         tries = []
         for attempt in range(2):
             cache = work / f"cache-w1-{attempt}"
-            tries.append(
-                measure("W1 throughput", srv, section_args(inputs, cache, concurrency), count, ideal)
-            )
+            args = section_args(inputs, cache, concurrency)
+            tries.append(measure("W1 throughput", srv, args, count, ideal))
         rows.append(best(tries))
         warm = measure(
             "W4 warm re-run", srv, section_args(inputs, cache, concurrency), count, ideal

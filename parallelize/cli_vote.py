@@ -196,7 +196,7 @@ def vote(
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
     timeout: TimeoutOpt = 300.0,
-    max_retries: RetriesOpt = 4,
+    max_retries: RetriesOpt = 6,
     rpm: RpmOpt = None,
     tpm: TpmOpt = None,
     no_cache: NoCacheOpt = False,

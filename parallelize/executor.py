@@ -33,7 +33,7 @@ from .pacing import Pacer
 from .records import Completion, Task, TaskResult
 
 DEFAULT_CONCURRENCY = 8
-DEFAULT_MAX_RETRIES = 4
+DEFAULT_MAX_RETRIES = 6
 #: A 429 is retried at least this often: pacing makes them rare, and each one says when to return.
 MIN_THROTTLE_RETRIES = 8
 #: Seconds that calls in flight may still take after an interrupt or the deadline.

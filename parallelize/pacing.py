@@ -8,8 +8,8 @@ Every attempt asks the one shared Pacer for a permit and reports back how it wen
 - Without a quota the pacer learns one. It starts gently (the in-flight window doubles every
   RAMP_DOUBLING seconds from INITIAL_WINDOW up to the concurrency, which stays the cap), takes a
   request rate from the `x-ratelimit-*` headers once the remaining quota runs low, cuts the rate
-  on a 429 (once per volley) and restores it slowly after 429s stop. A Retry-After pauses every
-  worker, not just the one that received it.
+  on a 429 (once per volley, never far below what the server was accepting) and lets it double
+  each second once the 429s stop. A Retry-After pauses every worker, not just the one that got it.
 """
 
 from __future__ import annotations
@@ -25,16 +25,20 @@ from dataclasses import dataclass
 INITIAL_WINDOW = 4
 #: Seconds for the start-up window to double (64 in flight after ~0.08 s).
 RAMP_DOUBLING = 0.02
-#: How far ahead of its slot a request may book it (keeps rate changes prompt).
-BOOK_AHEAD = 0.05
+#: How far ahead of its slot a request may book it: a thread that wakes late still sends in its
+#: slot's turn (the quota stays fully used on a busy machine), and rate changes still act fast.
+BOOK_AHEAD = 0.25
 #: Share of a rate announced by `x-ratelimit-*` headers that we use: the rest absorbs jitter.
 SAFETY = 0.95
 #: Rate multiplier on a 429 that came with no quota headers.
 DECREASE = 0.5
 #: Rate multiplier on a 429 while already pacing at the rate the quota headers announce.
 TRIM = 0.9
-#: Rate multiplier per success after a cut: about 14 successes to double.
-RECOVERY = 1.05
+#: Seconds for a cut rate to double again while no 429 comes (it recovers in time, not per reply,
+#: so a deep cut does not starve itself of the successes it would need to recover).
+RECOVERY_DOUBLING = 1.0
+#: A cut never goes below this share of the rate the server was accepting just before it.
+ACCEPTED_FLOOR = 0.9
 #: Floor of a learned rate, requests per second.
 MIN_RATE = 0.05
 #: Seconds of recent starts that measure the current rate when a 429 arrives.
@@ -116,6 +120,8 @@ class Pacer:
         self._paused_until = -math.inf
         self._last_cut = -math.inf
         self._recent: deque[float] = deque(maxlen=4096)
+        self._accepted: deque[float] = deque(maxlen=4096)
+        self._recovery: dict[str, tuple[float, float]] = {}  # kind -> (rate at the cut, when)
         self._latency: float | None = None
         self._tokens_per_call: float | None = None
         self.throttled = 0
@@ -190,9 +196,10 @@ class Pacer:
             if status is not None and status < 400:
                 self._latency = _ewma(self._latency, now - permit.start)
                 self._successes += 1
+                self._accepted.append(now)
             self._follow_headers(quotas)
             if status is not None and status < 400 and permit.start >= self._last_cut:
-                self._recover()
+                self._recover(now)
             self._cond.notify()
 
     # ---- under the lock ----
@@ -265,11 +272,12 @@ class Pacer:
             at_ceiling = current is not None and current.rate <= ceiling
             self._set_rate(REQUESTS, max(MIN_RATE, current.rate * TRIM) if at_ceiling else ceiling)
         else:
-            measured = self._measured_rate(now)
+            measured = _rate_of(self._recent, now)
             base = min(current.rate if current else math.inf, measured or math.inf)
             if base == math.inf:
                 base = float(INITIAL_WINDOW)
-            self._set_rate(REQUESTS, max(MIN_RATE, base * DECREASE))
+            floor = ACCEPTED_FLOOR * (_rate_of(self._accepted, now) or 0.0)
+            self._set_rate(REQUESTS, max(MIN_RATE, base * DECREASE, min(floor, base)))
         tokens_ceiling = self._announced(quotas, TOKENS)
         if tokens_ceiling is not None and quotas[TOKENS][1] < self._token_headroom():
             self._set_rate(TOKENS, tokens_ceiling)
@@ -287,15 +295,17 @@ class Pacer:
             else:
                 self._ceiling.pop(kind, None)
 
-    def _recover(self) -> None:
+    def _recover(self, now: float) -> None:
         """After a success: raise a cut rate toward the announced one, or stop pacing."""
         for kind, slots in list(self._learned.items()):
+            cut_rate, cut_at = self._recovery.get(kind, (slots.rate, now))
+            raised = max(slots.rate, cut_rate * 2 ** ((now - cut_at) / RECOVERY_DOUBLING))
             ceiling = self._ceiling.get(kind)
-            raised = slots.rate * RECOVERY
             if ceiling is not None:
                 slots.rate = min(raised, ceiling)
             elif raised >= self._unbounded_rate(kind):
                 del self._learned[kind]
+                self._recovery.pop(kind, None)
             else:
                 slots.rate = raised
 
@@ -309,14 +319,7 @@ class Pacer:
         if slots is None:
             self._learned[kind] = slots = Slots(rate)
         slots.rate = rate
-
-    def _measured_rate(self, now: float) -> float | None:
-        """Requests started per second over the last MEASURE_SPAN seconds."""
-        recent = [t for t in self._recent if t >= now - MEASURE_SPAN]
-        if len(recent) < 2:
-            return None
-        span = max(now - recent[0], 1e-3)
-        return len(recent) / span
+        self._recovery[kind] = (rate, self._clock())
 
     def _unbounded_rate(self, kind: str) -> float:
         """A rate so high that the concurrency cap binds first: pacing is moot beyond it."""
@@ -326,6 +329,14 @@ class Pacer:
 
     def _token_headroom(self) -> float:
         return self.concurrency * (self._tokens_per_call or 1.0)
+
+
+def _rate_of(times: deque[float], now: float) -> float | None:
+    """Events per second over the last MEASURE_SPAN seconds (None: too few to tell)."""
+    recent = [t for t in times if t >= now - MEASURE_SPAN]
+    if len(recent) < 2:
+        return None
+    return len(recent) / max(now - recent[0], 1e-3)
 
 
 def _ewma(previous: float | None, sample: float) -> float:
