@@ -15,6 +15,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from . import __version__
+from .cli_inputs import (
+    AllowSecretsOpt,
+    ContextWindowOpt,
+    ExcludeOpt,
+    FilesFromOpt,
+    IncludeOpt,
+    MaxFileBytesOpt,
+    OnSecretOpt,
+    OverlapOpt,
+    TokenizerOpt,
+    VerboseOpt,
+    chunking_values,
+    input_values,
+    read_files_from,
+)
 from .errors import EXIT_INTERRUPTED, ParallelizeError
 
 if TYPE_CHECKING:
@@ -299,6 +314,15 @@ def section(
         int | None,
         typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False),
     ] = None,
+    overlap: OverlapOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    files_from: FilesFromOpt = None,
+    max_file_bytes: MaxFileBytesOpt = None,
+    on_secret: OnSecretOpt = None,
+    allow_secrets: AllowSecretsOpt = False,
+    tokenizer: TokenizerOpt = None,
+    context_window: ContextWindowOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     concurrency: ConcurrencyOpt = None,
@@ -306,6 +330,7 @@ def section(
     fmt: FormatOpt = Format.text,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 6,
     rpm: RpmOpt = None,
@@ -320,13 +345,13 @@ def section(
     price_out: PriceOutOpt = None,
 ) -> None:
     """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
-    picked = [
-        flag
-        for flag, v in (("--chunks", chunks), ("--chunk-tokens", chunk_tokens), ("--by", by))
-        if v is not None
-    ]
-    if len(picked) > 1:
-        _usage_error(f"{' and '.join(picked)} cannot be combined: choose one way to chunk")
+    if chunks is not None and (chunk_tokens is not None or by is not None):
+        other = "--chunk-tokens" if chunk_tokens is not None else "--by"
+        _usage_error(f"--chunks and {other} cannot be combined: choose one way to chunk")
+    if on_secret is not None and allow_secrets:
+        _usage_error("--on-secret and --allow-secrets cannot be combined")
+    if files_from == "-" and "-" in (paths or []):
+        _usage_error("--files-from - and PATH - both want stdin: put the list in a file")
     matrix = _parse_each(each or [])
     merge_values = {
         "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
@@ -356,7 +381,16 @@ def section(
                 "(pass --prompt or --recipe to choose)",
                 quiet,
             )
-        chunking = {"chunks": chunks, "chunk_tokens": chunk_tokens, "by": by and by.value}
+        chunking = chunking_values(
+            base, chunks=chunks, chunk_tokens=chunk_tokens, by=by and by.value, overlap=overlap
+        )
+        inputs = input_values(
+            base,
+            include=include,
+            exclude=exclude,
+            max_file_bytes=max_file_bytes,
+            on_secret="allow" if allow_secrets else on_secret and on_secret.value,
+        )
         final = override(
             base,
             {
@@ -366,21 +400,27 @@ def section(
                 "temperature": temperature,
                 "max_tokens": max_tokens,
                 "concurrency": concurrency,
+                "context_window": context_window,
+                "tokenizer": tokenizer and tokenizer.value,
                 "merge": {k: v for k, v in merge_values.items() if v is not None} or None,
                 "matrix": matrix or None,
-                "chunking": chunking if any(v is not None for v in chunking.values()) else None,
+                "inputs": inputs,
+                "chunking": chunking,
             },
             replace=("chunking",),
         )
-        if not paths and not final.matrix:
+        if not paths and not files_from and not final.matrix:
             _usage_error(
                 "missing PATH: give files, directories, or - for stdin (PATH is optional "
-                "only with --each or a recipe matrix)"
+                "only with --files-from, --each or a recipe matrix)"
             )
         if final.merge.strategy == "files" and not final.merge.out_dir:
             _usage_error("--merge files needs an output directory: pass --out-dir DIR")
+        listed = read_files_from(files_from) if files_from else []
         return _run_with_progress(
-            lambda options: run_section(paths or [], final, options=options, stdin=sys.stdin),
+            lambda options: run_section(
+                paths or [], final, options=options, stdin=sys.stdin, files_from=listed
+            ),
             recipe=final,
             base_url=base_url,
             timeout=timeout,
@@ -390,7 +430,7 @@ def section(
             engine=settings,
         )
 
-    _finish(job, fmt=fmt, output=output, quiet=quiet)
+    _finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
 
 
 @app.command("recipes")
@@ -507,11 +547,18 @@ def _parse_each(values: list[str]) -> dict[str, list[str]]:
     return matrix
 
 
-def _finish(job: Callable[[], RunResult], *, fmt: Format, output: Path | None, quiet: bool) -> None:
+def _finish(
+    job: Callable[[], RunResult],
+    *,
+    fmt: Format,
+    output: Path | None,
+    quiet: bool,
+    verbose: bool = False,
+) -> None:
     """Run a command's job, render its result, and exit with its code."""
 
     def go() -> int:
-        from .render import emit, print_summary, print_vote_report, print_warnings
+        from .render import emit, print_inputs, print_summary, print_vote_report, print_warnings
 
         result = job()
         print_warnings(result, quiet=quiet)
@@ -519,6 +566,7 @@ def _finish(job: Callable[[], RunResult], *, fmt: Format, output: Path | None, q
         if guard.get("flagged"):
             typer.echo(f"flagged: {guard['reason']} (the answer was withheld)", err=True)
         emit(result, fmt=fmt.value, output=output)
+        print_inputs(result, quiet=quiet, verbose=verbose)
         if not result.dry_run:
             if result.command == "vote":
                 print_vote_report(result, quiet=quiet)

@@ -207,6 +207,15 @@ class ChatClient:
         except (httpx.HTTPError, ValueError):
             return None
 
+    def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST JSON relative to the server root (e.g. llama.cpp `/tokenize`); None on failure."""
+        root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
+        try:
+            response = self._http.post(f"{root}/{path.lstrip('/')}", json=dict(body))
+            return response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
     def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             adapted = dict(self._adapted)

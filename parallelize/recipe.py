@@ -44,17 +44,20 @@ class Strict(BaseModel):
 
 
 class Chunking(Strict):
-    """How section input is cut; at most one of chunks, chunk_tokens and by."""
+    """How section input is cut: chunks, or chunk_tokens and/or by (one chunk per file)."""
 
     chunks: int | None = Field(None, ge=1, description="exactly N chunks balanced by tokens")
     chunk_tokens: int | None = Field(None, ge=16, description="token budget per request")
     by: Literal["file"] | None = Field(None, description="'file': one chunk per file")
+    overlap: int = Field(
+        0, ge=0, le=10_000, description="lines of a split file repeated at its next piece's start"
+    )
 
     @model_validator(mode="after")
     def _one_mode(self) -> Chunking:
-        chosen = [k for k in ("chunks", "chunk_tokens", "by") if getattr(self, k) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"choose one of chunks, chunk_tokens, by (got {', '.join(chosen)})")
+        chosen = [k for k in ("chunk_tokens", "by") if getattr(self, k) is not None]
+        if self.chunks is not None and chosen:
+            raise ValueError(f"chunks cannot be combined with {' or '.join(chosen)}")
         return self
 
 
@@ -63,6 +66,17 @@ class PriceSpec(Strict):
 
     input: float = Field(ge=0, description="USD per million prompt tokens")
     output: float = Field(ge=0, description="USD per million completion tokens")
+
+
+class Inputs(Strict):
+    """Which files a section reads, and what happens to secrets found in them."""
+
+    include: tuple[str, ...] = Field((), description="only files matching these globs")
+    exclude: tuple[str, ...] = Field((), description="skip files and folders matching these")
+    max_file_bytes: int | None = Field(None, ge=1, description="skip larger files (1 MiB)")
+    on_secret: Literal["redact", "fail", "allow"] = Field(
+        "redact", description="redact: send markers; fail: stop first; allow: no scan"
+    )
 
 
 class Recipe(Strict):
@@ -90,6 +104,10 @@ class Recipe(Strict):
         default_factory=dict, description="model -> {input, output} USD per million tokens"
     )
     context_window: int | None = Field(None, ge=256)
+    tokenizer: Literal["o200k", "cl100k", "estimate", "server"] | None = Field(
+        None, description="how tokens are counted (default: tiktoken for the model)"
+    )
+    inputs: Inputs = Inputs()
     chunking: Chunking = Chunking()
     merge: Merge = Merge()
     vote: Vote = Vote()

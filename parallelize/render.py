@@ -150,7 +150,7 @@ def engine_parts(result: RunResult) -> list[str]:
 
 
 def plan_text(result: RunResult) -> str:
-    """A dry run's plan: chunks, files, token counts and the first rendered prompt."""
+    """A dry run's plan: chunks, files, token counts, redactions and the first rendered prompt."""
     if result.command == "vote":
         return vote_plan_text(result)
     lines = [
@@ -158,6 +158,13 @@ def plan_text(result: RunResult) -> str:
         f"model {result.model or '(endpoint default)'}, tokens counted with "
         f"{result.details.get('counter', '?')}"
     ]
+    inputs = result.details.get("inputs")
+    if inputs:
+        window = result.details.get("context_window")
+        source = result.details.get("context_window_source")
+        lines.append(f"inputs: {inputs['summary']}")
+        if window:
+            lines.append(f"context window: {window:,} tokens (from {source})")
     planned = result.details.get("estimate")
     if planned:
         cost = "no price known" if planned["cost"] is None else f"about {usd(planned['cost'])}"
@@ -172,6 +179,9 @@ def plan_text(result: RunResult) -> str:
         size = f"{tokens:,} tokens" if tokens is not None else ""
         target = f" -> {task.meta['out_path']}" if "out_path" in task.meta else ""
         lines.append(f"  {task.label}: {size} {shown}".rstrip() + target)
+    if inputs and inputs["secrets"]:
+        lines.append("secrets redacted before sending (values masked):")
+        lines.extend(f"  {_masked(found)}" for found in inputs["secrets"])
     if result.tasks:
         first = result.tasks[0].request
         lines.append("")
@@ -268,6 +278,31 @@ def _clip(text: str, limit: int) -> str:
     """One line of at most `limit` characters, with an ellipsis when cut."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
+
+
+def print_inputs(result: RunResult, *, quiet: bool = False, verbose: bool = False) -> None:
+    """What was read and skipped, on one line; with verbose, every skipped path and redaction."""
+    inputs = result.details.get("inputs")
+    if quiet or not inputs:
+        return
+    console = stderr_console()
+    if not result.dry_run:  # a dry run's plan on stdout has this line already
+        console.print(f"inputs: {inputs['summary']}", markup=False)
+    if not verbose:
+        return
+    for reason, paths in sorted(inputs["skipped"].items()):
+        for path in paths:
+            console.print(f"  skipped ({reason}): {path}", markup=False)
+    for path, encoding in inputs["encodings"].items():
+        console.print(f"  decoded as {encoding}: {path}", markup=False)
+    for found in inputs["secrets"]:
+        console.print(f"  secret redacted: {_masked(found)}", markup=False)
+
+
+def _masked(found: dict[str, Any]) -> str:
+    """`path:line:rule (kind, N chars)` from a finding's record: never the value."""
+    where = f"{found['path']}:{found['line']}:{found['rule']}"
+    return f"{where} ({found['kind']}, {found['length']} chars)"
 
 
 def task_record(result: TaskResult) -> dict[str, Any]:

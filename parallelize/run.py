@@ -10,16 +10,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from .chunking import Chunk, ChunkPlan, chunk_budget, chunk_count, chunk_files
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook
 from .engine import estimate_plan, open_cache, record_engine
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
-    ConfigError,
+    ContextOverflowError,
     EndpointError,
-    InputError,
     combine_exit_codes,
 )
 from .executor import (
@@ -31,19 +29,20 @@ from .executor import (
     RetryPolicy,
     stop_on_signals,
 )
-from .inputs import Discovery, discover
+from .inputs import COUNT_WORKERS, check_paths
 from .merge import MergeContext, combine
 from .plan import plan_section
+from .prepare import (  # noqa: F401  # plan_chunks and its budgets stay importable from here
+    DEFAULT_CHUNK_TOKENS,
+    RESERVED_OUTPUT_TOKENS,
+    plan_chunks,
+    prepare_section,
+    refine_section,
+)
 from .recipe import Recipe
-from .records import RunResult
+from .records import RunResult, Task
 from .routing import route_models
-from .tokens import TokenCounter, context_window, get_counter
 from .voting import decide, planned_calls, prepare_vote
-
-#: Input tokens per chunk when no chunking flag is given (capped by the context window).
-DEFAULT_CHUNK_TOKENS = 12_000
-#: Output tokens reserved in the context window when the recipe sets no max_tokens.
-RESERVED_OUTPUT_TOKENS = 1_024
 
 Notice = Callable[[str], None]
 
@@ -98,31 +97,51 @@ def run_section(
     *,
     options: RunOptions | None = None,
     stdin: TextIO | None = None,
+    files_from: Sequence[str] = (),
 ) -> RunResult:
-    """Split the input into chunks, run the recipe on every chunk in parallel, merge the outputs."""
+    """Split the input into chunks, run the recipe on every chunk in parallel, merge the outputs.
+
+    `files_from` lists more paths (--files-from); the ones that no longer exist are skipped.
+    """
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
-    counter = get_counter(model)
-    found, plan = section_input(paths, recipe, counter=counter, model=model, stdin=stdin)
-    warnings = [plan.warning] if plan.warning else []
-    warnings += [f"skipped {len(v)} {reason} file(s)" for reason, v in found.skipped.items()]
-    if counter.exact is False:
-        warnings.append("token counts are estimates (tiktoken encoding not available offline)")
-    # Built once before any request: bad templates, unsafe or shared output paths fail here.
-    tasks = plan_section(recipe, plan.chunks, model=model or "(default model)")
-    if options.dry_run:
+    check_paths(paths)
+    endpoint = None if options.dry_run else (options.endpoint or Endpoint.resolve())
+    if model is None and endpoint is not None and endpoint.is_openai:
+        model = DEFAULT_OPENAI_MODEL
+    # The server may know a different context window or count differently: then a chunk that
+    # does not fit the table's window is judged after asking it (still before any chat request).
+    ask_later = endpoint is not None and (
+        recipe.tokenizer == "server" or not (recipe.context_window or endpoint.is_openai)
+    )
+    prepared = prepare_section(
+        paths, recipe, model=model, stdin=stdin, files_from=files_from, ask_later=ask_later
+    )
+    # Built before any request: bad templates, unsafe or shared output paths fail here.
+    tasks = plan_section(recipe, prepared.plan.chunks, model=model or "(default model)")
+    if endpoint is None:
         dry = RunResult(
             "section",
             recipe.name,
             model or "",
             tasks,
             dry_run=True,
-            warnings=warnings,
-            details={"counter": counter.name, "skipped": found.skipped},
+            warnings=prepared.warnings,
+            details=prepared.details(),
         )
         return estimate_plan(dry, options.price_book(), options.max_cost)
+    if model is None or ask_later:  # ask the endpoint (metadata only) before any chat request
+        with ChatClient(endpoint, max_connections=COUNT_WORKERS, timeout=options.timeout) as meta:
+            known = model
+            model = model or default_model(meta)
+            refined = refine_section(prepared, recipe, model=model, client=meta)
+        if refined is not prepared or known is None:
+            prepared = refined
+            tasks = plan_section(recipe, prepared.plan.chunks, model=model)
     concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
+    failed: dict[str, Task] = {}
+    options = replace(options, endpoint=endpoint, on_event=_remember(options.on_event, failed))
     writer = None
     if recipe.merge.strategy == "files" and recipe.merge.out_dir:
         from .outputs import OutputWriter
@@ -131,11 +150,15 @@ def run_section(
         if recipe.guard is None:  # a guarded answer waits for the gate before it is written
             options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
     with engine(options, concurrency=concurrency) as executor:
-        if model is None:  # the tasks planned above name no model yet
-            model = default_model(executor.client)
-            tasks = plan_section(recipe, plan.chunks, model=model)
-        results = executor.run(tasks)
-        outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
+        try:
+            results = executor.run(tasks)
+            outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
+        except ContextOverflowError as exc:
+            guess = prepared.counter.name != "server" and not endpoint.is_openai
+            hint = (
+                f"{exc.hint}; or --tokenizer server to count as the server does" if guess else None
+            )
+            raise _naming_task(exc, failed.get(str(exc)), hint=hint) from None
     result = RunResult(
         "section",
         recipe.name,
@@ -145,8 +168,8 @@ def run_section(
         output=outcome.text,
         aggregate_calls=outcome.calls,
         wall_time=time.monotonic() - started,
-        warnings=warnings + outcome.warnings,
-        details={"counter": counter.name, "skipped": found.skipped, **outcome.details},
+        warnings=prepared.warnings + outcome.warnings,
+        details={**prepared.details(), **outcome.details},
     )
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
     result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
@@ -193,26 +216,6 @@ def run_vote(
     return record_engine(result, executor)
 
 
-def section_input(
-    paths: Sequence[str],
-    recipe: Recipe,
-    *,
-    counter: TokenCounter,
-    model: str | None,
-    stdin: TextIO | None,
-) -> tuple[Discovery, ChunkPlan]:
-    """The chunks to run; with a matrix and no PATH, one empty chunk (clones need no input)."""
-    if not paths:
-        if not recipe.matrix:
-            raise InputError(
-                "missing PATH: give files, directories, or - for stdin",
-                hint="PATH may be left out only with --each or a recipe matrix",
-            )
-        return Discovery(), ChunkPlan([Chunk(0, ())])
-    found = discover(paths, counter=counter, stdin=stdin)
-    return found, plan_chunks(found.documents, recipe, counter=counter, model=model)
-
-
 def _listeners(*callbacks: ProgressCallback | None) -> ProgressCallback:
     """One progress callback that calls each given one in turn."""
     chosen = [c for c in callbacks if c is not None]
@@ -222,6 +225,30 @@ def _listeners(*callbacks: ProgressCallback | None) -> ProgressCallback:
             callback(event)
 
     return call
+
+
+def _remember(forward: ProgressCallback | None, failed: dict[str, Task]) -> ProgressCallback:
+    """Pass events on, remembering which task each error came from (to name it later)."""
+
+    def on_event(event: Event) -> None:
+        if event.kind == "failed" and event.result is not None and event.result.error:
+            failed.setdefault(event.result.error, event.task)
+        if forward is not None:
+            forward(event)
+
+    return on_event
+
+
+def _naming_task(
+    exc: ContextOverflowError, task: Task | None, *, hint: str | None = None
+) -> ContextOverflowError:
+    """The server's context-overflow error with the chunk and files that caused it."""
+    where = ""
+    if task is not None:
+        paths = list(task.meta.get("paths", []))
+        named = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+        where = f"{task.label} ({named}): " if named else f"{task.label}: "
+    return ContextOverflowError(f"{where}{exc.message}", status=exc.status, hint=hint or exc.hint)
 
 
 @contextmanager
@@ -257,35 +284,6 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
         )
         stack.enter_context(stop_on_signals(executor))
         yield executor
-
-
-def plan_chunks(
-    documents: Sequence, recipe: Recipe, *, counter: TokenCounter, model: str | None
-) -> ChunkPlan:
-    """Cut the documents the way the recipe's chunking asks."""
-    chunking = recipe.chunking
-    if chunking.chunks:
-        return chunk_count(documents, chunking.chunks, counter)
-    window = recipe.context_window or context_window(model)
-    reserve = recipe.max_tokens or RESERVED_OUTPUT_TOKENS
-    overhead = counter.count((recipe.system or "") + recipe.prompt) + 64
-    room = window - reserve - overhead
-    if chunking.chunk_tokens:
-        room = chunking.chunk_tokens - overhead
-        if room < 16:
-            raise ConfigError(
-                f"--chunk-tokens {chunking.chunk_tokens} leaves no room for input: "
-                f"the system prompt and template alone take about {overhead} tokens"
-            )
-    if room < 16:
-        raise ConfigError(
-            f"the model's context window ({window} tokens) leaves no room for input",
-            hint="set context_window, or lower max_tokens",
-        )
-    budget = min(room, DEFAULT_CHUNK_TOKENS) if not chunking.chunk_tokens else room
-    if chunking.by == "file":
-        return chunk_files(documents, room, counter)
-    return chunk_budget(documents, budget, counter)
 
 
 def default_model(client: ChatClient) -> str:

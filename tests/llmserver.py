@@ -50,8 +50,11 @@ KNOBS = (
     "seed",
     "context_window",
     "api_key",
+    "llama",
 )
 _UNSET = object()
+#: The n_ctx llama.cpp's /props reports when the context_window knob is not set.
+LLAMA_N_CTX = 4096
 
 
 def _text(content: Any) -> str:
@@ -211,6 +214,7 @@ class LLMServer:
     seed: int | None = None
     context_window: int | None = None
     api_key: str | None = None
+    llama: bool = False  # also answer llama.cpp's /props, /tokenize and /apply-template
     models: list[str]
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -552,6 +556,30 @@ def stream_events(completion: dict[str, Any], *, include_usage: bool) -> list[di
     return events
 
 
+def llama_reply(
+    llm: LLMServer, method: str, path: str, body: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return llama.cpp's answer on /props, /tokenize or /apply-template (None: not one of them).
+
+    Tokens follow this server's own estimate, so the counts agree with its context-window check.
+    """
+    if method == "GET" and path == "/props":
+        n_ctx = llm.context_window or LLAMA_N_CTX
+        return {"default_generation_settings": {"n_ctx": n_ctx}, "total_slots": llm.slots or 1}
+    if method != "POST" or not isinstance(body, dict):
+        return None
+    if path == "/tokenize":
+        content = _text(body.get("content"))
+        return {"tokens": list(range(estimate_tokens(content) if content else 0))}
+    if path == "/apply-template":
+        turns = (
+            f"<|im_start|>{m.get('role')}\n{_text(m.get('content'))}<|im_end|>\n"
+            for m in _messages(body)
+        )
+        return {"prompt": "".join(turns) + "<|im_start|>assistant\n"}
+    return None
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """Thread-per-connection HTTP server that tolerates clients hanging up."""
 
@@ -685,6 +713,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _other(self, llm: LLMServer, rec: RecordedRequest) -> None:
         path, method = rec.path, rec.method
+        if llm.llama and (reply := llama_reply(llm, method, path, rec.body)) is not None:
+            return self._send(rec, 200, reply)
         if path == "/_stats" and method == "GET":
             return self._send(rec, 200, llm.stats())
         if path == "/_reset" and method == "POST":
@@ -773,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    kinds = {"slots": int, "seed": int, "context_window": int, "api_key": str}
+    kinds = {"slots": int, "seed": int, "context_window": int, "api_key": str, "llama": int}
     for knob in KNOBS:
         flag = "--" + knob.replace("_", "-")
         parser.add_argument(flag, type=kinds.get(knob, float), default=getattr(LLMServer, knob))

@@ -50,8 +50,10 @@ def test_invalid_yaml_and_non_mapping() -> None:
 
 
 def test_chunking_modes_are_exclusive() -> None:
-    with pytest.raises(RecipeError, match="choose one of chunks, chunk_tokens, by"):
+    with pytest.raises(RecipeError, match=r"r\.yaml:1: chunking: chunks cannot be combined"):
         parse_recipe("chunking:\n  chunks: 2\n  by: file\n", source="r.yaml")
+    both = parse_recipe("chunking:\n  by: file\n  chunk_tokens: 4000\n", source="r.yaml")
+    assert (both.chunking.by, both.chunking.chunk_tokens) == ("file", 4000)
 
 
 def test_find_recipe_by_name_path_and_typo(tmp_path: Path) -> None:
