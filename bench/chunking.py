@@ -5,7 +5,8 @@ Measured in one run, over the same files and the same text, best of N (the machi
   plain tiktoken   len(encode(text)) of every file, one thread, nothing else
   pipeline         discovery + decoding + secret scan + token counting (threads) + chunking
 Token totals of the pipeline and of plain tiktoken must be equal. Also reported: peak memory of
-one pipeline run (tracemalloc, Python allocations) and how many chunks one edited file changes.
+one pipeline run (tracemalloc, Python allocations) and how many chunks one edited file changes
+(the file grows by 10% or by 50%, at nine places in the tree) for each way to chunk.
 
     python bench/chunking.py [--smoke] [--repeat N]
 """
@@ -34,8 +35,10 @@ BUDGET = 12_000
 CHUNKS = 64
 #: Parts of the standard library the smoke run reads (a few MB, a few seconds).
 SMOKE_PACKAGES = ("json", "email", "asyncio", "importlib")
-#: Where in the tree (fraction of the files) the one-file edits happen.
-EDIT_POSITIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: Where in the tree (fraction of the files) the one-file edits happen, and by how much the
+#: file grows (a function added; half the file again).
+EDIT_POSITIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+EDIT_GROWTH = (0.1, 0.5)
 #: Folders of the interpreter's library that are not the standard library.
 NOT_STDLIB = ("site-packages/", "dist-packages/")
 
@@ -67,8 +70,8 @@ def best(repeat: int, *steps: Callable[[], Any]) -> list[tuple[float, Any]]:
     return list(zip(times, results, strict=True))
 
 
-def changed_by_one_edit(docs: list[Document], counter: Any) -> dict[str, str]:
-    """Chunks whose id is new after one file grows by half: mean and worst of a few edits."""
+def changed_by_one_edit(docs: list[Document], counter: Any, growth: float) -> dict[str, str]:
+    """Chunks whose id is new after one file grows: mean and worst over a few places in the tree."""
     costs = Costs(counter)
     modes: dict[str, Callable[[list[Document]], list[str]]] = {
         f"--chunk-tokens {BUDGET} (stable cuts)": lambda d: [
@@ -82,7 +85,7 @@ def changed_by_one_edit(docs: list[Document], counter: Any) -> dict[str, str]:
         ],
         "--by file": lambda d: [c.id for c in chunk_files(d, BUDGET, counter, costs=costs).chunks],
     }
-    edits = [edited_tree(docs, counter, where) for where in EDIT_POSITIONS]
+    edits = [edited_tree(docs, counter, where, growth) for where in EDIT_POSITIONS]
     out = {}
     for name, ids in modes.items():
         before = set(ids(docs))
@@ -94,12 +97,12 @@ def changed_by_one_edit(docs: list[Document], counter: Any) -> dict[str, str]:
     return out
 
 
-def edited_tree(docs: list[Document], counter: Any, where: float) -> list[Document]:
-    """The tree with one mid-sized file, about `where` of the way through, grown by half."""
+def edited_tree(docs: list[Document], counter: Any, where: float, growth: float) -> list[Document]:
+    """The tree with one mid-sized file, about `where` of the way through, grown by `growth`."""
     start = int(len(docs) * where)
     index = next((i for i in range(start, len(docs)) if 500 < docs[i].tokens < BUDGET // 2), start)
     doc = docs[index]
-    grown = doc.text + "\n# edited\n" + doc.text[: len(doc.text) // 2]
+    grown = doc.text + "\n# edited\n" + doc.text[: int(len(doc.text) * growth)]
     return [*docs[:index], Document(doc.path, grown, counter.count(grown)), *docs[index + 1 :]]
 
 
@@ -163,8 +166,14 @@ def run(smoke: bool, repeat: int | None = None) -> list[dict[str, Any]]:
             "secrets": len(piped.findings),
         },
     ]
-    for mode, changed in changed_by_one_edit(docs, counter).items():
-        rows.append({**common, "step": f"one-file edit: {mode}", "changed": changed})
+    for row in rows:
+        row["seconds"] = round(row["seconds"], 3)
+        row["mb_s"] = round(row["mb_s"], 1)
+    rows[-1]["peak_mb"] = round(rows[-1]["peak_mb"], 1)
+    for growth in EDIT_GROWTH:
+        for mode, changed in changed_by_one_edit(docs, counter, growth).items():
+            step = f"edit (+{growth:.0%}): {mode}"
+            rows.append({**common, "step": step, "changed": changed})
     return rows
 
 
@@ -176,11 +185,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         f"corpus: {first['files']} files, {first['mb']} MB of text "
         f"(standard library of Python {sys.version.split()[0]}); counter: {first['counter']}"
         f"; {os.cpu_count()} CPUs, load average {load} (the machine is shared)",
-        f"{'step':<48} {'seconds':>8} {'MB/s':>7}  notes",
+        f"{'step':<52} {'seconds':>8} {'MB/s':>7}  notes",
     ]
     for row in rows:
         if "changed" in row:
-            lines.append(f"{row['step']:<48} {'':>8} {'':>7}  changed: {row['changed']}")
+            lines.append(f"{row['step']:<52} {'':>8} {'':>7}  changed: {row['changed']}")
             continue
         notes = []
         if "tokens" in row:
@@ -193,7 +202,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{row['skipped']} skipped, {row['secrets']} secrets redacted",
             ]
         lines.append(
-            f"{row['step']:<48} {row['seconds']:>8.2f} {row['mb_s']:>7.1f}  {', '.join(notes)}"
+            f"{row['step']:<52} {row['seconds']:>8.2f} {row['mb_s']:>7.1f}  {', '.join(notes)}"
         )
     return "\n".join(lines)
 

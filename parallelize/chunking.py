@@ -26,7 +26,7 @@ from .splitting import Piece, split_region
 from .tokens import TokenCounter
 
 #: A packed chunk is cut at the strongest boundary that keeps it at least this full.
-MIN_FILL = 0.7
+MIN_FILL = 0.6
 #: With --chunks N, a cut may move this fraction of the average chunk from the even split to
 #: land on a stronger boundary.
 BALANCE_TOLERANCE = 0.1
