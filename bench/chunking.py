@@ -58,16 +58,17 @@ def pipeline(paths: list[str], counter: Any) -> tuple[Discovery, int]:
     return found, len(plan.chunks)
 
 
-def best(repeat: int, *steps: Callable[[], Any]) -> list[tuple[float, Any]]:
-    """Run the steps in turn `repeat` times; each step's fastest time and its last result."""
-    times = [float("inf")] * len(steps)
+def best(repeat: int, *steps: Callable[[], Any]) -> list[tuple[float, float, Any]]:
+    """Each step `repeat` times in turn: best wall time, that run's CPU time, last result."""
+    times = [(float("inf"), 0.0)] * len(steps)
     results: list[Any] = [None] * len(steps)
     for _ in range(repeat):
         for i, step in enumerate(steps):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             results[i] = step()
-            times[i] = min(times[i], time.perf_counter() - started)
-    return list(zip(times, results, strict=True))
+            took = (time.perf_counter() - started, time.process_time() - cpu)
+            times[i] = min(times[i], took)
+    return [(wall, cpu, result) for (wall, cpu), result in zip(times, results, strict=True)]
 
 
 def changed_by_one_edit(docs: list[Document], counter: Any, growth: float) -> dict[str, str]:
@@ -135,9 +136,10 @@ def run(smoke: bool, repeat: int | None = None) -> list[dict[str, Any]]:
         def plain() -> int:
             return sum(counter.count(d.text) for d in docs)
 
-    (t_read, _), (t_plain, plain_tokens), (t_pipe, (piped, n_chunks)) = best(
+    (t_read, c_read, _), (t_plain, c_plain, plain_tokens), (t_pipe, c_pipe, piped_run) = best(
         repeat, read_raw, plain, lambda: pipeline(paths, counter)
     )
+    piped, n_chunks = piped_run
     tracemalloc.start()
     pipeline(paths, counter)
     _, peak = tracemalloc.get_traced_memory()
@@ -145,11 +147,12 @@ def run(smoke: bool, repeat: int | None = None) -> list[dict[str, Any]]:
     mb = size / 1e6
     common = {"files": len(docs), "mb": round(mb, 1), "counter": counter.name}
     rows = [
-        {**common, "step": "raw read", "seconds": t_read, "mb_s": mb / t_read},
+        {**common, "step": "raw read", "seconds": t_read, "cpu_s": c_read, "mb_s": mb / t_read},
         {
             **common,
             "step": "plain tiktoken, 1 thread" if counter.exact else "plain estimate, 1 thread",
             "seconds": t_plain,
+            "cpu_s": c_plain,
             "mb_s": mb / t_plain,
             "tokens": plain_tokens,
         },
@@ -157,6 +160,7 @@ def run(smoke: bool, repeat: int | None = None) -> list[dict[str, Any]]:
             **common,
             "step": "pipeline (discover+decode+scan+count+chunk)",
             "seconds": t_pipe,
+            "cpu_s": c_pipe,
             "mb_s": mb / t_pipe,
             "tokens": piped.tokens,
             "chunks": n_chunks,
@@ -168,6 +172,7 @@ def run(smoke: bool, repeat: int | None = None) -> list[dict[str, Any]]:
     ]
     for row in rows:
         row["seconds"] = round(row["seconds"], 3)
+        row["cpu_s"] = round(row["cpu_s"], 2)
         row["mb_s"] = round(row["mb_s"], 1)
     rows[-1]["peak_mb"] = round(rows[-1]["peak_mb"], 1)
     for growth in EDIT_GROWTH:
@@ -185,11 +190,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         f"corpus: {first['files']} files, {first['mb']} MB of text "
         f"(standard library of Python {sys.version.split()[0]}); counter: {first['counter']}"
         f"; {os.cpu_count()} CPUs, load average {load} (the machine is shared)",
-        f"{'step':<52} {'seconds':>8} {'MB/s':>7}  notes",
+        f"{'step':<52} {'seconds':>8} {'CPU s':>6} {'MB/s':>7}  notes",
     ]
     for row in rows:
         if "changed" in row:
-            lines.append(f"{row['step']:<52} {'':>8} {'':>7}  changed: {row['changed']}")
+            lines.append(f"{row['step']:<52} {'':>8} {'':>6} {'':>7}  changed: {row['changed']}")
             continue
         notes = []
         if "tokens" in row:
@@ -202,7 +207,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{row['skipped']} skipped, {row['secrets']} secrets redacted",
             ]
         lines.append(
-            f"{row['step']:<52} {row['seconds']:>8.2f} {row['mb_s']:>7.1f}  {', '.join(notes)}"
+            f"{row['step']:<52} {row['seconds']:>8.2f} {row['cpu_s']:>6.2f} {row['mb_s']:>7.1f}"
+            f"  {', '.join(notes)}"
         )
     return "\n".join(lines)
 
