@@ -13,7 +13,7 @@ from typing import TextIO
 from .chunking import Chunk, ChunkPlan, chunk_budget, chunk_count, chunk_files
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook
-from .engine import estimate_plan, open_cache, record_engine
+from .engine import estimate_plan, open_cache, record_engine, stop_on_signals
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -29,7 +29,6 @@ from .executor import (
     Executor,
     ProgressCallback,
     RetryPolicy,
-    stop_on_signals,
 )
 from .inputs import Discovery, discover
 from .merge import MergeContext, combine
