@@ -9,6 +9,9 @@ baseline. `parallelize` runs as the installed entry point, timed from launch to 
 Rows from bench/chunking.py (and bench/realserver.py when a llama.cpp build exists) follow.
 
     python bench/run.py [--smoke] [--json FILE]
+
+Timings are reported, not gated (the machine is shared); the run fails only when an invariant
+breaks: a prompt lost, outputs out of order, a non-zero exit, or a request on the warm re-run.
 """
 
 from __future__ import annotations
@@ -331,6 +334,23 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    broken = broken_rows(rows)
+    if broken:
+        raise SystemExit("benchmark invariants broken: " + "; ".join(broken))
+
+
+def broken_rows(rows: list[dict]) -> list[str]:
+    """What must hold whatever the machine's speed: nothing lost, order kept, W4 makes no call."""
+    problems = []
+    for row in rows:
+        name = row["workload"]
+        if row["lost"] or not row["in_order"] or row["exit"] != 0:
+            problems.append(
+                f"{name}: lost {row['lost']}, in order {row['in_order']}, exit {row['exit']}"
+            )
+        if name.startswith("W4") and row["requests"]:
+            problems.append(f"{name}: {row['requests']} requests on a warm cache")
+    return problems
 
 
 if __name__ == "__main__":

@@ -142,10 +142,12 @@ class CallCache:
                 ).fetchall()
                 found.update((row[0], _completion(row)) for row in rows)
             if found:
-                self._db.executemany(
-                    "UPDATE calls SET used = ? WHERE key = ?",
-                    [(time.time(), key) for key in found],
-                )
+                now = time.time()
+                with self._db:  # one transaction for all the updates, not one commit each
+                    self._db.execute("BEGIN")
+                    self._db.executemany(
+                        "UPDATE calls SET used = ? WHERE key = ?", [(now, key) for key in found]
+                    )
         return found
 
     def put(self, key: str, completion: Completion) -> None:

@@ -1,14 +1,17 @@
-"""What the engine adds around a command's calls: its cache, cost estimates, and the record.
+"""What the engine adds around a command's calls: cache, signals, cost estimates, the record.
 
-`run.engine()` builds the executor; these helpers open the cache it uses, check a dry run's
-estimate against the budget, and write what the engine knows (cost, throttling, why it stopped)
-into the command's RunResult.
+`run.engine()` builds the executor; these helpers open the cache it uses, route SIGINT/SIGTERM to
+it, check a dry run's estimate against the budget, and write what the engine knows (cost,
+throttling, why it stopped) into the command's RunResult.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,8 +54,9 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
     unfinished = [r for r in result.all_calls if not r.succeeded]
     if executor.halt is not None and unfinished:
         skipped = sum(1 for r in unfinished if r.attempts == 0)
+        resume = "; re-run the same command to do the rest" if executor.cache else ""
         result.warnings.append(
-            f"stopped early: {executor.halt.message}; {skipped} call(s) not started"
+            f"stopped early: {executor.halt.message}; {skipped} call(s) not started{resume}"
         )
         result.exit_code = combine_exit_codes(result.exit_code, executor.exit_code)
     return result
@@ -76,3 +80,19 @@ def estimate_plan(result: RunResult, prices: PriceBook, max_cost: float | None) 
         )
         result.exit_code = combine_exit_codes(result.exit_code, EXIT_BUDGET)
     return result
+
+
+@contextmanager
+def stop_on_signals(executor: Executor) -> Iterator[None]:
+    """While running, SIGINT and SIGTERM ask the executor to stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: executor.interrupt())
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -8,15 +8,13 @@ abandoned after an interrupt never holds the process open.
 from __future__ import annotations
 
 import random
-import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .batch import Batch
 from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
@@ -98,59 +96,6 @@ class Halt:
         return self.reason in ("interrupted", "deadline")
 
 
-class _Batch:
-    """One run(): the tasks, their results so far, and which are in flight."""
-
-    def __init__(self, tasks: list[Task]) -> None:
-        self.tasks = tasks
-        self.results: list[TaskResult | None] = [None] * len(tasks)
-        self.keys: list[str | None] = [None] * len(tasks)
-        self.in_flight: set[int] = set()
-        self.done = threading.Event()
-        self.closed = False
-        self._todo: deque[int] = deque()
-        self._open = self._workers = 0
-        self._lock = threading.Lock()
-
-    def schedule(self, indices: list[int], *, workers: int) -> None:
-        self._todo.extend(indices)
-        self._open = len(indices)
-        self._workers = workers
-        if not indices or not workers:
-            self.done.set()
-
-    def leave(self) -> None:
-        """A worker exits; when the last one has, nothing more can finish."""
-        with self._lock:
-            self._workers -= 1
-            if self._workers <= 0:
-                self.done.set()
-
-    def take(self) -> int | None:
-        with self._lock:
-            if not self._todo or self.closed:
-                return None
-            index = self._todo.popleft()
-            self.in_flight.add(index)
-            return index
-
-    def finish(self, index: int, result: TaskResult) -> bool:
-        """Record a result; False once the batch was closed (the caller stopped waiting)."""
-        with self._lock:
-            if self.closed:
-                return False
-            self.results[index] = result
-            self.in_flight.discard(index)
-            self._open -= 1
-            if self._open == 0:
-                self.done.set()
-            return True
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-
-
 class Executor:
     """Runs tasks through one shared client with `concurrency` identical workers."""
 
@@ -199,13 +144,14 @@ class Executor:
 
     def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
         """Every task's result in task order; raises a fatal error or InterruptedRun at the end."""
-        batch = _Batch(list(tasks))
+        batch = Batch(list(tasks))
         self.queued += len(batch.tasks)
         for task in batch.tasks:
             self.on_event(Event("queued", task))
         self._lookup(batch)
         pending = [i for i, r in enumerate(batch.results) if r is None]
         self._check_signals()
+        self._check_deadline()
         if pending and self.halt is None:
             self.ledger.check([batch.tasks[i].request for i in pending], first=not self.attempts)
             workers = min(self.concurrency, len(pending))
@@ -221,7 +167,7 @@ class Executor:
 
     # ---- the caller's thread ----
 
-    def _lookup(self, batch: _Batch) -> None:
+    def _lookup(self, batch: Batch) -> None:
         """Fill in the tasks whose calls are already in the cache."""
         if self.cache is None:
             return
@@ -247,7 +193,7 @@ class Executor:
                 self.finished += 1
                 self.on_event(Event("done", task, result))
 
-    def _work(self, batch: _Batch, *, workers: int) -> None:
+    def _work(self, batch: Batch, *, workers: int) -> None:
         """Start the workers and wait for them, watching for signals and the deadline."""
         for n in range(workers):
             worker = threading.Thread(
@@ -256,12 +202,14 @@ class Executor:
             worker.start()
         while not batch.done.wait(POLL):
             self._check_signals()
-            now = time.monotonic()
-            if self.deadline is not None and now >= self.deadline:
-                self._halt("deadline", "the deadline (--deadline) passed")
-            halt = self.halt
+            self._check_deadline()
+            halt, now = self.halt, time.monotonic()
             if halt and halt.abandons and (now > halt.at + STOP_GRACE or self._signals > 1):
                 return
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self._halt("deadline", "the deadline (--deadline) passed")
 
     def _check_signals(self) -> None:
         if self._signals and (self.halt is None or self.halt.reason != "interrupted"):
@@ -271,7 +219,7 @@ class Executor:
                 f"{STOP_GRACE:.0f}s to finish (interrupt again to stop now)"
             )
 
-    def _unfinished(self, batch: _Batch, index: int) -> TaskResult:
+    def _unfinished(self, batch: Batch, index: int) -> TaskResult:
         task = batch.tasks[index]
         why = self.halt.message if self.halt else "the run was stopped"
         if index in batch.in_flight:
@@ -290,7 +238,7 @@ class Executor:
 
     # ---- worker threads ----
 
-    def _worker(self, batch: _Batch) -> None:
+    def _worker(self, batch: Batch) -> None:
         try:
             while not self._stop.is_set() and (index := batch.take()) is not None:
                 result = self._run_one(batch.tasks[index], batch.keys[index])
@@ -409,19 +357,3 @@ class Executor:
             self.halt = Halt(reason, message, time.monotonic())
         self._stop.set()
         self.pacer.close()
-
-
-@contextmanager
-def stop_on_signals(executor: Executor) -> Iterator[None]:
-    """While running, SIGINT and SIGTERM ask the executor to stop (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, lambda *_: executor.interrupt())
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

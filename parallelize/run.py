@@ -12,7 +12,7 @@ from typing import TextIO
 
 from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook
-from .engine import estimate_plan, open_cache, record_engine
+from .engine import estimate_plan, open_cache, record_engine, stop_on_signals
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,7 +27,6 @@ from .executor import (
     Executor,
     ProgressCallback,
     RetryPolicy,
-    stop_on_signals,
 )
 from .inputs import COUNT_WORKERS, check_paths
 from .merge import MergeContext, combine

@@ -177,3 +177,27 @@ def test_an_unusable_cache_is_a_warning_not_a_failure(llm: LLMServer, make_tree,
     result = run_section([str(tree(make_tree, 1))], recipe(), options=options)
     assert result.exit_code == 0 and len(llm.requests) == 1
     assert "running without the cache" in notices[0] and str(tmp_path) in notices[0]
+
+
+def test_summary_shows_cost_then_what_the_cache_saved(llm: LLMServer, make_tree) -> None:
+    args = ["section", str(tree(make_tree, 2)), "--by", "file", "-m", "test-model"]
+    args += ["--price-in", "1", "--price-out", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "cost $0.0" in first.stderr and "saved" not in first.stderr
+    again = CliRunner().invoke(app, args)
+    assert "2 calls (2 cached)" in again.stderr and "cost $0.0000 (saved $0.0" in again.stderr
+    assert again.stdout == first.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--deadline", "soon"], "--deadline: cannot read 'soon' as a duration"),
+        (["--no-cache", "--refresh"], "--no-cache and --refresh cannot be combined"),
+        (["--max-cost", "1"], "--max-cost needs a price"),
+    ],
+)
+def test_engine_flag_errors(llm: LLMServer, make_tree, flags: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["section", str(tree(make_tree, 1)), "-m", "x-1", *flags])
+    assert result.exit_code == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and llm.requests == []
