@@ -16,9 +16,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from .errors import EXIT_OK
+from .errors import EXIT_OK, InputError
 from .executor import Event
+from .outputs import write_atomic
 from .records import RunResult, TaskResult
 
 SCHEMA_VERSION = 1
@@ -79,7 +81,8 @@ def progress_reporter(
             elif event.kind in ("done", "failed"):
                 progress.advance(bar)
                 if event.kind == "failed":
-                    console.print(f"[red]failed[/red] {event.task.label}: {event.result.error}")  # type: ignore[union-attr]
+                    error = event.result.error if event.result else ""
+                    console.print(Text.assemble(("failed", "red"), f" {event.task.label}: {error}"))
             elif event.kind == "retry":
                 progress.update(bar, note=f"retrying {event.task.label}")
 
@@ -270,7 +273,8 @@ def vote_table(details: dict[str, Any], *, width: int = 100) -> Table:
     used = max((sum(len(cell) + 2 for cell in row) for row in rows), default=0) + 12
     room = max(MIN_PREVIEW, min(CANDIDATE_PREVIEW, width - used))
     for row, c in zip(rows, candidates, strict=True):
-        table.add_row(*row, _clip(c["text"], room))
+        # Text cells: model output is data, never Rich markup ("[/etc/hosts]" must not crash).
+        table.add_row(*(Text(cell) for cell in row), Text(_clip(c["text"], room)))
     return table
 
 
@@ -371,7 +375,11 @@ def emit(result: RunResult, *, fmt: str, output: Path | None) -> None:
         return
     if result.exit_code != EXIT_OK and not text:
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(output, text)
+    except OSError as exc:
+        sys.stdout.write(text)  # never lose a finished result: print it instead
+        raise InputError(
+            f"--output {output}: cannot write ({exc.strerror}); the result went to stdout"
+        ) from None
