@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llmserver import LLMServer, estimate_tokens
 
+from parallelize import tokens
 from parallelize.client import ChatClient, Endpoint
 from parallelize.tokens import (
     ESTIMATE,
@@ -136,3 +137,17 @@ def test_vllm_model_list_and_the_built_in_table() -> None:
     assert context_window("gpt-4o-mini") == 128_000
     assert context_window("openai/gpt-4.1-nano") == 1_047_576
     assert context_window("some-local-model") == 8_192
+
+
+def test_encoding_copy_speeds_later_loads_and_counts_the_same(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not tokens._is_cached("cl100k_base"):
+        pytest.skip("needs the cl100k_base encoding in TIKTOKEN_CACHE_DIR")  # run by `make test`
+    monkeypatch.setenv("PARALLELIZE_CACHE_DIR", str(tmp_path))
+    first = tokens._encoding_params("cl100k_base")
+    [copy] = tmp_path.glob("tiktoken-cl100k_base-*.marshal")
+    again = tokens._encoding_params("cl100k_base")
+    assert again == first and copy.stat().st_size > 1_000_000
+    copy.write_bytes(b"not marshal data")  # a damaged copy is ignored and rewritten
+    assert tokens._encoding_params("cl100k_base") == first
