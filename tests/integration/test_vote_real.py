@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from parallelize import run_vote
+from parallelize import RunOptions, run_vote
 from parallelize.recipe import Recipe
 
 
@@ -29,8 +29,9 @@ def texts(result) -> list[str]:
 
 def test_separate_requests_are_distinct_samples_and_a_seed_reproduces_them(endpoint) -> None:
     recipe = vote_recipe(n=3, strategy="consensus", quorum=0.3, top={"seed": 7})
-    first = run_vote("Name a colour.", recipe)
-    again = run_vote("Name a colour.", recipe)
+    fresh = RunOptions(cache=False)  # the server must reproduce them, not our cache
+    first = run_vote("Name a colour.", recipe, options=fresh)
+    again = run_vote("Name a colour.", recipe, options=fresh)
     assert len(set(texts(first))) == 3  # three samples, not one answer three times
     assert texts(again) == texts(first)  # seed 7, 8, 9 again
     assert [t.request.params["seed"] for t in first.tasks] == [7, 8, 9]
