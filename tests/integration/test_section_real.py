@@ -70,7 +70,7 @@ def test_a_chunk_larger_than_the_context_is_a_clear_error(endpoint, tmp_path: Pa
     big = recipe(chunking={"chunks": 1}, context_window=100_000)
     with pytest.raises(ContextOverflowError, match="exceeds the available context size") as err:
         run_section([str(root)], big)
-    assert err.value.exit_code == 2
+    assert err.value.exit_code == 2 and "huge.py" in str(err.value)
 
 
 def test_the_cli_against_the_real_server(endpoint, tmp_path: Path) -> None:
