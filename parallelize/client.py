@@ -148,7 +148,8 @@ class ChatClient:
             verify=verify,
             trust_env=True,
         )
-        self._adapted: dict[str, str | None] = {}
+        # (model, parameter) -> its replacement (None: drop it); learned per model.
+        self._adapted: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> ChatClient:
@@ -217,8 +218,9 @@ class ChatClient:
             return None
 
     def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = str(body.get("model"))
         with self._lock:
-            adapted = dict(self._adapted)
+            adapted = {n: r for (m, n), r in self._adapted.items() if m == model}
         for name, replacement in adapted.items():
             if name in body:
                 value = body.pop(name)
@@ -227,7 +229,7 @@ class ChatClient:
         return body
 
     def _learn_adaptation(self, error: LLMError, body: Mapping[str, Any]) -> bool:
-        """Remember that the model rejects a parameter we know how to drop or rename."""
+        """Remember that this model rejects a parameter we know how to drop or rename."""
         if error.status != 400 or not isinstance(error, FatalLLMError):
             return False
         if not UNSUPPORTED_PARAM.search(error.message):
@@ -235,7 +237,7 @@ class ChatClient:
         for name, replacement in PARAM_ADAPTATIONS.items():
             if name in body and re.search(rf"\b{name}\b", error.message):
                 with self._lock:
-                    self._adapted[name] = replacement
+                    self._adapted[(str(body.get("model")), name)] = replacement
                 return True
         return False
 

@@ -266,6 +266,29 @@ def test_models_that_reject_temperature_get_none(llm: LLMServer) -> None:
     assert sum(r.status == 400 for r in llm.requests) <= 3  # at most the ones already in flight
 
 
+def test_a_rejected_parameter_is_dropped_only_for_the_model_that_rejects_it(
+    llm: LLMServer,
+) -> None:
+    llm.models = ["small", "big"]
+    unsupported = {
+        "message": "Unsupported parameter: 'temperature' is not supported with this model.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+    }
+    llm.script(
+        lambda body: body["model"] == "big" and "temperature" in body, status=400, error=unsupported
+    )
+    judge_says(llm, '{"winner": "A"}')
+    models = [{"name": "big"}, {"name": "small"}]
+    result = run_vote(TASK, recipe(n=4, models=models, judge_model="small"))
+    assert result.exit_code == 0 and result.failed == []
+    answered = [r for r in llm.requests if r.status == 200]
+    assert all("temperature" not in r.body for r in answered if r.body["model"] == "big")
+    small = [r for r in answered if r.body["model"] == "small"]
+    assert len(small) == 3 and all("temperature" in r.body for r in small)  # 2 candidates, judge
+    assert judge_requests(llm)[0].body["temperature"] == 0
+
+
 def test_n1_needs_no_vote(llm: LLMServer) -> None:
     candidates(llm, "the only one")
     result = run_vote(TASK, recipe(n=1))
