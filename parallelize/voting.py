@@ -61,9 +61,9 @@ class VoteSetup:
         return self.recipe.vote.judge_model or (self.models[0].name if self.models else "")
 
     def judge_params(self) -> dict[str, Any]:
-        """Temperature 0, plus the judge's own parameters when it is one of the ensemble."""
+        """The judge's own parameters when it is one of the ensemble, but always temperature 0."""
         entry = next((m for m in self.models if m.name == self.judge_model), None)
-        return {"temperature": JUDGE_TEMPERATURE, **(entry.params if entry else {})}
+        return {**(entry.params if entry else {}), "temperature": JUDGE_TEMPERATURE}
 
     def weight(self, model: str) -> float:
         return next((m.weight for m in self.models if m.name == model), 1.0)

@@ -349,3 +349,15 @@ def test_dry_run_plans_candidates_and_judge_calls_and_sends_nothing(llm: LLMServ
         {"kind": "judge", "model": "test-model", "count": 2},
         {"kind": "judge retry (only if unusable)", "model": "test-model", "count": 2},
     ]
+
+
+def test_the_judge_runs_at_temperature_0_even_when_its_entry_sets_one(llm: LLMServer) -> None:
+    llm.models = ["small", "big"]
+    judge_says(llm, '{"winner": "A"}')
+    models = [{"name": "small"}, {"name": "big", "params": {"temperature": 0.9, "top_p": 0.5}}]
+    result = run_vote(TASK, recipe(n=2, models=models, judge_model="big"))
+    assert result.exit_code == 0
+    [judge] = judge_requests(llm)
+    assert judge.body["temperature"] == 0 and judge.body["top_p"] == 0.5
+    big = [r for r in llm.requests if r.body["model"] == "big" and r not in (judge,)]
+    assert [r.body["temperature"] for r in big] == [0.9]  # the candidate keeps its own
