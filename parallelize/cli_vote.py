@@ -5,6 +5,7 @@ Registered on the one Typer app of cli.py; like every command, heavy modules are
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -248,6 +249,7 @@ def vote(
             weights=weighted,
             criteria=criteria or (),
             checks=checks or (),
+            env_model=os.environ.get("PARALLELIZE_MODEL"),
             vote={
                 "n": n,
                 "strategy": strategy and strategy.value,

@@ -26,8 +26,12 @@ def apply_vote_flags(
     criteria: Sequence[str] = (),
     checks: Sequence[str] = (),
     vote: Mapping[str, Any] | None = None,
+    env_model: str | None = None,
 ) -> Recipe:
-    """Flags over a recipe: named models keep their recipe entries; weights must name a model."""
+    """Flags over a recipe: named models keep their recipe entries; weights must name a model.
+
+    `env_model` (PARALLELIZE_MODEL) is the model a weight may name when nothing else names one.
+    """
     values: dict[str, Any] = {}
     known = {m.name: m for m in recipe.models or ()}
     if models:
@@ -36,12 +40,12 @@ def apply_vote_flags(
     if weights:
         entries = [ModelEntry.model_validate(m) for m in values.get("models", ())]
         entries = entries or list(recipe.models or ())
-        if not entries and recipe.model:
-            entries = [ModelEntry(name=recipe.model)]
+        if not entries and (recipe.model or env_model):
+            entries = [ModelEntry(name=recipe.model or env_model or "")]
         names = [m.name for m in entries]
         for name in weights:
             if name not in names:
-                listed = ", ".join(names) or "none given; pass --model"
+                listed = ", ".join(names) or "none given; pass --model or set PARALLELIZE_MODEL"
                 raise ConfigError(
                     f"--weight {name}=...: no model named '{name}' (models: {listed})"
                 )

@@ -83,6 +83,21 @@ def test_weights_on_the_command_line(llm: LLMServer, cli: CliRunner) -> None:
     assert result.exit_code == 0 and result.stdout == "ANSWER: y\n"
 
 
+def test_a_weight_may_name_the_model_from_the_environment(
+    llm: LLMServer, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARALLELIZE_MODEL", "test-model")
+    llm.script(None, "ANSWER: x")
+    args = ["vote", TASK, "-s", "weighted", "--answer-pattern", PATTERN, "-q"]
+    result = cli.invoke(app, [*args, "--weight", "test-model=2"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "ANSWER: x\n" and {r.body["model"] for r in llm.requests} == {
+        "test-model"
+    }
+    result = cli.invoke(app, [*args, "--weight", "nope=2"])
+    assert result.exit_code == 2 and "(models: test-model)" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
