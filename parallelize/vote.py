@@ -17,6 +17,7 @@ from .ballot import Candidate, Decision, VoteContext, in_race
 from .errors import EXIT_FAILED, EXIT_NO_WINNER
 from .judge import vote_judge
 from .recipe_vote import Vote
+from .records import TRUNCATING_FINISH_REASONS
 from .rubric import vote_rubric
 from .similarity import clusters, mean_similarity, medoid, normalise, similarity_matrix
 
@@ -45,19 +46,29 @@ def admit(pool: Sequence[Candidate], *, min_candidates: int) -> tuple[list[str],
         names = ", ".join(f"#{c.number} ({c.result.error})" for c in failed)
         warnings.append(f"{len(failed)} of {len(pool)} candidates failed and do not vote: {names}")
     cut = [c for c in succeeded if c.result.status == "truncated"]
-    if cut and len(cut) == len(succeeded):
+    if cut and len(pool) == 1:
+        warnings.append(
+            f"the only candidate was truncated ({_cut_reason(cut[0])}); returning it anyway "
+            "(raise max_tokens for a complete answer)"
+        )
+    elif cut and len(cut) == len(succeeded):
         warnings.append(
             "every candidate was truncated or empty; voting among them anyway "
             "(raise max_tokens for complete answers)"
         )
     else:
         for c in cut:
-            reason = c.result.completion.finish_reason if c.result.completion else None
-            c.excluded = f"truncated ({reason or 'empty reply'})"
+            c.excluded = f"truncated ({_cut_reason(c)})"
         if cut:
             names = ", ".join(f"#{c.number}" for c in cut)
             warnings.append(f"excluded truncated or empty candidate(s) {names}")
     return warnings, None
+
+
+def _cut_reason(c: Candidate) -> str:
+    """Why a candidate counts as truncated: its finish_reason (length...), or an empty reply."""
+    reason = c.result.completion.finish_reason if c.result.completion else None
+    return reason if reason in TRUNCATING_FINISH_REASONS else "empty reply"
 
 
 def extract_answer(text: str, pattern: re.Pattern[str] | None) -> str | None:

@@ -184,8 +184,8 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
         for i, r in enumerate(results)
     ]
     if setup.n == 1:
+        warnings, _ = admit(pool, min_candidates=1)  # a truncated only answer is reported
         decision = _single(pool[0])
-        warnings: list[str] = []
     else:
         warnings, error = admit(pool, min_candidates=vote.min_candidates)
         if error:

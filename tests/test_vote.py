@@ -341,6 +341,22 @@ def test_when_every_candidate_is_truncated_they_still_vote(llm: LLMServer) -> No
     assert "every candidate was truncated or empty" in result.warnings[0]
 
 
+@pytest.mark.parametrize(
+    ("reply", "finish", "reason"), [("cut sh", "length", "length"), ("", "stop", "empty reply")]
+)
+def test_a_truncated_or_empty_single_answer_is_reported(
+    llm: LLMServer, reply: str, finish: str, reason: str
+) -> None:
+    candidates(llm, reply, finish_reason=finish)
+    result = run_vote(TASK, recipe(n=1))
+    assert result.exit_code == 0 and result.output == reply + "\n"
+    assert result.warnings == [
+        f"the only candidate was truncated ({reason}); returning it anyway "
+        "(raise max_tokens for a complete answer)"
+    ]
+    assert result.details["candidates"][0]["status"] == "truncated"
+
+
 def test_dry_run_plans_candidates_and_judge_calls_and_sends_nothing(llm: LLMServer) -> None:
     result = run_vote(TASK, recipe(n=4, judge_rounds=2), options=RunOptions(dry_run=True))
     assert llm.all_requests == [] and result.dry_run and len(result.tasks) == 4
