@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,20 @@ def test_readme_voting_section_documents_every_flag() -> None:
     for name in ("headline", "answer"):  # the recipes are shown as they are shipped
         shipped = (README.parent / "recipes" / f"{name}.yaml").read_text()
         assert f"`recipes/{name}.yaml`" in section and f"```yaml\n{shipped}```" in section
+
+
+def test_readme_weighted_example_lets_the_heavier_model_outvote(
+    llm: LLMServer, cli: CliRunner
+) -> None:
+    section = README.read_text().split("## Voting", 1)[1]
+    [example] = re.findall(r"^parallelize vote .*--strategy weighted.*\\\n.*$", section, re.M)
+    args = shlex.split(example.replace("\\\n", " "))[1:]
+    llm.models = ["gpt-4o-mini", "gpt-4.1-mini"]
+    llm.script(lambda body: body["model"] == "gpt-4o-mini", "ANSWER: no")
+    llm.script(lambda body: body["model"] == "gpt-4.1-mini", "ANSWER: yes")
+    result = cli.invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "ANSWER: yes\n"
 
 
 def test_run_vote_imports_neither_typer_nor_rich() -> None:
