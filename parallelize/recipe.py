@@ -11,7 +11,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -20,6 +19,7 @@ from pydantic import (
 )
 
 from .errors import RecipeError
+from .recipe_base import Strict
 from .recipe_section import (
     Aspect,
     Guard,
@@ -35,12 +35,6 @@ RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_SECTION_RECIPE = "summarize"
 #: Command-line flags whose recipe key has another name (for error messages).
 FLAGS_FOR_KEYS = {"matrix": "--each"}
-
-
-class Strict(BaseModel):
-    """Base for recipe parts: unknown keys are errors and values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Chunking(Strict):

@@ -11,14 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-
-class Strict(BaseModel):
-    """Unknown keys are errors and values are immutable (as everywhere in a recipe)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from .recipe_base import Strict
 
 #: How a field of the workers' JSON documents may combine (`merge.rules`).
 FieldRuleName = Literal[
@@ -58,7 +53,7 @@ class FieldRule(Strict):
 class Merge(Strict):
     """How section outputs are combined."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # extra=forbid, frozen: from Strict
 
     strategy: Literal["concat", "llm", "json", "files"] = "concat"
     prompt: str | None = Field(
@@ -83,7 +78,7 @@ class Merge(Strict):
 class Aspect(Strict):
     """One named angle every chunk is processed from; the template sees {{ aspect }}."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # extra=forbid, frozen: from Strict
 
     name: str = Field(pattern=ASPECT_NAME)
     instructions: str = Field("", description="data the template receives as {{ instructions }}")

@@ -7,10 +7,11 @@ these models into `Recipe`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from .recipe_base import Strict
 from .similarity import DEFAULT_SIMILARITY
 
 #: Deterministic rubric checks: they need no model call and run before any scoring.
@@ -24,13 +25,24 @@ MAX_JUDGE_ROUNDS = 15
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors and values are immutable (as everywhere in a recipe)."""
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a user's regex, turning a syntax error into a validation message."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _compiles(pattern: str) -> str:
+    compile_pattern(pattern)
+    return pattern
 
 
-class Criterion(_Strict):
+#: A regular expression that must compile; it is kept as text.
+Pattern = Annotated[str, AfterValidator(_compiles)]
+
+
+class Criterion(Strict):
     """One rubric line: a `text` a scorer grades 1-10, or one deterministic check."""
 
     text: str | None = Field(None, min_length=1, description="what a scorer grades 1-10")
@@ -39,7 +51,7 @@ class Criterion(_Strict):
     )
     max_chars: int | None = Field(None, ge=1)
     min_chars: int | None = Field(None, ge=0)
-    regex: str | None = Field(None, description="the candidate must contain a match")
+    regex: Pattern | None = Field(None, description="the candidate must contain a match")
     must_include: list[str] | None = None
     must_not_include: list[str] | None = None
     valid_json: bool | None = Field(None, description="the candidate must parse as JSON")
@@ -54,13 +66,6 @@ class Criterion(_Strict):
             for key in ("must_include", "must_not_include"):
                 if isinstance(value.get(key), str):
                     value = {**value, key: [value[key]]}
-        return value
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_pattern(value)
         return value
 
     @model_validator(mode="after")
@@ -84,7 +89,7 @@ class Criterion(_Strict):
         return f"{self.check}={value!r}" if isinstance(value, (str, list)) else f"{self.check}"
 
 
-class Vote(_Strict):
+class Vote(Strict):
     """How `parallelize vote` samples candidates and picks one."""
 
     n: int = Field(DEFAULT_VOTE_N, ge=1, description="candidates to generate")
@@ -98,7 +103,7 @@ class Vote(_Strict):
     similarity: float = Field(
         DEFAULT_SIMILARITY, gt=0, le=1, description="threshold for match: similar"
     )
-    answer_pattern: str | None = Field(
+    answer_pattern: Pattern | None = Field(
         None, description="regex extracting the final answer (group 1 of the last match)"
     )
     output: Literal["candidate", "answer"] = Field(
@@ -110,13 +115,6 @@ class Vote(_Strict):
     judge_model: str | None = None
     judge_rounds: int = Field(1, ge=1, le=MAX_JUDGE_ROUNDS)
     criteria: list[Criterion] = Field(default_factory=list)
-
-    @field_validator("answer_pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_pattern(value)
-        return value
 
     @model_validator(mode="after")
     def _answer_needs_pattern(self) -> Vote:
@@ -130,7 +128,7 @@ class Vote(_Strict):
         return self.match or ("exact" if self.answer_pattern else "similar")
 
 
-class ModelEntry(_Strict):
+class ModelEntry(Strict):
     """One model of an ensemble: its vote weight, and where and how to reach it."""
 
     name: str = Field(min_length=1)
@@ -145,11 +143,3 @@ class ModelEntry(_Strict):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
-
-
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a user's regex, turning a syntax error into a validation message."""
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None

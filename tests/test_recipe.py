@@ -75,3 +75,27 @@ def test_flags_override_recipe_values() -> None:
     chunked = override(base, {"chunking": {"chunks": 3}}, replace=("chunking",))
     assert (chunked.chunking.chunks, chunked.chunking.chunk_tokens) == (3, None)
     assert override(base, {"model": None}) is base
+
+
+def test_every_recipe_part_shares_one_strict_base() -> None:
+    from pydantic import BaseModel
+
+    from parallelize import recipe, recipe_section, recipe_vote
+    from parallelize.recipe_base import Strict
+
+    parts = [
+        value
+        for module in (recipe, recipe_section, recipe_vote)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
+    ]
+    assert len(parts) >= 10 and all(issubclass(part, Strict) for part in parts)
+    assert all(p.model_config["extra"] == "forbid" and p.model_config["frozen"] for p in parts)
+
+
+@pytest.mark.parametrize(
+    "vote", ["{answer_pattern: '('}", "{strategy: rubric, criteria: [{regex: '('}]}"]
+)
+def test_both_regex_keys_reject_a_pattern_that_does_not_compile(vote: str) -> None:
+    with pytest.raises(RecipeError, match="invalid regular expression '\\('"):
+        parse_recipe(f"name: t\nmode: vote\nprompt: x\nvote: {vote}\n")
