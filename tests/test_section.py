@@ -22,7 +22,7 @@ def tree(make_tree, n: int = 4) -> Path:
 
 
 def test_chunks_run_concurrently_and_merge_in_order(llm: LLMServer, make_tree) -> None:
-    llm.latency = 0.4
+    llm.latency = 1.0  # long enough that 4 starts overlap even on a loaded machine
     root = tree(make_tree, 4)
     result = run_section([str(root)], recipe(chunking={"chunks": 4}))
     assert llm.peak_concurrency == 4  # overlapped: seen by the server, not by a wall clock
