@@ -263,7 +263,7 @@ def test_format_reset(seconds: float, text: str) -> None:
 
 
 def test_latency_and_peak_concurrency(_server: LLMServer, http: httpx.Client) -> None:
-    """Eight concurrent requests with latency 1 s overlap on the server, each lasting the latency."""
+    """Eight concurrent requests with latency 1 s all overlap on the server."""
     _server.latency = 1.0
     barrier = threading.Barrier(8)
 
