@@ -144,6 +144,7 @@ class Executor:
 
     def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
         """Every task's result in task order; raises a fatal error or InterruptedRun at the end."""
+        self._forget_fatal()
         batch = Batch(list(tasks))
         self.queued += len(batch.tasks)
         for task in batch.tasks:
@@ -347,6 +348,17 @@ class Executor:
             if self._fatal is None:
                 self._fatal = exc
         self._halt("fatal", str(exc))
+
+    def _forget_fatal(self) -> None:
+        """A fatal error was raised to the caller, who may have handled it (a merge falling back
+        to concatenation): it must not stop the next run. Other halts stay."""
+        with self._lock:
+            if self.halt is None or self.halt.reason != "fatal":
+                return
+            self.halt = None
+            self._fatal = None
+        self._stop.clear()
+        self.pacer.reopen()
 
     def _halt(self, reason: HaltReason, message: str) -> None:
         """Stop starting calls: the first reason wins, except that an interrupt overrides."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import RecipeError
+from .errors import EXIT_OK, FatalLLMError, RecipeError
 from .jsonreply import JSONReplyError, parse_json_reply
 from .records import ChatRequest, Task, TaskResult, Usage
 
@@ -124,6 +124,9 @@ class JsonCheck:
     values: dict[int, Any] = field(default_factory=dict)
     repaired: int = 0
     invalid: int = 0
+    #: The repair calls hit an error no retry helps (exit 2); the other answers still count.
+    exit_code: int = EXIT_OK
+    fatal: str | None = None
 
     def details(self) -> dict[str, int]:
         checked = len(self.values) + self.invalid
@@ -149,7 +152,12 @@ def enforce_json(
     if not problems:
         return check
     repairs = [repair_task(results[p], problem) for p, problem in problems.items()]
-    for position, repair in zip(problems, executor.run(repairs), strict=True):
+    try:
+        done = executor.run(repairs)
+    except FatalLLMError as exc:  # e.g. context overflow: the repairs fail, the rest is kept
+        check.exit_code, check.fatal = exc.exit_code, str(exc)
+        done = [TaskResult(task, error=str(exc)) for task in repairs]
+    for position, repair in zip(problems, done, strict=True):
         first = results[position]
         contract = contracts[first.task.index]
         spent = first.usage + repair.usage

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import EXIT_OK, ConfigError, FatalLLMError
 from .plan import make_task
+from .recipe import Recipe
 from .records import Task, TaskResult
 from .template import INPUT, check_template, render
 from .tokens import TokenCounter, context_window, get_counter
@@ -96,6 +97,8 @@ class ReduceReport:
     calls: list[TaskResult] = field(default_factory=list)
     levels: list[list[int]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: A fatal error in the reduce calls (e.g. an unknown merge.model) makes the run exit 2.
+    exit_code: int = EXIT_OK
 
     @property
     def depth(self) -> int:
@@ -110,17 +113,26 @@ def parts_of(results: Sequence[TaskResult], numbers: Sequence[int]) -> list[Part
     ]
 
 
-def reduce_budget(context: MergeContext) -> Budget:
+def check_reduce(recipe: Recipe, *, model: str) -> None:
+    """Fail while planning, before any worker call is paid for, on a merge prompt with unknown
+    placeholders or a reduce model whose context leaves no room to reduce in."""
+    check_template(
+        recipe.merge.prompt or DEFAULT_MERGE_PROMPT, set(MERGE_VARIABLES), where="merge.prompt"
+    )
+    reduce_budget(recipe, model=model)
+
+
+def reduce_budget(recipe: Recipe, *, model: str) -> Budget:
     """The reduce model's context, less the prompt around the input, split into read and write."""
-    recipe, merge = context.recipe, context.recipe.merge
-    model = merge.model or context.model
+    merge = recipe.merge
+    model = merge.model or model
     window = merge.context_window or (None if merge.model else recipe.context_window)
     window = window or context_window(model)
     counter = get_counter(model)
     margin = MARGIN_EXACT if counter.exact else MARGIN_ESTIMATE
     template = merge.prompt or DEFAULT_MERGE_PROMPT
     frame = render(template, {INPUT: "", "instruction": recipe.prompt}, append_input=False)
-    overhead = counter.count(frame) + counter.count(_system(context) or "") + 2 * MESSAGE_OVERHEAD
+    overhead = counter.count(frame) + counter.count(_system(recipe) or "") + 2 * MESSAGE_OVERHEAD
     room = int(window * (1 - margin)) - overhead
     # Room kept for the answer; any two intermediate outputs then fit one batch of the next level.
     reserve = min(merge.max_tokens or recipe.max_tokens or DEFAULT_REDUCE_TOKENS, room // 2)
@@ -137,9 +149,8 @@ def reduce_budget(context: MergeContext) -> Budget:
 
 def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> ReduceReport:
     """Reduce every group to one text; the batches of all groups at one level run together."""
-    merge = context.recipe.merge
-    check_template(merge.prompt or DEFAULT_MERGE_PROMPT, set(MERGE_VARIABLES), where="merge.prompt")
-    budget = reduce_budget(context)
+    check_reduce(context.recipe, model=context.model)
+    budget = reduce_budget(context.recipe, model=context.model)
     trees = [Tree(name, parts, list(parts)) for name, parts in groups.items() if parts]
     report = ReduceReport({name: "" for name in groups})
     level = 0
@@ -163,7 +174,14 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
         if not tasks:
             break
         report.levels.append([len(b) for bs in batches_of.values() for b in bs])
-        results = context.executor.run(tasks)
+        try:
+            results = context.executor.run(tasks)
+        except FatalLLMError as exc:  # no retry helps: keep the worker outputs, exit 2
+            report.exit_code = exc.exit_code
+            for tree in pending:
+                if tree.text is None:
+                    _fall_back(tree, f"merge: {_named(tree)}the reduce calls cannot work ({exc})")
+            break
         report.calls.extend(results)
         by_tree: dict[str, list[TaskResult]] = {}
         for result in results:
@@ -250,7 +268,7 @@ def _reduce_task(
 ) -> Task:
     recipe, merge = context.recipe, context.recipe.merge
     reducer = recipe.model_copy(
-        update={"prompt": merge.prompt or DEFAULT_MERGE_PROMPT, "system": _system(context)}
+        update={"prompt": merge.prompt or DEFAULT_MERGE_PROMPT, "system": _system(recipe)}
     )
     params: dict[str, Any] = recipe.worker_params()
     if merge.max_tokens:
@@ -322,5 +340,5 @@ def _named(tree: Tree) -> str:
     return f"{tree.name}: " if tree.name else ""
 
 
-def _system(context: MergeContext) -> str | None:
-    return context.recipe.merge.system or context.recipe.system
+def _system(recipe: Recipe) -> str | None:
+    return recipe.merge.system or recipe.system

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, ConfigError
+from .errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, ConfigError, combine_exit_codes
 from .executor import Executor
 from .guard import screen_verdict
 from .jsonmerge import JsonMerger
@@ -117,7 +117,11 @@ def merge_llm(results: Sequence[TaskResult], context: MergeContext) -> MergeOutc
         "levels": report.levels,
     }
     return MergeOutcome(
-        _titled(texts), report.calls, warnings=report.warnings, details={"merge": details}
+        _titled(texts),
+        report.calls,
+        warnings=report.warnings,
+        details={"merge": details},
+        exit_code=report.exit_code,
     )
 
 
@@ -215,6 +219,7 @@ def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcom
     if check is not None:
         outcome.details["json"] = check.details()
         outcome.warnings += _invalid_warnings(check)
+        outcome.exit_code = combine_exit_codes(outcome.exit_code, check.exit_code)
     return outcome
 
 
@@ -248,6 +253,9 @@ def _withheld(result: TaskResult) -> TaskResult:
 
 
 def _invalid_warnings(check: JsonCheck) -> list[str]:
-    if not check.invalid:
-        return []
-    return [f"{check.invalid} answer(s) stayed invalid JSON after one repair and count as failed"]
+    warnings = [f"the JSON repair calls cannot work: {check.fatal}"] if check.fatal else []
+    if check.invalid:
+        warnings.append(
+            f"{check.invalid} answer(s) stayed invalid JSON after one repair and count as failed"
+        )
+    return warnings

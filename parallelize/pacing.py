@@ -144,6 +144,10 @@ class Pacer:
         with self._cond:
             self._cond.notify_all()
 
+    def reopen(self) -> None:
+        """Grant permits again after `close` (the executor's next run after a handled halt)."""
+        self._closed.clear()
+
     def acquire(self, tokens: float = 0.0) -> Permit | None:
         """Block until a request may start; None once the pacer is closed."""
         while True:

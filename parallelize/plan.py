@@ -146,8 +146,13 @@ def section_tasks(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> lis
 
 
 def plan_section(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
-    """The section tasks, with each one's output file when the merge writes files."""
+    """The section tasks, with each one's output file when the merge writes files; a merge that
+    cannot work fails here, before any worker call is paid for."""
     tasks = section_tasks(recipe, chunks, model=model)
+    if recipe.merge.strategy == "llm":
+        from .mapreduce import check_reduce  # mapreduce builds its tasks with this module
+
+        check_reduce(recipe, model=model)
     if recipe.merge.strategy != "files":
         return tasks
     if not recipe.merge.out_dir:
