@@ -79,11 +79,12 @@ class JsonMerger:
             return b
         if name == "worst":
             scale = rule.scale or []
-            rank = {value: i for i, value in enumerate(scale)}
-            for value in (a, b):
-                if value not in rank:
+            ranks = [_scale_rank(scale, value) for value in (a, b)]
+            for value, rank in zip((a, b), ranks, strict=True):
+                if rank is None:
                     self.conflict(path, f"{_short(value)} is not on the scale; counted as worst")
-            return max((a, b), key=lambda v: rank.get(v, len(scale)))
+            worst = [len(scale) if rank is None else rank for rank in ranks]
+            return a if worst[0] >= worst[1] else b
         check, op = RULE_OPERATIONS[name]
         same_kind = (_number(a) and _number(b)) or type(a) is type(b)
         if check(a) and check(b) and same_kind:
@@ -114,6 +115,17 @@ def dedupe(items: Sequence[Any], key: str | None, *, by_value: bool = True) -> l
             seen.add(identity)
             out.append(item)
     return out
+
+
+def _scale_rank(scale: Sequence[Any], value: Any) -> int | None:
+    """A value's place on a `worst` scale; None when it is not on it (a list or an object
+    never is, and must not raise)."""
+    if isinstance(value, list | dict):
+        return None
+    try:
+        return list(scale).index(value)
+    except ValueError:
+        return None
 
 
 def _number(value: Any) -> bool:

@@ -120,3 +120,11 @@ def test_missing_and_null_fields_take_the_other_value() -> None:
         "total": 2,
     }
     assert merger.merge([]) is None
+
+
+def test_worst_counts_a_list_or_object_as_off_scale_instead_of_crashing() -> None:
+    merger = JsonMerger(rules(level={"rule": "worst", "scale": ["low", "high"]}))
+    merged = merger.merge([{"level": "high"}, {"level": ["high"]}, {"level": {"x": 1}}])
+    assert merged == {"level": ["high"]}  # the first off-scale value is the worst so far
+    text = "\n".join(merger.warnings())
+    assert "'level': [\"high\"] is not on the scale; counted as worst" in text
