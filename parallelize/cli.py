@@ -564,7 +564,9 @@ def _finish(
         print_warnings(result, quiet=quiet)
         guard = result.details.get("guard") or {}
         if guard.get("flagged"):
-            typer.echo(f"flagged: {guard['reason']} (the answer was withheld)", err=True)
+            held = guard.get("withheld")
+            what = f"the answers of {', '.join(held)} were" if held else "the answer was"
+            typer.echo(f"flagged: {guard['reason']} ({what} withheld)", err=True)
         emit(result, fmt=fmt.value, output=output)
         print_inputs(result, quiet=quiet, verbose=verbose)
         if not result.dry_run:

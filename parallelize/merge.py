@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, ConfigError, combine_exit_codes
 from .executor import Executor
-from .guard import screen_verdict
+from .guard import Verdict, screen_verdict
 from .jsonmerge import JsonMerger
 from .jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
 from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
@@ -226,23 +226,58 @@ def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcom
 def _guarded(
     results: list[TaskResult], context: MergeContext, merger: Merger, guard: Guard
 ) -> MergeOutcome:
-    """Release the answer only when every screen cleared it; otherwise hold it back (exit 4)."""
-    screens = [r for r in results if r.task.meta.get("aspect") == guard.aspect]
-    answers = [r for r in results if r.task.meta.get("aspect") != guard.aspect]
-    verdict = screen_verdict(screens, context.values, guard)
-    if verdict.flagged:
+    """Release each clone's answer only when its own screens cleared it; a flagged clone's
+    answer is held back (exit 4). Clones share nothing, so neither does their gate."""
+    verdicts = {
+        clone: screen_verdict(
+            [r for r in results if _clone(r) == clone and _screens(r, guard)],
+            context.values,
+            guard,
+        )
+        for clone in dict.fromkeys(_clone(r) for r in results)
+    }
+    flagged = {clone for clone, verdict in verdicts.items() if verdict.flagged}
+    answers = [r for r in results if not _screens(r, guard)]
+    released = [r for r in answers if _clone(r) not in flagged]
+    details = _gate_details(verdicts)
+    if not released:
         held = {id(r) for r in answers}
         kept = [_withheld(r) if id(r) in held else r for r in results]
-        return MergeOutcome(
-            "", details={"guard": verdict.details()}, exit_code=EXIT_FLAGGED, results=kept
-        )
-    if merger is merge_concat and len(answers) == 1:
-        text = answers[0].text if answers[0].succeeded else ""
+        return MergeOutcome("", details={"guard": details}, exit_code=EXIT_FLAGGED, results=kept)
+    if merger is merge_concat and len(released) == 1:
+        text = released[0].text if released[0].succeeded else ""
         outcome = MergeOutcome(text if text.endswith("\n") or not text else text + "\n")
     else:
-        outcome = merger(answers, context)
-    outcome.details["guard"] = verdict.details()
+        outcome = merger(released, context)
+    outcome.details["guard"] = details
+    if flagged:
+        outcome.exit_code = combine_exit_codes(outcome.exit_code, EXIT_FLAGGED)
+        outcome.results = [
+            _withheld(r) if _clone(r) in flagged and not _screens(r, guard) else r for r in results
+        ]
     return outcome
+
+
+def _clone(result: TaskResult) -> str:
+    return str(result.task.meta.get("clone", ""))
+
+
+def _screens(result: TaskResult, guard: Guard) -> bool:
+    return result.task.meta.get("aspect") == guard.aspect
+
+
+def _gate_details(verdicts: Mapping[str, Verdict]) -> dict[str, Any]:
+    """One verdict as is; per clone, the flagged clones named in the reason and listed."""
+    if list(verdicts) == [""]:
+        return verdicts[""].details()
+    flagged = [clone for clone, verdict in verdicts.items() if verdict.flagged]
+    return {
+        "flagged": bool(flagged),
+        "reason": "; ".join(f"{clone}: {verdicts[clone].reason}" for clone in flagged),
+        "screen_failed": any(v.screen_failed for v in verdicts.values()),
+        "withheld": flagged,
+        "clones": {clone: verdict.details() for clone, verdict in verdicts.items()},
+    }
 
 
 def _withheld(result: TaskResult) -> TaskResult:

@@ -154,3 +154,29 @@ def test_a_flagged_answer_is_never_written_to_files(llm: LLMServer, cli, tmp_pat
     written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert all("SECRET ANSWER" not in p.read_text() for p in written)
     assert result.stdout == ""
+
+
+def test_the_gate_withholds_only_the_flagged_clone(llm: LLMServer, cli, tmp_path) -> None:
+    def asks(aspect: str, lang: str):
+        return lambda body: aspect in str(body) and f"Language: {lang}" in str(body)
+
+    llm.script(asks(SCREEN, "fr"), '{"flagged": true, "reason": "french trouble"}')
+    llm.script(SCREEN, '{"flagged": false, "reason": "fine"}')
+    llm.script(asks(ANSWER, "fr"), "FR ANSWER")
+    llm.script(ANSWER, "EN ANSWER")
+    recipe = find_recipe("guardrails").model_dump(by_alias=True, exclude_unset=True)
+    recipe |= {
+        "prompt": "Language: {{ lang }}\n" + recipe["prompt"],
+        "matrix": {"lang": ["en", "fr"]},
+        "model": "test-model",
+    }
+    recipe.pop("source", None)
+    (tmp_path / "g.yaml").write_text(json.dumps(recipe), encoding="utf-8")
+    args = ["section", "-", "--recipe", str(tmp_path / "g.yaml"), "--format", "json"]
+    result = cli.invoke(app, args, input="a question")
+    assert result.exit_code == 4, result.stderr
+    doc = json.loads(result.stdout)
+    assert "EN ANSWER" in doc["result"]
+    assert "FR ANSWER" not in result.stdout  # neither merged nor in the per-section results
+    assert doc["guard"]["withheld"] == ["fr"]
+    assert "flagged: fr: french trouble (the answers of fr were withheld)" in result.stderr
