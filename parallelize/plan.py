@@ -81,7 +81,7 @@ def section_variables(recipe: Recipe) -> set[str]:
 
 def check_section_template(recipe: Recipe) -> None:
     """Fail before any request on unknown placeholders, or fan-out the template cannot see."""
-    where = recipe.source or "prompt"
+    where = recipe.prompt_where
     check_template(recipe.prompt, section_variables(recipe), where=where)
     used = set(placeholders(recipe.prompt))
     if recipe.aspects and not used & ASPECT_VARIABLES:
@@ -179,7 +179,7 @@ def vote_tasks(
     Attempt i is sample i (so identical requests stay distinct); a fixed `seed` becomes seed + i
     so that servers honouring it still return N different samples, reproducibly.
     """
-    check_template(recipe.prompt, set(VOTE_VARIABLES), where=f"{recipe.source or 'prompt'}")
+    check_template(recipe.prompt, set(VOTE_VARIABLES), where=recipe.prompt_where)
     base = recipe.worker_params()
     base.setdefault("temperature", DEFAULT_VOTE_TEMPERATURE)
     values = {INPUT: task} if task is not None else {}

@@ -12,6 +12,7 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -116,6 +117,8 @@ class Recipe(Strict):
     )
     guard: Guard | None = Field(None, description="gate the answer on a screening aspect")
     source: str | None = Field(None, exclude=True, description="file the recipe came from")
+    #: "--prompt" once the command line replaced the recipe file's prompt.
+    _prompt_from: str | None = PrivateAttr(None)
 
     @field_validator("models")
     @classmethod
@@ -147,6 +150,11 @@ class Recipe(Strict):
     @classmethod
     def _guard_names_an_aspect(cls, guard: Guard | None, info: ValidationInfo) -> Guard | None:
         return check_guard(guard, info.data.get("aspects", []))
+
+    @property
+    def prompt_where(self) -> str:
+        """Where the prompt came from, for its errors: not the file when --prompt replaced it."""
+        return self._prompt_from or self.source or "prompt"
 
     def worker_params(self) -> dict[str, Any]:
         """Request parameters shared by every worker (identical by construction)."""
@@ -237,12 +245,14 @@ def override(recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, .
             value = {**data[key], **value}
         data[key] = value
     try:
-        return Recipe.model_validate({**data, "source": recipe.source})
+        result = Recipe.model_validate({**data, "source": recipe.source})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         flag = FLAGS_FOR_KEYS.get(key, f"--{key.split('.')[-1].replace('_', '-')}")
         raise RecipeError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
+    result._prompt_from = "--prompt" if "prompt" in given else recipe._prompt_from
+    return result
 
 
 def describe_validation_error(

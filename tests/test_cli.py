@@ -157,3 +157,12 @@ def test_library_import_pulls_in_neither_typer_nor_rich() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == ""
+
+
+def test_a_bad_placeholder_in_prompt_is_blamed_on_the_flag(cli, make_tree) -> None:
+    root = make_tree({"a.txt": "hello\n"})
+    args = ["section", str(root), "--recipe", "summarize", "--prompt", "Do {{ inptu }}"]
+    result = cli.invoke(app, [*args, "--dry-run"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --prompt: unknown placeholder '{{ inptu }}'")
+    assert ".yaml" not in result.stderr
