@@ -8,10 +8,11 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 │   ├── CacheError               the call cache cannot be opened or read
 │   └── FatalLLMError            401/403/404, bad parameter, context overflow: no retry helps
 ├── LLMError                     transport failure of one call (retried, then reported per task)
-├── NoWinnerError                exit 3: a vote found no winner
-├── FlaggedError                 exit 4: a guardrail flagged the input
 ├── BudgetError                  exit 5: budget or deadline exceeded
 └── InterruptedRun               exit 130: SIGINT / SIGTERM
+
+Exit 3 (no winner) and 4 (flagged) are outcomes, not errors: they come back in
+RunResult.exit_code together with the report that explains them.
 """
 
 from __future__ import annotations
@@ -123,18 +124,6 @@ class FatalLLMError(LLMError, ConfigError):
 
 class ContextOverflowError(FatalLLMError):
     """A request larger than the model's context window."""
-
-
-class NoWinnerError(ParallelizeError):
-    """A vote that produced no winner."""
-
-    exit_code = EXIT_NO_WINNER
-
-
-class FlaggedError(ParallelizeError):
-    """A guardrail flagged the input; the answer is withheld."""
-
-    exit_code = EXIT_FLAGGED
 
 
 class BudgetError(ParallelizeError):

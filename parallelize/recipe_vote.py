@@ -16,7 +16,6 @@ from .similarity import DEFAULT_SIMILARITY
 
 #: Deterministic rubric checks: they need no model call and run before any scoring.
 CHECKS = ("max_chars", "min_chars", "regex", "must_include", "must_not_include", "valid_json")
-VOTE_STRATEGIES = ("judge", "rubric", "consensus", "weighted")
 VoteStrategy = Literal["judge", "rubric", "consensus", "weighted"]
 DEFAULT_VOTE_N = 3
 DEFAULT_MIN_CANDIDATES = 2
