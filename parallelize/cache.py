@@ -109,14 +109,33 @@ class CallCache:
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._setup()
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(
                 f"cannot open the cache {self.path}: {exc}",
                 hint="pass --cache-dir DIR or --no-cache, or remove the file",
             ) from None
+
+    def _setup(self) -> None:
+        """Switch to WAL and create the schema, waiting out other processes doing the same.
+
+        SQLite does not call its busy handler for every lock taken while the journal mode
+        changes, so two processes opening a new file at once can see "database is locked"
+        at once: retry with a short backoff, up to the busy timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def __enter__(self) -> CallCache:
         return self
