@@ -70,7 +70,14 @@ def plan_outputs(recipe: Recipe, tasks: Sequence[Task], *, out_dir: Path) -> lis
     seen: dict[str, Task] = {}
     planned = []
     for task in tasks:
-        rel = target_path(template, _path_values(task))
+        values = _path_values(task)
+        if "path" in placeholders(template) and "path" not in values:
+            raise RecipeError(
+                f"merge.path: {{{{ path }}}} needs one input file per section, but {task.label} "
+                "has none",
+                hint="pass the files to translate as PATH",
+            )
+        rel = target_path(template, values)
         key = rel.casefold()  # two names that differ only in case collide on macOS and Windows
         if key in seen:
             raise ConfigError(

@@ -36,3 +36,11 @@ def test_output_file_is_replaced_atomically(llm: LLMServer, make_tree, tmp_path:
     result = CliRunner().invoke(app, ["section", str(root), "-o", str(out), "-q"])
     assert result.exit_code == 0 and "MARKER-B" in out.read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name != "src"] == ["out.md"]
+
+
+def test_a_path_template_without_input_files_names_the_key(llm: LLMServer) -> None:
+    args = ["section", "--recipe", "translate", "--each", "locale=fr-FR", "--out-dir", "out"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "merge.path: {{ path }} needs one input file per section" in result.stderr
+    assert llm.all_requests == []
