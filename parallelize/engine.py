@@ -49,6 +49,7 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
         "requests": executor.attempts,
         "cached": executor.cached,
         "throttled": executor.pacer.throttled,
+        "paced_rpm": executor.pacer.paced_rpm(),
         "stopped": executor.halt.reason if executor.halt else None,
     }
     unfinished = [r for r in result.all_calls if not r.succeeded]

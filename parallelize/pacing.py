@@ -138,6 +138,11 @@ class Pacer:
             slots = self._learned.get(kind)
             return slots.rate if slots else None
 
+    def paced_rpm(self) -> float | None:
+        """The learned request rate in force, per minute, for a user choosing --rpm (None: free)."""
+        rate = self.rate()
+        return None if rate is None else round(rate * SECONDS_PER_MINUTE, 1)
+
     def close(self) -> None:
         """Refuse every permit from now on and wake every waiting thread."""
         self._closed.set()

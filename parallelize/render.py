@@ -146,9 +146,11 @@ def engine_parts(result: RunResult) -> list[str]:
     if cost.get("usd") is not None:
         saved = cost.get("saved_usd")
         parts.append(f"cost {usd(cost['usd'])}" + (f" (saved {usd(saved)})" if saved else ""))
-    throttled = (result.details.get("engine") or {}).get("throttled")
-    if throttled:
-        parts.append(f"{throttled} rate-limited (429)")
+    engine = result.details.get("engine") or {}
+    if engine.get("throttled"):
+        paced = engine.get("paced_rpm")
+        still = f", still pacing at {paced:g} rpm" if paced else ""
+        parts.append(f"{engine['throttled']} rate-limited (429){still}")
     return parts
 
 

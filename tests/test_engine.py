@@ -151,9 +151,12 @@ def test_pacing_backs_off_on_429s_and_recovers_when_they_stop(llm: LLMServer, ma
     log = sorted(llm.requests, key=lambda r: r.start)
     refused = [r for r in log if r.status == 429]
     assert len(refused) <= 20  # backed off: not a storm while 10 went through at 20/s
-    last_refusal = log.index(refused[-1])
-    tail = starts(log[last_refusal:])[-20:]
-    assert rate(tail) >= 2 * 20  # recovered past the old limit
+    assert log[-1] not in refused
+    # Recovered past the old limit: the rate doubles each second without a 429, so by the end of
+    # the 70 calls after the last one it is well above 20 a second (or pacing has ended). Read
+    # from the pacer, not the clock: a starved machine stretches the run but not this conclusion.
+    paced = result.details["engine"]["paced_rpm"]
+    assert paced is None or paced >= 2 * 20 * 60
 
 
 def test_max_failures_stops_new_work(llm: LLMServer, make_tree) -> None:
