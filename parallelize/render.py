@@ -6,22 +6,22 @@ stdout carries only the artifact; everything meant for people goes to stderr.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_OK, InputError
 from .executor import Event
 from .outputs import write_atomic
 from .records import RunResult, TaskResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 SCHEMA_VERSION = 1
 PREVIEW_CHARS = 2_000
@@ -33,22 +33,39 @@ MODEL_WIDTH = 28
 ANSWER_WIDTH = 24
 
 
+_say_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One plain line for people on stderr (whole lines only, whichever thread writes)."""
+    with _say_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (or FORCE_TERMINAL says to treat it as one, as Rich does)."""
+    return bool(os.environ.get("FORCE_TERMINAL")) or sys.stderr.isatty()
+
+
 def stderr_console() -> Console:
-    """A console for people: stderr, no colour when NO_COLOR is set (Rich honours it)."""
+    """A console for people: stderr, no colour when NO_COLOR is set (Rich honours it).
+
+    Rich is imported only here, for the progress bar and the vote table: plain lines (CI logs,
+    -q runs, pipes) do without its import time.
+    """
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextmanager
-def progress_reporter(
-    *, quiet: bool, console: Console | None = None
-) -> Iterator[Callable[[Event], None]]:
+def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
     """A progress callback: a Rich bar on a terminal, one plain line per event otherwise."""
-    console = console or stderr_console()
     if quiet:
         yield lambda event: None
         return
-    if not console.is_terminal:
-        lock = threading.Lock()
+    if not stderr_is_terminal():
 
         def log(event: Event) -> None:
             if event.kind in ("queued", "start"):
@@ -60,11 +77,14 @@ def progress_reporter(
                 line += " (truncated)"
             if event.message or (event.result and event.result.error):
                 line += f": {event.message or event.result.error}"  # type: ignore[union-attr]
-            with lock:
-                console.print(line, markup=False)
+            say(line)
 
         yield log
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    console = stderr_console()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -92,7 +112,7 @@ def progress_reporter(
 def print_notice(message: str, *, quiet: bool = False) -> None:
     """One line for people on stderr."""
     if not quiet:
-        stderr_console().print(message, markup=False)
+        say(message)
 
 
 def print_warnings(result: RunResult, *, quiet: bool = False) -> None:
@@ -122,13 +142,12 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
         parts.append(f"{len(result.failed)} failed")
     if result.truncated:
         parts.append(f"{len(result.truncated)} truncated")
-    console = stderr_console()
-    console.print("summary: " + ", ".join(parts), markup=False)
+    say("summary: " + ", ".join(parts))
     for failed in result.failed:
-        console.print(f"  failed: {failed.task.label}: {failed.error}", markup=False)
+        say(f"  failed: {failed.task.label}: {failed.error}")
     for cut in result.truncated:
         reason = cut.completion.finish_reason if cut.completion else None
-        console.print(f"  truncated: {cut.task.label} ({reason or 'empty reply'})", markup=False)
+        say(f"  truncated: {cut.task.label} ({reason or 'empty reply'})")
 
 
 UNITS = {"section": "chunks", "vote": "candidates"}
@@ -225,25 +244,25 @@ def vote_plan_text(result: RunResult) -> str:
 def print_vote_report(result: RunResult, *, quiet: bool = False) -> None:
     """The candidates table and the one-line reason on stderr; the error line even when quiet."""
     details = result.details
-    console = stderr_console()
     error = details.get("error")
     if quiet:
         pass
     elif details.get("strategy") == "none":
-        console.print(details.get("reason", ""), markup=False)
+        say(details.get("reason", ""))
     else:
+        console = stderr_console()
         console.print(vote_table(details, width=console.width))
         for c in details.get("candidates", []):
             if c["excluded"] and c["status"] != "failed":  # failures are in the summary
-                console.print(f"  #{c['index'] + 1} out: {c['excluded']}", markup=False)
+                say(f"  #{c['index'] + 1} out: {c['excluded']}")
         winner = details.get("winner")
         if winner is not None:
             model = details["candidates"][winner]["model"]
-            console.print(f"winner: #{winner + 1} ({model}) - {details['reason']}", markup=False)
+            say(f"winner: #{winner + 1} ({model}) - {details['reason']}")
         elif details.get("reason") and details.get("reason") != error:
-            console.print(f"no winner: {details['reason']}", markup=False)
+            say(f"no winner: {details['reason']}")
     if error:
-        console.print(f"error: {error}", markup=False)
+        say(f"error: {error}")
 
 
 def vote_table(details: dict[str, Any], *, width: int = 100) -> Table:
@@ -252,6 +271,9 @@ def vote_table(details: dict[str, Any], *, width: int = 100) -> Table:
     candidates = details.get("candidates", [])
     answers = strategy in ("consensus", "weighted")
     header = "score" if strategy == "rubric" else "votes"
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for name in ("", "#", "model", "status", *(["answer"] if answers else []), header):
         table.add_column(name, no_wrap=True, justify="right" if name == header else "left")
@@ -291,18 +313,17 @@ def print_inputs(result: RunResult, *, quiet: bool = False, verbose: bool = Fals
     inputs = result.details.get("inputs")
     if quiet or not inputs:
         return
-    console = stderr_console()
     if not result.dry_run:  # a dry run's plan on stdout has this line already
-        console.print(f"inputs: {inputs['summary']}", markup=False)
+        say(f"inputs: {inputs['summary']}")
     if not verbose:
         return
     for reason, paths in sorted(inputs["skipped"].items()):
         for path in paths:
-            console.print(f"  skipped ({reason}): {path}", markup=False)
+            say(f"  skipped ({reason}): {path}")
     for path, encoding in inputs["encodings"].items():
-        console.print(f"  decoded as {encoding}: {path}", markup=False)
+        say(f"  decoded as {encoding}: {path}")
     for found in inputs["secrets"]:
-        console.print(f"  secret redacted: {_masked(found)}", markup=False)
+        say(f"  secret redacted: {_masked(found)}")
 
 
 def _masked(found: dict[str, Any]) -> str:
