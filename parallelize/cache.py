@@ -1,10 +1,12 @@
 """SQLite store of finished calls, keyed by a hash of the request: re-runs and resumes read it.
 
-Each finished call is committed as soon as it finishes, so an interrupted run loses nothing it
-paid for. WAL and a busy timeout let several processes (parallel CI jobs) share one file. The key
-hashes the endpoint, model, messages, the parameters that shape the answer and the sample index;
-never the API key, timeouts or retry settings. Errors are never stored; truncated replies are,
-flagged as such.
+Each finished call is committed within milliseconds, so an interrupted run loses nothing it paid
+for: a writer thread commits whatever finished meanwhile in one transaction (64 workers finishing
+together wait for none of it, where a commit each queued them one behind the other), and closing
+the cache (or `flush`) waits until everything handed over is on disk. WAL and a busy timeout
+let several processes (parallel CI jobs) share one file. The key hashes the endpoint, model,
+messages, the parameters that shape the answer and the sample index; never the API key, timeouts
+or retry settings. Errors are never stored; truncated replies are, flagged as such.
 """
 
 from __future__ import annotations
@@ -100,7 +102,13 @@ class CallCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory).expanduser() / CACHE_FILE
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._queue = threading.Condition()  # the rows waiting for the writer thread
+        self._rows: list[tuple[Any, ...]] = []
+        self._writing = False
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        self._write_error: CacheError | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not self.path.exists():
@@ -144,11 +152,26 @@ class CallCache:
         self.close()
 
     def close(self) -> None:
+        """Write what is still queued, then close the file (a failed write is lost, as before)."""
+        with self._queue:
+            self._closing = True
+            self._queue.notify_all()
+        if self._writer is not None:
+            self._writer.join()
         with self._lock:
             self._db.close()
 
+    def flush(self) -> None:
+        """Wait until every call handed to `put` is committed; raise if writing failed."""
+        with self._queue:
+            while self._rows or self._writing:
+                self._queue.wait()
+            if self._write_error is not None:
+                raise self._write_error
+
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         """The cached completions among `keys`; marks them used."""
+        self.flush()
         found: dict[str, Completion] = {}
         with self._guard("read"):
             for start in range(0, len(keys), LOOKUP_BATCH):
@@ -170,7 +193,7 @@ class CallCache:
         return found
 
     def put(self, key: str, completion: Completion) -> None:
-        """Store one finished call (one commit, so it survives whatever happens next)."""
+        """Hand one finished call to the writer thread; raises if an earlier write failed."""
         now = time.time()
         row = (
             key,
@@ -184,8 +207,43 @@ class CallCache:
             now,
             now,
         )
-        with self._guard("write"):
-            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+        with self._queue:
+            if self._write_error is not None:
+                raise self._write_error
+            self._rows.append(row)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_behind, name="parallelize-cache", daemon=True
+                )
+                self._writer.start()
+            self._queue.notify_all()
+
+    def _write_behind(self) -> None:
+        """The writer thread: commit what is queued, one transaction per batch, until closed."""
+        while True:
+            with self._queue:
+                while not self._rows and not self._closing:
+                    self._queue.wait()
+                rows, self._rows = self._rows, []
+                if not rows:
+                    return
+                self._writing = True
+            try:
+                with self._guard("write"), self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+                    )
+            except CacheError as exc:
+                with self._queue:
+                    self._write_error = exc
+                    self._writing = False
+                    self._rows.clear()
+                    self._queue.notify_all()
+                return
+            with self._queue:
+                self._writing = False
+                self._queue.notify_all()
 
     def info(self) -> CacheInfo:
         """Entries, size and age of the cache."""

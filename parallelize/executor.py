@@ -159,6 +159,7 @@ class Executor:
             batch.schedule(pending, workers=workers)
             self._work(batch, workers=workers)
         batch.close()
+        self._flush_cache()
         results = [r or self._unfinished(batch, i) for i, r in enumerate(batch.results)]
         if self._fatal is not None:
             raise self._fatal
@@ -322,6 +323,15 @@ class Executor:
             return
         try:
             cache.put(key, completion)
+        except CacheError as exc:
+            self._drop_cache(exc)
+
+    def _flush_cache(self) -> None:
+        """Wait for the cache's writer: what the run reports as saved is on disk."""
+        if self.cache is None:
+            return
+        try:
+            self.cache.flush()
         except CacheError as exc:
             self._drop_cache(exc)
 

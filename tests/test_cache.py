@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ from typer.testing import CliRunner
 from parallelize import RunOptions, find_recipe, run_section
 from parallelize.cache import CACHE_FILE, CallCache, request_key
 from parallelize.cli import app
+from parallelize.errors import CacheError
 from parallelize.plan import make_task
 from parallelize.recipe import override
-from parallelize.records import ChatRequest, Usage
+from parallelize.records import ChatRequest, Completion, Usage
 from parallelize.run import engine
 
 KEY = "sk-test-loopback-key-0000"  # what the `llm` fixture exports as OPENAI_API_KEY
@@ -28,6 +31,10 @@ def recipe(**values: object):
 
 def tree(make_tree, n: int = 3) -> Path:
     return make_tree({f"m{i}.txt": f"MARKER-{i}\n" + "text line\n" * 5 for i in range(n)})
+
+
+def completion(i: int) -> Completion:
+    return Completion(f"text {i}", "stop", Usage(1, 1), "m")
 
 
 def request(**params: object) -> ChatRequest:
@@ -139,6 +146,32 @@ with CallCache(sys.argv[1]) as cache:
         cache.put(f"{sys.argv[2]}-{i}", Completion(f"text {i}", "stop", Usage(1, 1), "m"))
         cache.get_many([f"{sys.argv[2]}-{i}"])
 """
+
+
+def test_calls_put_by_many_threads_are_committed_in_few_transactions(tmp_path: Path) -> None:
+    cache = CallCache(tmp_path)
+    commits = []
+    cache._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: cache.put(f"k{i}", completion(i)), range(400)))
+    cache.flush()
+    other = sqlite3.connect(tmp_path / CACHE_FILE)  # another reader sees them all: committed
+    assert other.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 400
+    assert 1 <= len(commits) < 400  # grouped, not one commit per call
+    cache.put("last", completion(400))
+    cache.close()  # closing writes what is still queued
+    assert other.execute("SELECT text FROM calls WHERE key = 'last'").fetchone() == ("text 400",)
+
+
+def test_a_failed_write_is_reported_by_flush_and_the_next_put(tmp_path: Path) -> None:
+    cache = CallCache(tmp_path)
+    sqlite3.connect(tmp_path / CACHE_FILE).execute("DROP TABLE calls")
+    cache.put("k", completion(0))
+    with pytest.raises(CacheError, match="cannot write the cache"):
+        cache.flush()
+    with pytest.raises(CacheError):
+        cache.put("k2", completion(1))
+    cache.close()
 
 
 def test_two_processes_share_one_cache_file(tmp_path: Path) -> None:
