@@ -7,6 +7,8 @@ and `--version` start fast.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -121,8 +123,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, noti
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries per call.")]
-# Engine options (pacing, cache, limits, prices) shared by every command that calls a model;
-# pass them all to engine_settings() and its result to _run_with_progress(engine=...).
+# Engine options (pacing, cache, limits, prices) shared by every command that calls a model:
+# `@engine_options` adds them to a command and hands it their RunOptions fields as `engine`.
 RpmOpt = Annotated[
     float | None,
     typer.Option(
@@ -205,20 +207,57 @@ PriceOutOpt = Annotated[
 ]
 
 
+#: The engine flags: parameter name -> (Typer annotation, default).
+ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
+    "rpm": (RpmOpt, None),
+    "tpm": (TpmOpt, None),
+    "no_cache": (NoCacheOpt, False),
+    "refresh": (RefreshOpt, False),
+    "cache_dir": (CacheDirOpt, None),
+    "max_failures": (MaxFailuresOpt, None),
+    "deadline": (DeadlineOpt, None),
+    "max_cost": (MaxCostOpt, None),
+    "price_in": (PriceInOpt, None),
+    "price_out": (PriceOutOpt, None),
+}
+
+
+def engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the engine flags, checked and turned into RunOptions fields as `engine`.
+
+    Typer reads a command's options from its signature, so the flags are added to the signature
+    here once instead of being declared again by every command that calls a model.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "engine"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in ENGINE_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        flags = {name: values.pop(name) for name in ENGINE_FLAGS}
+        command(**values, engine=engine_settings(**flags))
+
+    run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    return run
+
+
 def engine_settings(
     *,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    no_cache: bool = False,
-    refresh: bool = False,
-    cache_dir: Path | None = None,
-    max_failures: int | None = None,
-    deadline: str | None = None,
-    max_cost: float | None = None,
-    price_in: float | None = None,
-    price_out: float | None = None,
+    rpm: float | None,
+    tpm: float | None,
+    no_cache: bool,
+    refresh: bool,
+    cache_dir: Path | None,
+    max_failures: int | None,
+    deadline: str | None,
+    max_cost: float | None,
+    price_in: float | None,
+    price_out: float | None,
 ) -> dict[str, Any]:
-    """The engine options as RunOptions fields; a bad value is a usage error naming its flag."""
+    """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
         _usage_error("--no-cache and --refresh cannot be combined: --refresh rewrites the cache")
     seconds = None
@@ -245,6 +284,7 @@ def engine_settings(
 
 
 @app.command()
+@engine_options
 def section(
     paths: Annotated[
         list[str] | None,
@@ -335,16 +375,8 @@ def section(
     verbose: VerboseOpt = False,
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 6,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    no_cache: NoCacheOpt = False,
-    refresh: RefreshOpt = False,
-    cache_dir: CacheDirOpt = None,
-    max_failures: MaxFailuresOpt = None,
-    deadline: DeadlineOpt = None,
-    max_cost: MaxCostOpt = None,
-    price_in: PriceInOpt = None,
-    price_out: PriceOutOpt = None,
+    *,
+    engine: dict[str, Any],
 ) -> None:
     """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
     if chunks is not None and (chunk_tokens is not None or by is not None):
@@ -359,18 +391,6 @@ def section(
         "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
         "out_dir": str(out_dir) if out_dir else None,
     }
-    settings = engine_settings(
-        rpm=rpm,
-        tpm=tpm,
-        no_cache=no_cache,
-        refresh=refresh,
-        cache_dir=cache_dir,
-        max_failures=max_failures,
-        deadline=deadline,
-        max_cost=max_cost,
-        price_in=price_in,
-        price_out=price_out,
-    )
 
     def job() -> RunResult:
         from .recipe import DEFAULT_SECTION_RECIPE, find_recipe, override
@@ -429,7 +449,7 @@ def section(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
-            engine=settings,
+            engine=engine,
         )
 
     _finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)

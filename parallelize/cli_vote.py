@@ -9,35 +9,25 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .cli import (
     BaseUrlOpt,
-    CacheDirOpt,
     ConcurrencyOpt,
-    DeadlineOpt,
     DryRunOpt,
     Format,
     FormatOpt,
-    MaxCostOpt,
-    MaxFailuresOpt,
-    NoCacheOpt,
     OutputOpt,
-    PriceInOpt,
-    PriceOutOpt,
     QuietOpt,
-    RefreshOpt,
     RetriesOpt,
-    RpmOpt,
     TimeoutOpt,
-    TpmOpt,
     _finish,
     _run_with_progress,
     _usage_error,
     app,
-    engine_settings,
+    engine_options,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +47,7 @@ class Match(str, Enum):
 
 
 @app.command()
+@engine_options
 def vote(
     task: Annotated[
         str | None,
@@ -198,32 +189,12 @@ def vote(
     quiet: QuietOpt = False,
     timeout: TimeoutOpt = 300.0,
     max_retries: RetriesOpt = 6,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    no_cache: NoCacheOpt = False,
-    refresh: RefreshOpt = False,
-    cache_dir: CacheDirOpt = None,
-    max_failures: MaxFailuresOpt = None,
-    deadline: DeadlineOpt = None,
-    max_cost: MaxCostOpt = None,
-    price_in: PriceInOpt = None,
-    price_out: PriceOutOpt = None,
+    *,
+    engine: dict[str, Any],
 ) -> None:
     """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus)."""
     if n is not None and n < 1:
         _usage_error(f"-n must be at least 1 (got {n})")
-    engine_flags = engine_settings(
-        rpm=rpm,
-        tpm=tpm,
-        no_cache=no_cache,
-        refresh=refresh,
-        cache_dir=cache_dir,
-        max_failures=max_failures,
-        deadline=deadline,
-        max_cost=max_cost,
-        price_in=price_in,
-        price_out=price_out,
-    )
 
     def job() -> RunResult:
         from .recipe import Recipe, find_recipe, override
@@ -279,7 +250,7 @@ def vote(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
-            engine=engine_flags,
+            engine=engine,
         )
 
     _finish(job, fmt=fmt, output=output, quiet=quiet)
