@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 from parallelize import find_recipe, run_section
 from parallelize.cli import app
 from parallelize.errors import InputError
+from parallelize.inputs import Discovery
+from parallelize.prepare import inputs_summary
 from parallelize.recipe import override
+from parallelize.tokens import ESTIMATE
 
 B64 = "q7Wv3zX9yT2uR8sP1oN4mL6kJ0hG5fD"
 PEM_BODY = "MIIEowIBAAKCAQEA" + B64 * 8
@@ -290,3 +293,11 @@ def test_a_larger_window_from_the_server_is_asked_before_judging_the_fit(llm, ma
     with pytest.raises(InputError, match="needs about"):
         run_section([str(root)], recipe(chunking={"chunks": 1}, max_tokens=64))
     assert len(llm.requests) == 1  # the first run's one chunk; the second sent nothing
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"), [(45, "45 bytes"), (4_500, "4.5 KB"), (4_500_000, "4.5 MB")]
+)
+def test_the_inputs_line_gives_the_size_in_readable_units(size: int, shown: str) -> None:
+    line = inputs_summary(Discovery(bytes=size), ESTIMATE)
+    assert line == f"0 files, {shown}, 0 tokens (estimate)"
