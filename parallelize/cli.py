@@ -119,6 +119,12 @@ OutputOpt = Annotated[
         dir_okay=False,
     ),
 ]
+SystemOpt = Annotated[
+    str | None, typer.Option("--system", help="System prompt.", show_default=False)
+]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False)
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notices or summary.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
@@ -346,16 +352,11 @@ def section(
             show_default=False,
         ),
     ] = None,
-    system: Annotated[
-        str | None, typer.Option("--system", help="System prompt.", show_default=False)
-    ] = None,
+    system: SystemOpt = None,
     temperature: Annotated[
         float | None, typer.Option("--temperature", "-t", min=0, max=2, show_default=False)
     ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False),
-    ] = None,
+    max_tokens: MaxTokensOpt = None,
     overlap: OverlapOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,

@@ -19,9 +19,11 @@ from .cli import (
     DryRunOpt,
     Format,
     FormatOpt,
+    MaxTokensOpt,
     OutputOpt,
     QuietOpt,
     RetriesOpt,
+    SystemOpt,
     TimeoutOpt,
     _finish,
     _run_with_progress,
@@ -163,9 +165,7 @@ def vote(
             show_default=False,
         ),
     ] = None,
-    system: Annotated[
-        str | None, typer.Option("--system", help="System prompt.", show_default=False)
-    ] = None,
+    system: SystemOpt = None,
     temperature: Annotated[
         float | None,
         typer.Option(
@@ -177,10 +177,7 @@ def vote(
             show_default=False,
         ),
     ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False),
-    ] = None,
+    max_tokens: MaxTokensOpt = None,
     base_url: BaseUrlOpt = None,
     concurrency: ConcurrencyOpt = None,
     output: OutputOpt = None,
