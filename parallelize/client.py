@@ -1,7 +1,11 @@
-"""The one way requests leave: an httpx connection pool speaking OpenAI chat completions.
+"""The one way requests leave: connection pools speaking OpenAI chat completions.
 
-The hot path uses httpx directly (importing the openai SDK costs ~0.75 s of start-up); errors
-become our own types, and the headers that drive retries and pacing come back with every reply.
+Chat calls, the hot path, go straight to httpcore (httpx's own transport layer) with one small
+pool per worker thread: importing the openai SDK costs ~0.75 s of start-up, and httpx.Client's
+per-request machinery (URL merging, cookies, auth and redirect hooks) cost as much CPU as the
+HTTP exchange itself, CPU that 64 workers queue for under the GIL. The few other requests (the
+server's metadata, its tokenizer) use an httpx.Client. Errors become our own types, and the
+headers that drive retries and pacing come back with every reply.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import re
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from .durations import parse_duration
@@ -29,6 +36,8 @@ DEFAULT_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
 #: Keep-alive connections each worker thread holds (one is in use at a time).
 CONNECTIONS_PER_THREAD = 2
+#: Seconds an idle keep-alive connection is kept (httpx's default).
+KEEPALIVE_EXPIRY = 5.0
 #: 4xx statuses worth another attempt: request timeout, conflict, rate limited (5xx all are).
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Response headers worth keeping: they drive retries, pacing and debugging.
@@ -91,36 +100,112 @@ class Endpoint:
         return headers
 
 
-class PerThreadTransport(httpx.BaseTransport):
-    """Each worker thread keeps its own keep-alive connections.
+class Reply(NamedTuple):
+    """A chat call's HTTP reply: status, kept headers (lower-case) and body."""
 
-    One pool shared by 64 threads costs httpcore a scan of every connection under one lock on
-    each request and release (measured: about half the client's CPU at concurrency 64); a pool
-    per thread costs nothing of the kind. The TLS context is built once and shared.
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class ChatPools:
+    """Each worker thread keeps its own keep-alive connections to the chat endpoint.
+
+    One pool shared by 64 threads costs a scan of every connection under one lock on each
+    request and release; a pool per thread costs nothing of the kind. The TLS context is built
+    once and shared. A proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)
+    is honoured as httpx would.
     """
 
-    def __init__(self, *, verify: ssl.SSLContext | bool) -> None:
-        self._verify = verify
+    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl_context = ssl_context
+        self._proxy = environment_proxy(url)
         self._local = threading.local()
-        self._all: list[httpx.HTTPTransport] = []
+        self._all: list[httpcore.ConnectionPool | httpcore.HTTPProxy] = []
         self._lock = threading.Lock()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        transport = getattr(self._local, "transport", None)
-        if transport is None:
-            limits = httpx.Limits(max_connections=CONNECTIONS_PER_THREAD)
-            transport = self._local.transport = httpx.HTTPTransport(
-                verify=self._verify, limits=limits
+    def request(
+        self, url: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout: httpx.Timeout
+    ) -> Reply:
+        """POST `body`; transport failures raise LLMError, HTTP statuses come back as they are."""
+        extensions = {"timeout": timeout.as_dict()}
+        try:
+            response = self._pool().request(
+                "POST", url, headers=headers, content=body, extensions=extensions
             )
+        except httpcore.TimeoutException as exc:
+            raise LLMError(f"timed out ({type(exc).__name__})") from None
+        except (
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.ProxyError,
+            httpcore.UnsupportedProtocol,
+            OSError,
+        ) as exc:
+            raise LLMError(f"connection failed: {type(exc).__name__}: {exc}") from None
+        kept = {}
+        for name, value in response.headers:
+            key = name.decode("latin-1").lower()
+            if KEPT_HEADERS.match(key):
+                kept[key] = value.decode("latin-1")
+        return Reply(response.status, kept, response.content)
+
+    def _pool(self) -> httpcore.ConnectionPool | httpcore.HTTPProxy:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            limits: dict[str, Any] = {
+                "max_connections": CONNECTIONS_PER_THREAD,
+                "keepalive_expiry": KEEPALIVE_EXPIRY,
+                "ssl_context": self._ssl_context,
+            }
+            if self._proxy is None:
+                pool = httpcore.ConnectionPool(**limits)
+            else:
+                url, auth = self._proxy
+                pool = httpcore.HTTPProxy(proxy_url=url, proxy_auth=auth, **limits)
+            self._local.pool = pool
             with self._lock:
-                self._all.append(transport)
-        return transport.handle_request(request)
+                self._all.append(pool)
+        return pool
 
     def close(self) -> None:
         with self._lock:
-            transports, self._all = self._all, []
-        for transport in transports:
-            transport.close()
+            pools, self._all = self._all, []
+        for pool in pools:
+            pool.close()
+
+
+def environment_proxy(url: str) -> tuple[str, tuple[str, str] | None] | None:
+    """The proxy URL (without credentials) and credentials the environment sets for `url`."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    found = urlsplit(proxy)
+    if found.scheme not in ("http", "https"):
+        raise EndpointError(
+            f"unsupported proxy {found.scheme}:// for {parts.scheme} requests",
+            hint="set HTTPS_PROXY / HTTP_PROXY to an http:// or https:// proxy",
+        )
+    auth = None
+    if found.username is not None:
+        auth = (unquote(found.username), unquote(found.password or ""))
+    netloc = found.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if found.port:
+        netloc = f"{netloc}:{found.port}"
+    return f"{found.scheme}://{netloc}", auth
 
 
 class ChatClient:
@@ -132,22 +217,28 @@ class ChatClient:
         self.endpoint = endpoint
         params = {"api-version": endpoint.api_version} if endpoint.api_version else None
         self.timeout = timeout
+        self._timeout = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
         # TLS is set up once, and only for https (a loopback server needs none).
         tls = endpoint.base_url.startswith("https:")
-        verify = httpx.create_ssl_context(trust_env=True) if tls else False
+        ssl_context = httpx.create_ssl_context(trust_env=True) if tls else None
         self._http = httpx.Client(
             base_url=endpoint.base_url + "/",
             headers=endpoint.headers(),
             params=params,
-            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
-            # Used for proxied URLs (trust_env mounts), which share one pool.
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=PerThreadTransport(verify=verify),
-            verify=verify,
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=max_connections),
+            verify=ssl_context or False,
             trust_env=True,
         )
+        chat = httpx.URL(endpoint.base_url + "/chat/completions", params=params)
+        self._chat_url = str(chat)
+        self._chat_headers = [
+            (b"Host", chat.netloc),
+            (b"Accept", b"application/json"),
+            (b"Content-Type", b"application/json"),
+            *((k.encode(), v.encode()) for k, v in endpoint.headers().items()),
+        ]
+        self._pools = ChatPools(self._chat_url, ssl_context=ssl_context)
         # (model, parameter) -> its replacement (None: drop it); learned per model.
         self._adapted: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
@@ -159,6 +250,7 @@ class ChatClient:
         self.close()
 
     def close(self) -> None:
+        self._pools.close()
         self._http.close()
 
     def complete(self, request: ChatRequest, *, timeout: float | None = None) -> Completion:
@@ -167,24 +259,22 @@ class ChatClient:
         `timeout` shortens this call's timeout (a deadline near its end); it never lengthens it.
         """
         body = self._adapt(request.body())
-        started = time.monotonic()
-        extra: dict[str, Any] = {}
+        content = json.dumps(
+            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+        headers = [*self._chat_headers, (b"Content-Length", str(len(content)).encode())]
+        limit = self._timeout
         if timeout is not None and timeout < self.timeout:
-            extra["timeout"] = httpx.Timeout(max(timeout, 0.001), connect=CONNECT_TIMEOUT)
-        try:
-            response = self._http.post("chat/completions", json=body, **extra)
-        except httpx.TimeoutException as exc:
-            raise LLMError(f"timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise LLMError(f"connection failed: {type(exc).__name__}: {exc}") from None
-        headers = _kept_headers(response.headers)
-        if response.status_code >= 400:
-            error = _status_error(response, headers, body)
+            limit = httpx.Timeout(max(timeout, 0.001), connect=CONNECT_TIMEOUT)
+        started = time.monotonic()
+        reply = self._pools.request(self._chat_url, headers, content, limit)
+        if reply.status >= 400:
+            error = _status_error(reply, body)
             adapted = self._learn_adaptation(error, body)
             if adapted:
                 return self.complete(request, timeout=timeout)
             raise error
-        return _parse_completion(response, headers, time.monotonic() - started, body["model"])
+        return _parse_completion(reply, time.monotonic() - started, body["model"])
 
     def endpoint_for(self, request: ChatRequest) -> Endpoint:
         """Where this request goes (a router of several endpoints answers per model)."""
@@ -242,22 +332,16 @@ class ChatClient:
         return False
 
 
-def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if KEPT_HEADERS.match(k.lower())}
-
-
 def _names_a_parameter(message: str, body: Mapping[str, Any]) -> bool:
     """True when a 400 blames one of our request parameters: every call would fail the same."""
     names = [k for k in body if k not in ("model", "messages")]
     return any(re.search(rf"\b{re.escape(name)}\b", message) for name in names)
 
 
-def _status_error(
-    response: httpx.Response, headers: Mapping[str, str], body: Mapping[str, Any]
-) -> LLMError:
+def _status_error(reply: Reply, body: Mapping[str, Any]) -> LLMError:
     """Map an HTTP error reply to our error types, keeping the provider's own message."""
-    status = response.status_code
-    message = _error_message(response)
+    status, headers = reply.status, reply.headers
+    message = _error_message(reply)
     text = f"HTTP {status}: {message}"
     if status in (401, 403):
         return FatalLLMError(
@@ -276,7 +360,7 @@ def _status_error(
         if UNSUPPORTED_PARAM.search(message) or _names_a_parameter(message, body):
             return FatalLLMError(text, status=status, hint="remove or fix the rejected parameter")
         return LLMError(text, status=status, retryable=False, headers=headers)
-    if status == 429 and QUOTA_EXHAUSTED.search(response.text):
+    if status == 429 and QUOTA_EXHAUSTED.search(reply.text):
         return FatalLLMError(
             text, status=status, hint="the account is out of quota: check its plan and billing"
         )
@@ -287,11 +371,11 @@ def _status_error(
     return LLMError(text, status=status, retryable=retryable, retry_after=wait, headers=headers)
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(reply: Reply) -> str:
     try:
-        payload = response.json()
+        payload = reply.json()
     except ValueError:
-        return response.text.strip()[:300] or response.reason_phrase
+        return reply.text.strip()[:300] or f"status {reply.status}"
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         return str(error.get("message") or error)
@@ -300,23 +384,21 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(payload)[:300]
 
 
-def _parse_completion(
-    response: httpx.Response, headers: dict[str, str], latency: float, model: str
-) -> Completion:
+def _parse_completion(reply: Reply, latency: float, model: str) -> Completion:
     try:
-        payload = response.json()
+        payload = reply.json()
         choice = payload["choices"][0]
         message = choice.get("message") or {}
     except (ValueError, KeyError, IndexError, TypeError):
-        raise LLMError(f"malformed reply: {response.text[:200]!r}") from None
+        raise LLMError(f"malformed reply: {reply.text[:200]!r}") from None
     usage = payload.get("usage") or {}
     return Completion(
         text=_content_text(message.get("content")),
         finish_reason=choice.get("finish_reason"),
         usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
         model=payload.get("model") or model,
-        status=response.status_code,
-        headers=headers,
+        status=reply.status,
+        headers=reply.headers,
         latency=latency,
         tool_calls=tuple(message.get("tool_calls") or ()),
     )

@@ -145,6 +145,7 @@ class RecordedRequest:
     end: float = 0.0
     status: int = 0
     begin: float = 0.0  # when processing began, i.e. after waiting for a `slots` semaphore
+    query: str = ""
 
     @property
     def prompt(self) -> str:
@@ -634,7 +635,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         start = time.monotonic()
         llm = self.server.llm
-        path = urlsplit(self.path).path
+        target = urlsplit(self.path)
+        path = target.path
         headers = {k.lower(): v for k, v in self.headers.items()}
         raw = self._read_body()
         try:
@@ -644,7 +646,9 @@ class _Handler(BaseHTTPRequestHandler):
         chat = self.command == "POST" and path in CHAT_PATHS
         generation, wake = llm._arrive(chat)
         body = body if isinstance(body, dict) else None
-        rec = RecordedRequest(self.command, path, headers, body, start, begin=start)
+        rec = RecordedRequest(
+            self.command, path, headers, body, start, begin=start, query=target.query
+        )
         self._pending = (rec, generation, chat)
         try:
             if chat:
