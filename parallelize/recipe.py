@@ -6,9 +6,8 @@ import difflib
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -31,6 +30,9 @@ from .recipe_section import (
     matrix_as_text,
 )
 from .recipe_vote import ModelEntry, Vote
+
+if TYPE_CHECKING:
+    import yaml
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_SECTION_RECIPE = "summarize"
@@ -214,6 +216,8 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
     """Validate recipe YAML text; `source` is used in error messages."""
+    import yaml  # here: a run without a recipe file never loads it
+
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -278,6 +282,8 @@ def describe_validation_error(
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based line of the key at `loc` in the composed YAML tree (or its nearest parent)."""
+    import yaml
+
     line = None
     for part in loc:
         if isinstance(node, yaml.MappingNode):

@@ -41,7 +41,6 @@ from .prepare import (  # noqa: F401  # plan_chunks and its budgets stay importa
 from .recipe import Recipe
 from .records import RunResult, Task
 from .routing import route_models
-from .voting import decide, planned_calls, prepare_vote
 
 Notice = Callable[[str], None]
 
@@ -187,6 +186,9 @@ def run_vote(
     exit_code says why (3: no consensus or all rejected; 1: too few candidates or no usable
     verdict; 2: the judge or scorer calls cannot work, e.g. an unknown model), candidates kept.
     """
+    # Imported here: a section run never loads the voting machinery (its pydantic models).
+    from .voting import decide, planned_calls, prepare_vote
+
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     setup = prepare_vote(task, recipe, env_model=os.environ.get("PARALLELIZE_MODEL"))

@@ -98,10 +98,8 @@ class PathRules:
     def __init__(
         self, *, include: Sequence[str] = (), exclude: Sequence[str] = (), secret_files: bool = True
     ) -> None:
-        import pathspec
-
-        self.include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
-        self.exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+        self.include = _gitignore_spec(include)
+        self.exclude = _gitignore_spec(exclude)
         self.secret_files = secret_files
 
     def file_reason(self, display: str, rel: str = "", target: str = "") -> str | None:
@@ -302,13 +300,20 @@ def _with_gitignore(ignores: Ignores, directory: str, entries: list[os.DirEntry[
 
 
 def _load_spec(path: str) -> Any:
-    import pathspec
-
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return pathspec.GitIgnoreSpec.from_lines(handle.read().splitlines())
+            return _gitignore_spec(handle.read().splitlines())
     except OSError:
         return None
+
+
+def _gitignore_spec(lines: Sequence[str]) -> Any:
+    """Patterns with git's matching rules; None for none (pathspec is loaded only when needed)."""
+    if not lines:
+        return None
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _ignored(ignores: Ignores, path: str, is_dir: bool) -> bool:
