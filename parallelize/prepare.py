@@ -7,7 +7,10 @@ is an error naming its files, and secrets are redacted (or the run stops) before
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -16,8 +19,10 @@ from .errors import ConfigError, InputError
 from .inputs import DEFAULT_MAX_FILE_BYTES, Discovery, Document, InputOptions, discover, recount
 from .plan import section_tasks
 from .recipe import Recipe
+from .records import Task
 from .template import placeholders
 from .tokens import (
+    BYTES_BOUND,
     DEFAULT_CONTEXT_WINDOW,
     ESTIMATE,
     ESTIMATE_MARGIN,
@@ -30,6 +35,7 @@ from .tokens import (
 
 if TYPE_CHECKING:
     from .client import ChatClient
+    from .executor import Event
 
 #: Input tokens per chunk when no chunking flag is given (capped by the context window).
 DEFAULT_CHUNK_TOKENS = 12_000
@@ -83,17 +89,21 @@ def prepare_section(
     stdin: TextIO | None = None,
     files_from: Sequence[str] = (),
     ask_later: bool = False,
+    count_first: bool = True,
 ) -> Prepared:
     """Read, scan, count and chunk the input without asking the endpoint anything.
 
     Everything that can fail before a request fails here: templates, paths, secrets under
     --on-secret fail, chunks too big for the context window (unless `ask_later`: the endpoint
     may know a larger window, and `refine_section` checks then). With a matrix and no PATH there
-    is one empty chunk.
+    is one empty chunk. Without `count_first` (nothing before the first request needs token
+    counts), `--by file` first tries to prove with byte lengths that every file fits whole; the
+    exact counts are then left to `count_exactly`.
     """
     prompt_overhead(recipe, ESTIMATE)  # a bad template fails here, before anything is read
-    counter = choose_counter(recipe.tokenizer, model, None)
     window, source = resolve_window(recipe, model, None)
+    bounded = not count_first and _bound_suffices(recipe) and bool(paths or files_from)
+    counter = BYTES_BOUND if bounded else choose_counter(recipe.tokenizer, model, None)
     if not paths and not files_from:
         if not recipe.matrix:
             raise InputError(
@@ -104,6 +114,12 @@ def prepare_section(
     found = discover(
         paths, counter=counter, options=input_options(recipe), stdin=stdin, files_from=files_from
     )
+    if bounded:
+        whole = _whole_files(found, recipe, model, window, source)
+        if whole is not None:
+            return whole
+        counter = choose_counter(recipe.tokenizer, model, None)
+        found = replace_documents(found, recount(found.documents, counter))
     return _planned(found, recipe, counter, model, window, source, strict=not ask_later)
 
 
@@ -114,9 +130,16 @@ def refine_section(
 
     Only metadata is asked (llama.cpp /props and /tokenize, the model list), never a chat.
     """
-    counter = choose_counter(recipe.tokenizer, model, client)
     window, source = resolve_window(recipe, model, client)
     found = prepared.discovery
+    if prepared.counter is BYTES_BOUND:
+        whole = _whole_files(found, recipe, model, window, source)
+        if whole is not None:
+            return whole
+        counter = choose_counter(recipe.tokenizer, model, client)
+        found = replace_documents(found, recount(found.documents, counter))
+        return _planned(found, recipe, counter, model, window, source)
+    counter = choose_counter(recipe.tokenizer, model, client)
     same_counts = counter.name == prepared.counter.name and counter.render is None
     same_window = window == prepared.window and prepared.checked
     if same_counts and counter.note == prepared.counter.note and same_window:
@@ -126,6 +149,89 @@ def refine_section(
     if not found.documents:  # a matrix without input: nothing to cut
         return Prepared(prepared.plan, found, counter, window, source, prepared.warnings)
     return _planned(found, recipe, counter, model, window, source)
+
+
+def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prepared:
+    """A plan proven with byte lengths, with its documents counted by the tokenizer (the plan
+    itself stands: every file is one chunk)."""
+    if prepared.counter is not BYTES_BOUND:
+        return prepared
+    counter = choose_counter(recipe.tokenizer, model, None)
+    found = replace_documents(prepared.discovery, recount(prepared.discovery.documents, counter))
+    notes = [counter.note] if counter.note else []
+    window, source = prepared.window, prepared.window_source
+    return Prepared(prepared.plan, found, counter, window, source, notes + prepared.warnings)
+
+
+class ExactCounts:
+    """The tokenizer's counts for a plan proven with byte lengths, made while calls are in flight.
+
+    Loading the tokenizer takes about 0.15 s, most of it holding the GIL. It starts once the
+    first wave of calls has been sent (every worker is then waiting for the server), so it
+    delays no request; a run whose calls were all cached counts when it ends.
+    """
+
+    def __init__(self, prepared: Prepared, recipe: Recipe, model: str | None, *, wave: int) -> None:
+        self._prepared = prepared
+        self._count = functools.partial(count_exactly, prepared, recipe, model)
+        self._wave = wave
+        self._started = 0
+        self._future: Future[Prepared] | None = None
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        if event.kind != "start" or self._prepared.counter is not BYTES_BOUND:
+            return
+        with self._lock:
+            self._started += 1
+            if self._started == self._wave:
+                self._begin()
+
+    def result(self, tasks: Sequence[Task]) -> Prepared:
+        """The counted plan; each task's `tokens` is updated to the tokenizer's count."""
+        if self._prepared.counter is not BYTES_BOUND:
+            return self._prepared
+        with self._lock:
+            future = self._begin()
+        counted = future.result()
+        tokens = {d.path: d.tokens for d in counted.discovery.documents}
+        for task in tasks:
+            meta = task.meta
+            if isinstance(meta, dict) and meta.get("paths"):
+                meta["tokens"] = sum(tokens.get(path, 0) for path in meta["paths"])
+        return counted
+
+    def _begin(self) -> Future[Prepared]:
+        if self._future is None:
+            self._future = future = Future()
+
+            def count() -> None:
+                try:
+                    future.set_result(self._count())
+                except BaseException as exc:  # handed to the caller of result()
+                    future.set_exception(exc)
+
+            threading.Thread(target=count, name="parallelize-count", daemon=True).start()
+        return self._future
+
+
+def _bound_suffices(recipe: Recipe) -> bool:
+    """Whether byte lengths may stand in for token counts: one chunk per file, default counter."""
+    chunking = recipe.chunking
+    default = chunking.chunks is None and chunking.chunk_tokens is None
+    return chunking.by == "file" and default and recipe.tokenizer is None
+
+
+def _whole_files(
+    found: Discovery, recipe: Recipe, model: str | None, window: int, source: str
+) -> Prepared | None:
+    """The one-chunk-per-file plan when byte lengths prove every file fits whole, else None."""
+    try:
+        prepared = _planned(found, recipe, BYTES_BOUND, model, window, source, strict=False)
+    except InputError:  # a piece too big even when cut: the tokenizer decides
+        return None
+    whole = prepared.checked and len(prepared.plan.chunks) == len(found.documents)
+    return prepared if whole else None
 
 
 def _planned(

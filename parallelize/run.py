@@ -34,6 +34,7 @@ from .plan import plan_section
 from .prepare import (  # noqa: F401  # plan_chunks and its budgets stay importable from here
     DEFAULT_CHUNK_TOKENS,
     RESERVED_OUTPUT_TOKENS,
+    ExactCounts,
     plan_chunks,
     prepare_section,
     refine_section,
@@ -113,8 +114,17 @@ def run_section(
     ask_later = endpoint is not None and (
         recipe.tokenizer == "server" or not (recipe.context_window or endpoint.is_openai)
     )
+    # Token counts are needed before the first request only to estimate (a dry run, a budget)
+    # or to pace tokens; otherwise small files are planned on their byte lengths.
+    count_first = endpoint is None or options.max_cost is not None or bool(options.tpm)
     prepared = prepare_section(
-        paths, recipe, model=model, stdin=stdin, files_from=files_from, ask_later=ask_later
+        paths,
+        recipe,
+        model=model,
+        stdin=stdin,
+        files_from=files_from,
+        ask_later=ask_later,
+        count_first=count_first,
     )
     # Built before any request: bad templates, unsafe or shared output paths fail here.
     tasks = plan_section(recipe, prepared.plan.chunks, model=model or "(default model)")
@@ -138,8 +148,10 @@ def run_section(
             prepared = refined
             tasks = plan_section(recipe, prepared.plan.chunks, model=model)
     concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
+    counts = ExactCounts(prepared, recipe, model, wave=min(concurrency, len(tasks)))
     failed: dict[str, Task] = {}
-    options = replace(options, endpoint=endpoint, on_event=_remember(options.on_event, failed))
+    forward = _listeners(options.on_event, counts.on_event)
+    options = replace(options, endpoint=endpoint, on_event=_remember(forward, failed))
     writer = None
     if recipe.merge.strategy == "files" and recipe.merge.out_dir:
         from .outputs import OutputWriter
@@ -157,6 +169,7 @@ def run_section(
                 f"{exc.hint}; or --tokenizer server to count as the server does" if guess else None
             )
             raise _naming_task(exc, failed.get(str(exc)), hint=hint) from None
+    prepared = counts.result(tasks)
     result = RunResult(
         "section",
         recipe.name,

@@ -12,13 +12,13 @@ import pytest
 from llmserver import LLMServer, prompt_tokens
 from typer.testing import CliRunner
 
-from parallelize import find_recipe, run_section
+from parallelize import RunOptions, find_recipe, run_section
 from parallelize.cli import app
 from parallelize.errors import InputError
 from parallelize.inputs import Discovery
-from parallelize.prepare import inputs_summary
+from parallelize.prepare import inputs_summary, prepare_section
 from parallelize.recipe import override
-from parallelize.tokens import ESTIMATE
+from parallelize.tokens import BYTES_BOUND, ESTIMATE, get_counter
 
 B64 = "q7Wv3zX9yT2uR8sP1oN4mL6kJ0hG5fD"
 PEM_BODY = "MIIEowIBAAKCAQEA" + B64 * 8
@@ -293,6 +293,48 @@ def test_a_larger_window_from_the_server_is_asked_before_judging_the_fit(llm, ma
     with pytest.raises(InputError, match="needs about"):
         run_section([str(root)], recipe(chunking={"chunks": 1}, max_tokens=64))
     assert len(llm.requests) == 1  # the first run's one chunk; the second sent nothing
+
+
+SMALL_FILES = {
+    "a.py": "def héllo():\n    return 'wörld ✓'\n",
+    "b.md": "# Notes\n\nSome words, and more words.\n",
+    "c.txt": "日本語のテキスト\n" * 3,
+}
+
+
+def test_by_file_proves_small_files_fit_on_bytes_and_reports_the_tokenizer_counts(
+    llm: LLMServer, make_tree
+) -> None:
+    root = make_tree(SMALL_FILES)
+    by_file = recipe(chunking={"by": "file"}, max_tokens=64)
+    prepared = prepare_section([str(root)], by_file, model="test-model", count_first=False)
+    assert prepared.counter is BYTES_BOUND  # no tokenizer loaded before the first request
+    assert [c.paths for c in prepared.plan.chunks] == [[f"{root}/{n}"] for n in SMALL_FILES]
+
+    result = run_section([str(root)], by_file)
+    dry = run_section([str(root)], by_file, options=RunOptions(dry_run=True))
+
+    count = get_counter("test-model").count
+    exact = [count(text) for text in SMALL_FILES.values()]
+    assert result.exit_code == 0 and len(llm.requests) == len(SMALL_FILES)
+    assert result.details["counter"] == dry.details["counter"] == "cl100k_base"
+    assert result.details["inputs"]["tokens"] == dry.details["inputs"]["tokens"] == sum(exact)
+    assert [t.meta["tokens"] for t in result.tasks] == exact
+    assert [t.meta["tokens"] for t in dry.tasks] == exact
+    assert result.details["inputs"]["summary"] == dry.details["inputs"]["summary"]
+
+
+def test_a_file_over_the_byte_bound_is_counted_by_the_tokenizer(llm, make_tree) -> None:
+    text = "value = compute(1, 2, 3)\n" * 700  # 17,500 bytes, about 8,000 tokens
+    root = make_tree({"big.py": text})
+    by_file = recipe(chunking={"by": "file"}, max_tokens=64, context_window=100_000)
+    prepared = prepare_section([str(root)], by_file, model="test-model", count_first=False)
+    assert prepared.counter.name == "cl100k_base"
+    assert len(prepared.plan.chunks) == 1  # whole: 8,000 tokens fit the 12,000 budget
+
+    result = run_section([str(root)], by_file)
+    assert result.exit_code == 0 and llm.count("value = compute") == 1
+    assert result.tasks[0].meta["tokens"] == get_counter("test-model").count(text)
 
 
 @pytest.mark.parametrize(
