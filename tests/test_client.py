@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from parallelize.client import ChatClient, Endpoint, environment_proxy
+from parallelize.client import ChatClient, Endpoint, environment_proxy, tls_context
 from parallelize.errors import EndpointError
 from parallelize.records import ChatRequest
 
@@ -120,3 +120,14 @@ def test_a_socks_proxy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_proxy_without_a_scheme_is_read_as_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
     assert environment_proxy("https://api.openai.com/v1") == ("http://proxy.corp:3128", None)
+
+
+def test_the_tls_context_is_built_once_per_certificate_setting(monkeypatch) -> None:
+    import certifi
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    first = tls_context()
+    assert tls_context() is first
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert tls_context() is not first
