@@ -133,6 +133,8 @@ def refine_section(
     window, source = resolve_window(recipe, model, client)
     found = prepared.discovery
     if prepared.counter is BYTES_BOUND:
+        if window == prepared.window:
+            return replace(prepared, window_source=source)
         whole = _whole_files(found, recipe, model, window, source)
         if whole is not None:
             return whole

@@ -144,9 +144,9 @@ def run_section(
             known = model
             model = model or default_model(meta)
             refined = refine_section(prepared, recipe, model=model, client=meta)
-        if refined is not prepared or known is None:
-            prepared = refined
-            tasks = plan_section(recipe, prepared.plan.chunks, model=model)
+        if refined.plan is not prepared.plan or known is None:
+            tasks = plan_section(recipe, refined.plan.chunks, model=model)
+        prepared = refined
     concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
     counts = ExactCounts(prepared, recipe, model, wave=min(concurrency, len(tasks)))
     failed: dict[str, Task] = {}
