@@ -1,6 +1,6 @@
 """The `parallelize` command: parse options, call the library, hand the result to render.
 
-Heavy modules (httpx, pydantic, tiktoken) are imported inside the commands so that `--help`
+Heavy modules (httpcore, pydantic, tiktoken) are imported inside the commands so that `--help`
 and `--version` start fast.
 """
 

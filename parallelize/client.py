@@ -1,11 +1,11 @@
 """The one way requests leave: connection pools speaking OpenAI chat completions.
 
-Chat calls, the hot path, go straight to httpcore (httpx's own transport layer) with one small
-pool per worker thread: importing the openai SDK costs ~0.75 s of start-up, and httpx.Client's
-per-request machinery (URL merging, cookies, auth and redirect hooks) cost as much CPU as the
-HTTP exchange itself, CPU that 64 workers queue for under the GIL. The few other requests (the
-server's metadata, its tokenizer) use an httpx.Client. Errors become our own types, and the
-headers that drive retries and pacing come back with every reply.
+Every request goes straight to httpcore (httpx's own transport layer) with one small pool per
+worker thread: importing the openai SDK costs ~0.75 s of start-up, importing httpx ~0.06 s, and
+httpx.Client's per-request machinery (URL merging, cookies, auth and redirect hooks) cost as
+much CPU as the HTTP exchange itself, CPU that 64 workers queue for under the GIL. httpx builds
+the TLS context (certifi, SSL_CERT_FILE / SSL_CERT_DIR) for https endpoints. Errors become our
+own types, and the headers that drive retries and pacing come back with every reply.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import httpcore
-import httpx
 
 from .durations import parse_duration
 from .errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
@@ -109,7 +109,14 @@ def tls_context() -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=4)
 def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    import httpx  # only for https: a local server's run never loads it
+
     return httpx.create_ssl_context(trust_env=True)
+
+
+def timeouts(seconds: float) -> dict[str, float]:
+    """httpcore's timeout extension: CONNECT_TIMEOUT to connect, `seconds` for each later wait."""
+    return {"connect": CONNECT_TIMEOUT, "read": seconds, "write": seconds, "pool": seconds}
 
 
 class Reply(NamedTuple):
@@ -144,13 +151,18 @@ class ChatPools:
         self._lock = threading.Lock()
 
     def request(
-        self, url: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout: httpx.Timeout
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: dict[str, float],
     ) -> Reply:
-        """POST `body`; transport failures raise LLMError, HTTP statuses come back as they are."""
-        extensions = {"timeout": timeout.as_dict()}
+        """One request; transport failures raise LLMError, HTTP statuses come back as they are."""
+        extensions = {"timeout": timeout}
         try:
             response = self._pool().request(
-                "POST", url, headers=headers, content=body, extensions=extensions
+                method, url, headers=headers, content=body, extensions=extensions
             )
         except httpcore.TimeoutException as exc:
             raise LLMError(f"timed out ({type(exc).__name__})") from None
@@ -223,34 +235,21 @@ def environment_proxy(url: str) -> tuple[str, tuple[str, str] | None] | None:
 class ChatClient:
     """One shared client for every worker: a chat request in; text, usage, status, headers out."""
 
-    def __init__(
-        self, endpoint: Endpoint, *, max_connections: int = 8, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.endpoint = endpoint
-        params = {"api-version": endpoint.api_version} if endpoint.api_version else None
         self.timeout = timeout
-        self._timeout = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
-        # TLS is set up once, and only for https (a loopback server needs none).
-        tls = endpoint.base_url.startswith("https:")
-        ssl_context = tls_context() if tls else None
-        self._http = httpx.Client(
-            base_url=endpoint.base_url + "/",
-            headers=endpoint.headers(),
-            params=params,
-            timeout=self._timeout,
-            limits=httpx.Limits(max_connections=max_connections),
-            verify=ssl_context or False,
-            trust_env=True,
-        )
-        chat = httpx.URL(endpoint.base_url + "/chat/completions", params=params)
-        self._chat_url = str(chat)
-        self._chat_headers = [
-            (b"Host", chat.netloc),
+        params = {"api-version": endpoint.api_version} if endpoint.api_version else None
+        self._query = f"?{urlencode(params)}" if params else ""
+        self._chat_url = f"{endpoint.base_url}/chat/completions{self._query}"
+        host = urlsplit(endpoint.base_url).netloc.rpartition("@")[2]
+        self._headers = [
+            (b"Host", host.encode("idna")),
             (b"Accept", b"application/json"),
-            (b"Content-Type", b"application/json"),
             *((k.encode(), v.encode()) for k, v in endpoint.headers().items()),
         ]
-        self._pools = ChatPools(self._chat_url, ssl_context=ssl_context)
+        # TLS is set up once, and only for https (a loopback server needs none).
+        tls = endpoint.base_url.startswith("https:")
+        self._pools = ChatPools(self._chat_url, ssl_context=tls_context() if tls else None)
         # (model, parameter) -> its replacement (None: drop it); learned per model.
         self._adapted: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
@@ -263,7 +262,6 @@ class ChatClient:
 
     def close(self) -> None:
         self._pools.close()
-        self._http.close()
 
     def complete(self, request: ChatRequest, *, timeout: float | None = None) -> Completion:
         """Send one chat request; raises LLMError (retryable or not) on failure.
@@ -271,15 +269,11 @@ class ChatClient:
         `timeout` shortens this call's timeout (a deadline near its end); it never lengthens it.
         """
         body = self._adapt(request.body())
-        content = json.dumps(
-            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode()
-        headers = [*self._chat_headers, (b"Content-Length", str(len(content)).encode())]
-        limit = self._timeout
+        limit = self.timeout
         if timeout is not None and timeout < self.timeout:
-            limit = httpx.Timeout(max(timeout, 0.001), connect=CONNECT_TIMEOUT)
+            limit = max(timeout, 0.001)
         started = time.monotonic()
-        reply = self._pools.request(self._chat_url, headers, content, limit)
+        reply = self._send("POST", self._chat_url, body, limit)
         if reply.status >= 400:
             error = _status_error(reply, body)
             adapted = self._learn_adaptation(error, body)
@@ -294,30 +288,44 @@ class ChatClient:
 
     def list_models(self) -> list[str]:
         """Model ids the endpoint lists (empty when it does not answer)."""
+        payload = self._metadata("GET", f"{self.endpoint.base_url}/models{self._query}")
         try:
-            response = self._http.get("models", timeout=CONNECT_TIMEOUT)
-            response.raise_for_status()
-            return [m["id"] for m in response.json().get("data", []) if "id" in m]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return [m["id"] for m in payload.get("data", []) if "id" in m]
+        except (KeyError, TypeError, AttributeError):
             return []
 
     def get_json(self, path: str) -> Any:
         """GET a JSON document relative to the server root (e.g. llama.cpp `/props`), or None."""
-        root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
-        try:
-            response = self._http.get(f"{root}/{path.lstrip('/')}", timeout=CONNECT_TIMEOUT)
-            return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
+        return self._metadata("GET", self._root_url(path))
 
     def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         """POST JSON relative to the server root (e.g. llama.cpp `/tokenize`); None on failure."""
+        return self._metadata("POST", self._root_url(path), dict(body))
+
+    def _root_url(self, path: str) -> str:
         root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
+        return f"{root}/{path.lstrip('/')}{self._query}"
+
+    def _metadata(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
+        """A side request's JSON reply, or None when it fails in any way (it is only a hint)."""
         try:
-            response = self._http.post(f"{root}/{path.lstrip('/')}", json=dict(body))
-            return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            reply = self._send(method, url, body, self.timeout if body else CONNECT_TIMEOUT)
+            return reply.json() if reply.status == 200 else None
+        except (LLMError, ValueError):
             return None
+
+    def _send(self, method: str, url: str, body: Mapping[str, Any] | None, limit: float) -> Reply:
+        headers = list(self._headers)
+        content = b""
+        if body is not None:
+            content = json.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            headers += [
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(content)).encode()),
+            ]
+        return self._pools.request(method, url, headers, content, timeouts(limit))
 
     def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
         model = str(body.get("model"))
@@ -387,13 +395,20 @@ def _error_message(reply: Reply) -> str:
     try:
         payload = reply.json()
     except ValueError:
-        return reply.text.strip()[:300] or f"status {reply.status}"
+        return reply.text.strip()[:300] or _phrase(reply.status)
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         return str(error.get("message") or error)
     if isinstance(error, str):
         return error
     return json.dumps(payload)[:300]
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"status {status}"
 
 
 def _parse_completion(reply: Reply, latency: float, model: str) -> Completion:

@@ -86,7 +86,7 @@ def route_models(
             endpoint = model_endpoint(entry, default.endpoint)
             key = (endpoint.base_url, entry.api_key_env)
             if key not in clients:
-                client = ChatClient(endpoint, max_connections=executor.concurrency, timeout=timeout)
+                client = ChatClient(endpoint, timeout=timeout)
                 clients[key] = stack.enter_context(client)
             routes[entry.name] = clients[key]
         executor.client = ModelRouter(default, routes)  # type: ignore[assignment]  # duck-typed

@@ -28,7 +28,7 @@ from .executor import (
     ProgressCallback,
     RetryPolicy,
 )
-from .inputs import COUNT_WORKERS, check_paths
+from .inputs import check_paths
 from .merge import MergeContext, combine
 from .plan import plan_section
 from .prepare import (  # noqa: F401  # plan_chunks and its budgets stay importable from here
@@ -140,7 +140,7 @@ def run_section(
         )
         return estimate_plan(dry, options.price_book(), options.max_cost)
     if model is None or ask_later:  # ask the endpoint (metadata only) before any chat request
-        with ChatClient(endpoint, max_connections=COUNT_WORKERS, timeout=options.timeout) as meta:
+        with ChatClient(endpoint, timeout=options.timeout) as meta:
             known = model
             model = model or default_model(meta)
             refined = refine_section(prepared, recipe, model=model, client=meta)
@@ -277,9 +277,7 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
     endpoint = options.endpoint or Endpoint.resolve()
     notice = options.on_notice or (lambda message: None)
     with ExitStack() as stack:
-        client = stack.enter_context(
-            ChatClient(endpoint, max_connections=concurrency, timeout=options.timeout)
-        )
+        client = stack.enter_context(ChatClient(endpoint, timeout=options.timeout))
         cache = open_cache(options.cache, options.cache_dir, notice)
         if cache is not None:
             stack.enter_context(cache)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from parallelize.client import ChatClient, Endpoint, environment_proxy, tls_context
-from parallelize.errors import EndpointError
+from parallelize.errors import EndpointError, LLMError
 from parallelize.records import ChatRequest
 
 HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "transfer-encoding"}
@@ -131,3 +131,12 @@ def test_the_tls_context_is_built_once_per_certificate_setting(monkeypatch) -> N
     assert tls_context() is first
     monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
     assert tls_context() is not first
+
+
+def test_an_error_reply_without_a_body_is_named_by_its_status(llm) -> None:
+    llm.script(status=503, raw="")
+    request = ChatRequest("test-model", ({"role": "user", "content": "hi"},))
+    client = ChatClient(Endpoint(llm.base_url, "sk-test-loopback-key-0000"))
+    with client, pytest.raises(LLMError, match=r"^HTTP 503: Service Unavailable$") as raised:
+        client.complete(request)
+    assert raised.value.retryable

@@ -1,5 +1,6 @@
 """Start-up stays light: `--help` and `--version` import none of the heavy modules, a run in a
-pipe or a CI log does without Rich, and the entry point leaves without the interpreter's teardown.
+pipe or a CI log does without Rich (and, on an http:// server, without httpx), and the entry point
+leaves without the interpreter's teardown.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 import pytest
 from llmserver import LLMServer
 
-HEAVY = ("httpx", "pydantic", "tiktoken", "openai", "rich", "sqlite3", "platformdirs")
+HEAVY = ("httpx", "httpcore", "pydantic", "tiktoken", "openai", "rich", "sqlite3", "platformdirs")
 # Runs the Typer app (not the entry point, which leaves with os._exit) and reports what loaded.
 PROBE = """
 import sys
@@ -49,7 +50,8 @@ def test_a_run_outside_a_terminal_does_without_rich(llm: LLMServer, make_tree) -
     args = ["section", str(tree), "--by", "file", "-p", "Sum up", "-m", "test-model"]
     run, heavy = loaded(args, HEAVY)
     assert run.returncode == 0 and "summary: 2 chunks" in run.stderr  # progress and summary ...
-    assert "rich" not in heavy and "httpx" in heavy  # ... printed without Rich
+    assert "rich" not in heavy and "httpcore" in heavy  # ... printed without Rich
+    assert "httpx" not in heavy and "openai" not in heavy  # an http:// server needs no TLS
 
 
 def test_the_entry_point_flushes_and_keeps_the_exit_code(
