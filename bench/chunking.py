@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallelize.chunking import Costs, chunk_budget, chunk_count, chunk_files
-from parallelize.inputs import Discovery, Document, InputOptions, discover
-from parallelize.tokens import get_counter
+from parallelize.inputs.read import Discovery, Document, InputOptions, discover
+from parallelize.inputs.tokens import get_counter
+from parallelize.plan.chunking import Costs, chunk_budget, chunk_count, chunk_files
 
 #: The budget the packing modes use (the default chunk size without flags).
 BUDGET = 12_000

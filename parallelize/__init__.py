@@ -24,24 +24,26 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Endpoint": "client",
+    "Endpoint": "engine.client",
     "ParallelizeError": "errors",
-    "Recipe": "recipe",
-    "find_recipe": "recipe",
-    "load_recipe": "recipe",
-    "parse_recipe": "recipe",
-    "RunOptions": "run",
+    "Recipe": "recipe.model",
+    "find_recipe": "recipe.load",
+    "load_recipe": "recipe.load",
+    "parse_recipe": "recipe.load",
+    "RunOptions": "engine.session",
     "RunResult": "records",
     "run_section": "run",
     "run_vote": "run",
 }
 
 if TYPE_CHECKING:
-    from .client import Endpoint
+    from .engine.client import Endpoint
+    from .engine.session import RunOptions
     from .errors import ParallelizeError
-    from .recipe import Recipe, find_recipe, load_recipe, parse_recipe
+    from .recipe.load import find_recipe, load_recipe, parse_recipe
+    from .recipe.model import Recipe
     from .records import RunResult
-    from .run import RunOptions, run_section, run_vote
+    from .run import run_section, run_vote
 
 
 def __getattr__(name: str) -> Any:

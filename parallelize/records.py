@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -140,3 +140,22 @@ class RunResult:
     @property
     def truncated(self) -> list[TaskResult]:
         return [r for r in self.all_calls if r.status == "truncated"]
+
+
+EventKind = Literal["queued", "start", "retry", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress notification from a worker thread."""
+
+    kind: EventKind
+    task: Task
+    result: TaskResult | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[Event], None]
+
+
+Notice = Callable[[str], None]

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_OK, InputError
-from .executor import Event
-from .outputs import write_atomic
-from .records import RunResult, TaskResult
+from .merge.files import write_atomic
+from .records import Event, RunResult, TaskResult
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -4,90 +4,40 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .client import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, ChatClient, Endpoint
-from .costs import Ledger, Price, PriceBook
-from .engine import estimate_plan, open_cache, record_engine, stop_on_signals
+from .defaults import DEFAULT_CONCURRENCY
+from .engine.client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
+from .engine.routing import route_models
+from .engine.session import (
+    RunOptions,
+    default_model,
+    engine,
+    estimate_plan,
+    record_engine,
+)
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
+    ConfigError,
     ContextOverflowError,
-    EndpointError,
     combine_exit_codes,
 )
-from .executor import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    Event,
-    Executor,
-    ProgressCallback,
-    RetryPolicy,
-)
-from .inputs import check_paths
-from .merge import MergeContext, combine
-from .plan import plan_section
-from .prepare import (  # noqa: F401  # plan_chunks and its budgets stay importable from here
-    DEFAULT_CHUNK_TOKENS,
-    RESERVED_OUTPUT_TOKENS,
+from .inputs.read import check_paths
+from .merge.combine import combine
+from .merge.context import MergeContext
+from .plan.chunking import Chunk
+from .plan.sections import (
     ExactCounts,
-    plan_chunks,
     prepare_section,
     refine_section,
 )
-from .recipe import Recipe
-from .records import RunResult, Task
-from .routing import route_models
-
-Notice = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (not what): endpoint, retries, cache, pacing, limits, and where progress goes."""
-
-    endpoint: Endpoint | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    dry_run: bool = False
-    on_event: ProgressCallback | None = None
-    on_notice: Notice | None = None
-    #: Reuse and store finished calls (--no-cache turns it off; --refresh only stores).
-    cache: bool = True
-    refresh: bool = False
-    cache_dir: str | Path | None = None
-    #: A known quota to stay within (requests / tokens per minute); None: pace adaptively.
-    rpm: float | None = None
-    tpm: float | None = None
-    #: Stop starting calls after this many failed, after this many seconds, or at this USD cost.
-    max_failures: int | None = None
-    deadline: float | None = None
-    max_cost: float | None = None
-    #: USD per million tokens for the run's model(s), over `prices` and the built-in table.
-    price_in: float | None = None
-    price_out: float | None = None
-    prices: Mapping[str, Price] = field(default_factory=dict)
-
-    def for_recipe(self, recipe: Recipe) -> RunOptions:
-        """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""
-        return replace(
-            self,
-            rpm=self.rpm if self.rpm is not None else recipe.rpm,
-            tpm=self.tpm if self.tpm is not None else recipe.tpm,
-            max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
-            prices={
-                **{m: Price(p.input, p.output) for m, p in recipe.prices.items()},
-                **self.prices,
-            },
-        )
-
-    def price_book(self) -> PriceBook:
-        """Where this run's prices come from: flags, then recipe, then the built-in table."""
-        return PriceBook(dict(self.prices), price_in=self.price_in, price_out=self.price_out)
+from .plan.tasks import section_tasks
+from .recipe.model import Recipe
+from .records import Event, ProgressCallback, RunResult, Task
 
 
 def run_section(
@@ -154,7 +104,7 @@ def run_section(
     options = replace(options, endpoint=endpoint, on_event=_remember(forward, failed))
     writer = None
     if recipe.merge.strategy == "files" and recipe.merge.out_dir:
-        from .outputs import OutputWriter
+        from .merge.files import OutputWriter
 
         writer = OutputWriter(Path(recipe.merge.out_dir))
         if recipe.guard is None:  # a guarded answer waits for the gate before it is written
@@ -200,7 +150,8 @@ def run_vote(
     verdict; 2: the judge or scorer calls cannot work, e.g. an unknown model), candidates kept.
     """
     # Imported here: a section run never loads the voting machinery (its pydantic models).
-    from .voting import decide, planned_calls, prepare_vote
+    from .vote.decide import decide
+    from .vote.setup import planned_calls, prepare_vote
 
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
@@ -265,48 +216,21 @@ def _naming_task(
     return ContextOverflowError(f"{where}{exc.message}", status=exc.status, hint=hint or exc.hint)
 
 
-@contextmanager
-def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
-    """The executor every command runs its calls through: one client, cache, pacer and ledger.
+def plan_section(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
+    """The section tasks, with each one's output file when the merge writes files; a merge that
+    cannot work fails here, before any worker call is paid for."""
+    tasks = section_tasks(recipe, chunks, model=model)
+    if recipe.merge.strategy == "llm":
+        from .merge.mapreduce import check_reduce
 
-    While it runs, SIGINT/SIGTERM stop new calls, and the calls that finished stay in the cache.
-    Commands pass their RunResult through `engine.record_engine` once the calls are done.
-    """
-    from .pacing import Pacer
-
-    endpoint = options.endpoint or Endpoint.resolve()
-    notice = options.on_notice or (lambda message: None)
-    with ExitStack() as stack:
-        client = stack.enter_context(ChatClient(endpoint, timeout=options.timeout))
-        cache = open_cache(options.cache, options.cache_dir, notice)
-        if cache is not None:
-            stack.enter_context(cache)
-        executor = Executor(
-            client,
-            concurrency=concurrency,
-            retry=RetryPolicy(max_retries=options.max_retries),
-            on_event=options.on_event,
-            cache=cache,
-            refresh=options.refresh,
-            pacer=Pacer(concurrency=concurrency, rpm=options.rpm, tpm=options.tpm),
-            ledger=Ledger(options.price_book(), max_cost=options.max_cost),
-            max_failures=options.max_failures,
-            deadline=time.monotonic() + options.deadline if options.deadline else None,
-            on_notice=notice,
+        check_reduce(recipe, model=model)
+    if recipe.merge.strategy != "files":
+        return tasks
+    if not recipe.merge.out_dir:
+        raise ConfigError(
+            "--merge files needs an output directory",
+            hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
         )
-        stack.enter_context(stop_on_signals(executor))
-        yield executor
+    from .merge.files import plan_outputs
 
-
-def default_model(client: ChatClient) -> str:
-    """OpenAI's default model, or the only model a local server lists."""
-    if client.endpoint.is_openai:
-        return DEFAULT_OPENAI_MODEL
-    listed = client.list_models()
-    if len(listed) == 1:
-        return listed[0]
-    choices = f" (the server lists: {', '.join(listed[:10])})" if listed else ""
-    raise EndpointError(
-        f"no model chosen for {client.endpoint.base_url}{choices}",
-        hint="pass --model NAME or set PARALLELIZE_MODEL",
-    )
+    return plan_outputs(recipe, tasks, out_dir=Path(recipe.merge.out_dir))

@@ -9,9 +9,9 @@ from llmserver import LLMServer
 from typer.testing import CliRunner
 
 from parallelize import run_section
-from parallelize.cli import app
+from parallelize.cli.app import app
 from parallelize.errors import RecipeError
-from parallelize.recipe import find_recipe, override, parse_recipe
+from parallelize.recipe.load import find_recipe, override, parse_recipe
 
 SCREEN = "You are a safety screen"
 ANSWER = "Answer the request below"

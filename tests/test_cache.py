@@ -14,13 +14,13 @@ from llmserver import LLMServer
 from typer.testing import CliRunner
 
 from parallelize import RunOptions, find_recipe, run_section
-from parallelize.cache import CACHE_FILE, CallCache, request_key
-from parallelize.cli import app
+from parallelize.cli.app import app
+from parallelize.engine.cache import CACHE_FILE, CallCache, request_key
+from parallelize.engine.session import engine
 from parallelize.errors import CacheError
-from parallelize.plan import make_task
-from parallelize.recipe import override
+from parallelize.plan.tasks import make_task
+from parallelize.recipe.load import override
 from parallelize.records import ChatRequest, Completion, Usage
-from parallelize.run import engine
 
 KEY = "sk-test-loopback-key-0000"  # what the `llm` fixture exports as OPENAI_API_KEY
 
@@ -139,7 +139,7 @@ def test_vote_samples_stay_distinct_and_are_reused(llm: LLMServer) -> None:
 
 WRITER = """
 import sys
-from parallelize.cache import CallCache
+from parallelize.engine.cache import CallCache
 from parallelize.records import Completion, Usage
 with CallCache(sys.argv[1]) as cache:
     for i in range(150):

@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parallelize.chunking import (
+from parallelize.errors import InputError
+from parallelize.inputs.read import Document
+from parallelize.inputs.tokens import ESTIMATE, get_counter
+from parallelize.plan.chunking import (
     Chunk,
     Costs,
     chunk_budget,
@@ -16,12 +19,9 @@ from parallelize.chunking import (
     chunk_files,
     split_document,
 )
-from parallelize.errors import InputError
-from parallelize.inputs import Document
-from parallelize.plan import section_tasks
-from parallelize.prepare import plan_chunks
-from parallelize.recipe import parse_recipe
-from parallelize.tokens import ESTIMATE, get_counter
+from parallelize.plan.sections import plan_chunks
+from parallelize.plan.tasks import section_tasks
+from parallelize.recipe.load import parse_recipe
 
 count = ESTIMATE.count
 

@@ -12,7 +12,7 @@ import pytest
 from llmserver import LLMServer
 from typer.testing import CliRunner
 
-from parallelize.cli import app
+from parallelize.cli.app import app
 from parallelize.errors import EXIT_CODES
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from parallelize.client import ChatClient, Endpoint, environment_proxy, tls_context
+from parallelize.engine.client import ChatClient, Endpoint
+from parallelize.engine.transport import environment_proxy, tls_context
 from parallelize.errors import EndpointError, LLMError
 from parallelize.records import ChatRequest
 

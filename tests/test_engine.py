@@ -16,9 +16,9 @@ import pytest
 from llmserver import LLMServer, RecordedRequest
 
 from parallelize import RunOptions, find_recipe, run_section
+from parallelize.engine.pacing import INITIAL_WINDOW
 from parallelize.errors import BudgetError, ConfigError, FatalLLMError
-from parallelize.pacing import INITIAL_WINDOW
-from parallelize.recipe import override
+from parallelize.recipe.load import override
 
 
 def recipe(**values: object):

@@ -18,7 +18,7 @@ from llmserver import LLMServer
 from typer.testing import CliRunner
 from votehelp import JUDGE, TASK, candidates, judge_says
 
-from parallelize.cli import app
+from parallelize.cli.app import app
 
 GOLDEN = Path(__file__).parent / "golden"
 FILES = {

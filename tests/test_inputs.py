@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from parallelize.errors import InputError
-from parallelize.inputs import (
+from parallelize.inputs.read import (
     Discovery,
     InputOptions,
     decode_text,
@@ -16,7 +16,7 @@ from parallelize.inputs import (
     read_path_list,
     recount,
 )
-from parallelize.tokens import ESTIMATE, get_counter
+from parallelize.inputs.tokens import ESTIMATE, get_counter
 
 
 def find(*paths: str | Path, **options: object) -> Discovery:

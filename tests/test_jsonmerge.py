@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from parallelize.jsonmerge import JsonMerger, dedupe
-from parallelize.recipe_section import FieldRule
+from parallelize.merge.jsonmerge import JsonMerger, dedupe
+from parallelize.recipe.section import FieldRule
 
 
 def rules(**spec: object) -> dict[str, FieldRule]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parallelize.jsonreply import JSONReplyError, parse_json_reply
+from parallelize.plan.jsonreply import JSONReplyError, parse_json_reply
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from llmserver import LLMServer
 
 from parallelize import RunOptions, run_section
-from parallelize.recipe import parse_recipe
+from parallelize.recipe.load import parse_recipe
 
 REDUCE = "REDUCE these notes"
 MARKER = re.compile(r"MARKER-\d+")
@@ -144,7 +144,7 @@ def test_aspects_reduce_separately_in_the_same_levels(llm: LLMServer, make_tree)
 def test_the_summary_shows_depth_and_reduce_calls(llm: LLMServer, make_tree, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from parallelize.cli import app
+    from parallelize.cli.app import app
 
     llm.script(REDUCE, markers_reply)
     llm.script(None, worker_reply)

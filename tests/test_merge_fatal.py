@@ -11,11 +11,11 @@ from llmserver import LLMServer
 from typer.testing import CliRunner
 
 from parallelize import RunOptions, run_section
-from parallelize.cli import app
+from parallelize.cli.app import app
+from parallelize.engine.session import engine
 from parallelize.errors import ConfigError, FatalLLMError
-from parallelize.recipe import parse_recipe
+from parallelize.recipe.load import parse_recipe
 from parallelize.records import ChatRequest, Task
-from parallelize.run import engine
 
 REDUCE = "REDUCE these notes"
 

@@ -9,7 +9,7 @@ from llmserver import LLMServer, error_body, prompt_tokens
 
 from parallelize import RunOptions, run_section
 from parallelize.errors import RecipeError
-from parallelize.recipe import parse_recipe
+from parallelize.recipe.load import parse_recipe
 
 SCHEMA = """
   schema:
@@ -127,7 +127,7 @@ def test_an_invalid_schema_fails_before_any_request(llm: LLMServer, make_tree) -
 def test_cli_merge_json_prints_one_valid_document(llm: LLMServer, make_tree) -> None:
     from typer.testing import CliRunner
 
-    from parallelize.cli import app
+    from parallelize.cli.app import app
 
     llm.script("MARKER-0", '{"files": ["a"], "ok": true}')
     llm.script("MARKER-1", 'Result:\n```json\n{"files": ["b"], "ok": true}\n```')

@@ -13,8 +13,8 @@ import pytest
 from llmserver import LLMServer
 from typer.testing import CliRunner
 
-from parallelize.cli import app
-from parallelize.outputs import MANIFEST, TEMP_PREFIX
+from parallelize.cli.app import app
+from parallelize.merge.files import MANIFEST, TEMP_PREFIX
 
 LOCALES = "locale=fr-FR,es-ES,de-DE"
 

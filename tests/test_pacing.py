@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parallelize.durations import format_duration, parse_duration
-from parallelize.pacing import DECREASE, INITIAL_WINDOW, SAFETY, Pacer
+from parallelize.engine.durations import format_duration, parse_duration
+from parallelize.engine.pacing import DECREASE, INITIAL_WINDOW, SAFETY, Pacer
 
 
 class Clock:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from parallelize import RunOptions, run_section
-from parallelize.chunking import Chunk, Part
-from parallelize.plan import matrix_clones, section_tasks
-from parallelize.recipe import builtin_recipes, load_recipe, parse_recipe
+from parallelize.plan.chunking import Chunk, Part
+from parallelize.plan.tasks import matrix_clones, section_tasks
+from parallelize.recipe.load import builtin_recipes, load_recipe, parse_recipe
 
 
 def chunks(n: int) -> list[Chunk]:

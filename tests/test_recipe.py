@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from parallelize.errors import RecipeError
-from parallelize.recipe import builtin_recipes, find_recipe, load_recipe, override, parse_recipe
+from parallelize.recipe.load import (
+    builtin_recipes,
+    find_recipe,
+    load_recipe,
+    override,
+    parse_recipe,
+)
 
 
 def test_every_builtin_recipe_loads() -> None:
@@ -80,12 +86,12 @@ def test_flags_override_recipe_values() -> None:
 def test_every_recipe_part_shares_one_strict_base() -> None:
     from pydantic import BaseModel
 
-    from parallelize import recipe, recipe_section, recipe_vote
-    from parallelize.recipe_base import Strict
+    from parallelize.recipe import model, section, vote
+    from parallelize.recipe.base import Strict
 
     parts = [
         value
-        for module in (recipe, recipe_section, recipe_vote)
+        for module in (model, section, vote)
         for value in vars(module).values()
         if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 from llmserver import LLMServer
 from typer.testing import CliRunner
 
-from parallelize.cli import app
+from parallelize.cli.app import app
 
 
 def test_markup_like_model_text_is_printed_literally(llm: LLMServer) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parallelize.secrets import PLACEHOLDERS, RULES, find_secrets, is_config_path, scan
+from parallelize.inputs.secrets import PLACEHOLDERS, RULES, find_secrets, is_config_path, scan
 
 ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "_-"

@@ -10,7 +10,7 @@ from llmserver import LLMServer
 
 from parallelize import RunOptions, find_recipe, run_section
 from parallelize.errors import FatalLLMError
-from parallelize.recipe import override
+from parallelize.recipe.load import override
 
 
 def recipe(**values: object):

@@ -13,12 +13,12 @@ from llmserver import LLMServer, prompt_tokens
 from typer.testing import CliRunner
 
 from parallelize import RunOptions, find_recipe, run_section
-from parallelize.cli import app
+from parallelize.cli.app import app
 from parallelize.errors import InputError
-from parallelize.inputs import Discovery
-from parallelize.prepare import inputs_summary, prepare_section
-from parallelize.recipe import override
-from parallelize.tokens import BYTES_BOUND, ESTIMATE, get_counter
+from parallelize.inputs.read import Discovery, inputs_summary
+from parallelize.inputs.tokens import BYTES_BOUND, ESTIMATE, get_counter
+from parallelize.plan.sections import prepare_section
+from parallelize.recipe.load import override
 
 B64 = "q7Wv3zX9yT2uR8sP1oN4mL6kJ0hG5fD"
 PEM_BODY = "MIIEowIBAAKCAQEA" + B64 * 8

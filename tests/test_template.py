@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parallelize.errors import RecipeError
-from parallelize.template import check_template, placeholders, render
+from parallelize.plan.template import check_template, placeholders, render
 
 
 def test_single_pass_keeps_file_text_literal() -> None:

@@ -12,17 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llmserver import LLMServer, estimate_tokens
 
-from parallelize import tokens
-from parallelize.client import ChatClient, Endpoint
-from parallelize.tokens import (
+from parallelize.engine.client import ChatClient, Endpoint
+from parallelize.inputs import tokens
+from parallelize.inputs.tokens import (
     ESTIMATE,
-    context_window,
     get_counter,
     is_safe_cut,
-    probe_context_window,
     segment_offsets,
     server_counter,
 )
+from parallelize.plan.window import context_window, probe_context_window
 
 COUNTERS = [get_counter(tokenizer="o200k"), get_counter(tokenizer="cl100k"), ESTIMATE]
 TRICKY = "ab Zé日9_/\\\t\n\r.:;(){}\"'#-"

@@ -15,7 +15,7 @@ from llmserver import LLMServer, prompt_text
 from typer.testing import CliRunner
 from votehelp import JUDGE, SCORER, TASK, candidates, judge_says
 
-from parallelize.cli import app
+from parallelize.cli.app import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COLOURS = ["alpha red", "bravo green", "charlie blue"]

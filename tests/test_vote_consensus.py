@@ -9,9 +9,9 @@ from llmserver import LLMServer
 from votehelp import TASK, candidates, recipe
 
 from parallelize import RunOptions, run_vote
+from parallelize.cli.vote_flags import apply_vote_flags
 from parallelize.errors import ConfigError, EndpointError, RecipeError
-from parallelize.recipe import Recipe
-from parallelize.vote_flags import apply_vote_flags
+from parallelize.recipe.model import Recipe
 
 PATTERN = r"ANSWER:\s*(\S+)"
 

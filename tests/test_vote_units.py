@@ -6,16 +6,16 @@ import re
 
 import pytest
 
+from parallelize.cli.vote_flags import parse_check, parse_criterion, parse_weight
 from parallelize.errors import ConfigError, RecipeError
-from parallelize.jsonreply import JSONReplyError, parse_json_object
-from parallelize.judge import judge_orders, make_labels, read_verdict
-from parallelize.recipe import parse_recipe
-from parallelize.recipe_vote import Criterion
-from parallelize.rubric import check_failure, read_scores
-from parallelize.similarity import clusters, medoid, normalise, similarity_matrix
-from parallelize.verdict import VerdictError
-from parallelize.vote import extract_answer
-from parallelize.vote_flags import parse_check, parse_criterion, parse_weight
+from parallelize.plan.jsonreply import JSONReplyError, parse_json_object
+from parallelize.recipe.load import parse_recipe
+from parallelize.recipe.vote import Criterion
+from parallelize.vote.consensus import extract_answer
+from parallelize.vote.judge import judge_orders, make_labels, read_verdict
+from parallelize.vote.rubric import check_failure, read_scores
+from parallelize.vote.similarity import clusters, medoid, normalise, similarity_matrix
+from parallelize.vote.verdict import VerdictError
 
 
 @pytest.mark.parametrize(

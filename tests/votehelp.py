@@ -7,7 +7,7 @@ from typing import Any
 
 from llmserver import LLMServer, prompt_text
 
-from parallelize.recipe import Recipe
+from parallelize.recipe.model import Recipe
 
 JUDGE = "impartial judge"
 SCORER = "strict, fair grader"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from parallelize import run_section
-from parallelize.client import ChatClient, Endpoint
+from parallelize.engine.client import ChatClient, Endpoint
 from parallelize.errors import ContextOverflowError
-from parallelize.recipe import Recipe
-from parallelize.tokens import get_counter, server_counter
+from parallelize.inputs.tokens import get_counter, server_counter
+from parallelize.recipe.model import Recipe
 
 MODEL = "tiny-llama"
 N_CTX = 512  # per slot, as the real_server fixture starts it

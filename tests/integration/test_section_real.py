@@ -10,7 +10,7 @@ import pytest
 
 from parallelize import RunOptions, run_section
 from parallelize.errors import ContextOverflowError, FatalLLMError
-from parallelize.recipe import Recipe
+from parallelize.recipe.model import Recipe
 
 MODEL = "tiny-llama"
 

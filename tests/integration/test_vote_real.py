@@ -11,7 +11,7 @@ import pytest
 import serve  # tools/realserver/serve.py, on the path through conftest
 
 from parallelize import RunOptions, run_vote
-from parallelize.recipe import Recipe
+from parallelize.recipe.model import Recipe
 
 
 @pytest.fixture

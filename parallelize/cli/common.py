@@ -1,0 +1,337 @@
+"""What every command shares: the model and engine options, running with progress, finishing.
+
+Printing goes through `render`; this module only turns results and errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, ParallelizeError
+
+if TYPE_CHECKING:
+    from ..recipe.model import Recipe
+    from ..records import RunResult
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+# Options shared by every command that calls a model.
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model name (env PARALLELIZE_MODEL).", show_default=False),
+]
+
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).",
+        show_default=False,
+    ),
+]
+
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        "-j",
+        min=1,
+        max=1024,
+        help="Parallel calls (default min(tasks, 8)).",
+        show_default=False,
+    ),
+]
+
+FormatOpt = Annotated[
+    Format, typer.Option("--format", help="text: the artifact; json: everything.")
+]
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write the artifact to this file instead of stdout.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+SystemOpt = Annotated[
+    str | None, typer.Option("--system", help="System prompt.", show_default=False)
+]
+
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False)
+]
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notices or summary.")]
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
+
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
+
+RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries per call.")]
+
+
+# Engine options (pacing, cache, limits, prices) shared by every command that calls a model:
+# `@engine_options` adds them to a command and hands it their RunOptions fields as `engine`.
+RpmOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rpm",
+        metavar="N",
+        min=0.001,
+        help="Requests per minute never to exceed (default: learn the rate from the server).",
+        show_default=False,
+    ),
+]
+
+TpmOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tpm", metavar="N", min=1, help="Tokens per minute never to exceed.", show_default=False
+    ),
+]
+
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither reuse nor store finished calls.")
+]
+
+RefreshOpt = Annotated[
+    bool, typer.Option("--refresh", help="Make every call again and update the cache.")
+]
+
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Directory of the call cache (env PARALLELIZE_CACHE_DIR).",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+
+MaxFailuresOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-failures",
+        metavar="N",
+        min=1,
+        help="Stop starting calls after N have failed.",
+        show_default=False,
+    ),
+]
+
+DeadlineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="DURATION",
+        help="Stop starting calls after this long (e.g. 90s, 10m), keep what finished, exit 5.",
+        show_default=False,
+    ),
+]
+
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0,
+        metavar="USD",
+        help="Budget: refuse a run estimated above it; start no call past it (exit 5).",
+        show_default=False,
+    ),
+]
+
+PriceInOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-in",
+        metavar="USD",
+        min=0,
+        help="USD per million input tokens (over the built-in table).",
+        show_default=False,
+    ),
+]
+
+PriceOutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-out",
+        metavar="USD",
+        min=0,
+        help="USD per million output tokens (over the built-in table).",
+        show_default=False,
+    ),
+]
+
+
+#: The engine flags: parameter name -> (Typer annotation, default).
+ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
+    "rpm": (RpmOpt, None),
+    "tpm": (TpmOpt, None),
+    "no_cache": (NoCacheOpt, False),
+    "refresh": (RefreshOpt, False),
+    "cache_dir": (CacheDirOpt, None),
+    "max_failures": (MaxFailuresOpt, None),
+    "deadline": (DeadlineOpt, None),
+    "max_cost": (MaxCostOpt, None),
+    "price_in": (PriceInOpt, None),
+    "price_out": (PriceOutOpt, None),
+}
+
+
+def engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the engine flags, checked and turned into RunOptions fields as `engine`.
+
+    Typer reads a command's options from its signature, so the flags are added to the signature
+    here once instead of being declared again by every command that calls a model.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "engine"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in ENGINE_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        flags = {name: values.pop(name) for name in ENGINE_FLAGS}
+        command(**values, engine=engine_settings(**flags))
+
+    run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    return run
+
+
+def engine_settings(
+    *,
+    rpm: float | None,
+    tpm: float | None,
+    no_cache: bool,
+    refresh: bool,
+    cache_dir: Path | None,
+    max_failures: int | None,
+    deadline: str | None,
+    max_cost: float | None,
+    price_in: float | None,
+    price_out: float | None,
+) -> dict[str, Any]:
+    """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
+    if no_cache and refresh:
+        usage_error("--no-cache and --refresh cannot be combined: --refresh rewrites the cache")
+    seconds = None
+    if deadline is not None:
+        from ..engine.durations import DURATION_EXAMPLES, parse_duration
+
+        seconds = parse_duration(deadline)
+        if seconds is None or seconds <= 0:
+            usage_error(f"--deadline: cannot read '{deadline}' as a duration ({DURATION_EXAMPLES})")
+    return {
+        "rpm": rpm,
+        "tpm": tpm,
+        "cache": not no_cache,
+        "refresh": refresh,
+        "cache_dir": cache_dir,
+        "max_failures": max_failures,
+        "deadline": seconds,
+        "max_cost": max_cost,
+        "price_in": price_in,
+        "price_out": price_out,
+    }
+
+
+def run_with_progress(
+    runner: Callable[[Any], RunResult],
+    *,
+    recipe: Recipe,
+    base_url: str | None,
+    timeout: float,
+    max_retries: int,
+    dry_run: bool,
+    quiet: bool,
+    engine: dict[str, Any] | None = None,
+) -> RunResult:
+    """Resolve the endpoint, attach a progress reporter, and run."""
+    from ..engine.client import Endpoint
+    from ..engine.session import RunOptions
+    from ..render import print_notice, progress_reporter
+
+    endpoint = None if dry_run else Endpoint.resolve(base_url)
+    with progress_reporter(quiet=quiet or dry_run) as on_event:
+        options = RunOptions(
+            endpoint=endpoint,
+            timeout=timeout,
+            max_retries=max_retries,
+            dry_run=dry_run,
+            on_event=on_event,
+            on_notice=lambda message: print_notice(message, quiet=quiet),
+            **(engine or {}),
+        )
+        return runner(options)
+
+
+def finish(
+    job: Callable[[], RunResult],
+    *,
+    fmt: Format,
+    output: Path | None,
+    quiet: bool,
+    verbose: bool = False,
+) -> None:
+    """Run a command's job, render its result, and exit with its code."""
+
+    def go() -> int:
+        from ..render import emit, print_inputs, print_summary, print_vote_report, print_warnings
+
+        result = job()
+        print_warnings(result, quiet=quiet)
+        guard = result.details.get("guard") or {}
+        if guard.get("flagged"):
+            held = guard.get("withheld")
+            what = f"the answers of {', '.join(held)} were" if held else "the answer was"
+            typer.echo(f"flagged: {guard['reason']} ({what} withheld)", err=True)
+        emit(result, fmt=fmt.value, output=output)
+        print_inputs(result, quiet=quiet, verbose=verbose)
+        if not result.dry_run:
+            if result.command == "vote":
+                print_vote_report(result, quiet=quiet)
+            print_summary(result, quiet=quiet)
+        return result.exit_code
+
+    code = guard(go)
+    raise typer.Exit(code or 0)
+
+
+def guard(job: Callable[[], Any]) -> Any:
+    """Turn our errors into one line on stderr and the documented exit code."""
+    try:
+        return job()
+    except ParallelizeError as exc:
+        prefix = "" if exc.exit_code == EXIT_INTERRUPTED else "error: "
+        typer.echo(f"{prefix}{exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def notice(message: str, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+def usage_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

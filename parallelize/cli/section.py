@@ -1,0 +1,377 @@
+"""`parallelize section`: split the data into chunks, run one prompt on each, combine all."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ..recipe.model import Recipe
+    from ..records import RunResult
+from typing import TYPE_CHECKING
+
+from .common import (
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    DryRunOpt,
+    Format,
+    FormatOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    OutputOpt,
+    QuietOpt,
+    RetriesOpt,
+    SystemOpt,
+    TimeoutOpt,
+    engine_options,
+    finish,
+    notice,
+    run_with_progress,
+    usage_error,
+)
+
+if TYPE_CHECKING:
+    from ..recipe.model import Recipe
+
+
+class OnSecret(str, Enum):
+    redact = "redact"
+    fail = "fail"
+
+
+class Tokenizer(str, Enum):
+    o200k = "o200k"
+    cl100k = "cl100k"
+    estimate = "estimate"
+    server = "server"
+
+
+OverlapOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--overlap",
+        min=0,
+        max=10_000,
+        help="Repeat the last L lines of a split file's previous piece.",
+        show_default=False,
+    ),
+]
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="GLOB",
+        help="Only read files matching GLOB (gitignore syntax; repeatable).",
+        show_default=False,
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        metavar="GLOB",
+        help="Skip files and folders matching GLOB (gitignore syntax; repeatable).",
+        show_default=False,
+    ),
+]
+FilesFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--files-from",
+        metavar="FILE|-",
+        help="Also read the paths listed in FILE (one per line, or NUL separated); - is stdin.",
+        show_default=False,
+    ),
+]
+MaxFileBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-file-bytes", min=1, help="Skip larger files (default 1 MiB).", show_default=False
+    ),
+]
+OnSecretOpt = Annotated[
+    OnSecret | None,
+    typer.Option(
+        "--on-secret",
+        help="redact (default): send a marker in place of each secret found; "
+        "fail: stop before any request.",
+        show_default=False,
+    ),
+]
+AllowSecretsOpt = Annotated[
+    bool,
+    typer.Option("--allow-secrets", help="Send secret files and values as they are (no scan)."),
+]
+TokenizerOpt = Annotated[
+    Tokenizer | None,
+    typer.Option(
+        "--tokenizer",
+        help="How tokens are counted (default: the model's tiktoken encoding); "
+        "server asks the endpoint's tokenize API.",
+        show_default=False,
+    ),
+]
+ContextWindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--context-window",
+        min=256,
+        help="The model's context size (default: asked from the server, else a built-in table).",
+        show_default=False,
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="List skipped files and every redaction.")
+]
+
+#: The ways to chunk: a flag for one of them replaces the recipe's choice.
+CHUNKING_MODES = ("chunks", "chunk_tokens", "by")
+
+
+def chunking_values(
+    base: Recipe,
+    *,
+    chunks: int | None,
+    chunk_tokens: int | None,
+    by: str | None,
+    overlap: int | None,
+) -> dict[str, Any] | None:
+    """The recipe's `chunking:` with the flags applied (None: no flag given)."""
+    mode = {"chunks": chunks, "chunk_tokens": chunk_tokens, "by": by}
+    given = {k: v for k, v in mode.items() if v is not None}
+    if not given and overlap is None:
+        return None
+    values = base.chunking.model_dump(exclude_defaults=True)
+    if given:  # a mode flag replaces the recipe's way to chunk; its overlap carries over
+        values = {k: v for k, v in values.items() if k not in CHUNKING_MODES} | given
+    if overlap is not None:
+        values["overlap"] = overlap
+    return values
+
+
+def input_values(
+    base: Recipe,
+    *,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    max_file_bytes: int | None,
+    on_secret: str | None,
+) -> dict[str, Any] | None:
+    """The recipe's `inputs:` with the flags applied; globs from flags add to the recipe's."""
+    values = {
+        "include": [*base.inputs.include, *include] if include else None,
+        "exclude": [*base.inputs.exclude, *exclude] if exclude else None,
+        "max_file_bytes": max_file_bytes,
+        "on_secret": on_secret,
+    }
+    return {k: v for k, v in values.items() if v is not None} or None
+
+
+def read_files_from(source: str) -> list[str]:
+    """The paths listed by --files-from: a file, or stdin for `-`."""
+    from ..errors import InputError
+    from ..inputs.read import read_path_list
+
+    if source == "-":
+        return read_path_list(sys.stdin.buffer.read())
+    try:
+        with open(source, "rb") as handle:
+            return read_path_list(handle.read())
+    except OSError as exc:
+        raise InputError(f"--files-from: cannot read {source}: {exc.strerror}") from None
+
+
+class MergeName(str, Enum):
+    concat = "concat"
+    llm = "llm"
+    json = "json"
+    files = "files"
+
+
+class By(str, Enum):
+    file = "file"
+
+
+@engine_options
+def section(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files, directories (recursive), or - for stdin.", show_default=False),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Instruction for every chunk; {{ input }} places the chunk.",
+            show_default=False,
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe", "-r", help="Built-in recipe name or a .yaml file.", show_default=False
+        ),
+    ] = None,
+    chunks: Annotated[
+        int | None,
+        typer.Option(
+            "--chunks", "-c", min=1, help="Exactly N balanced chunks.", show_default=False
+        ),
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-tokens", min=16, help="Token budget per request.", show_default=False
+        ),
+    ] = None,
+    by: Annotated[
+        By | None, typer.Option("--by", help="'file': one chunk per file.", show_default=False)
+    ] = None,
+    merge: Annotated[
+        MergeName | None,
+        typer.Option(
+            "--merge",
+            help="How outputs combine: concat, llm (map-reduce), json, files (one per section).",
+            show_default=False,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Write every section to its own file here (implies --merge files).",
+            show_default=False,
+            file_okay=False,
+        ),
+    ] = None,
+    each: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--each",
+            metavar="VAR=V1,V2",
+            help="Clone the run per value: VAR=v1,v2,... (repeat for a product); PATH optional.",
+            show_default=False,
+        ),
+    ] = None,
+    system: SystemOpt = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", "-t", min=0, max=2, show_default=False)
+    ] = None,
+    max_tokens: MaxTokensOpt = None,
+    overlap: OverlapOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    files_from: FilesFromOpt = None,
+    max_file_bytes: MaxFileBytesOpt = None,
+    on_secret: OnSecretOpt = None,
+    allow_secrets: AllowSecretsOpt = False,
+    tokenizer: TokenizerOpt = None,
+    context_window: ContextWindowOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    output: OutputOpt = None,
+    fmt: FormatOpt = Format.text,
+    dry_run: DryRunOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    max_retries: RetriesOpt = 6,
+    *,
+    engine: dict[str, Any],
+) -> None:
+    """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
+    if chunks is not None and (chunk_tokens is not None or by is not None):
+        other = "--chunk-tokens" if chunk_tokens is not None else "--by"
+        usage_error(f"--chunks and {other} cannot be combined: choose one way to chunk")
+    if on_secret is not None and allow_secrets:
+        usage_error("--on-secret and --allow-secrets cannot be combined")
+    if files_from == "-" and "-" in (paths or []):
+        usage_error("--files-from - and PATH - both want stdin: put the list in a file")
+    matrix = _parse_each(each or [])
+    merge_values = {
+        "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
+        "out_dir": str(out_dir) if out_dir else None,
+    }
+
+    def job() -> RunResult:
+        from ..recipe.load import DEFAULT_SECTION_RECIPE, find_recipe, override
+        from ..run import run_section
+
+        base = find_recipe(recipe or DEFAULT_SECTION_RECIPE)
+        if not recipe and not prompt:
+            notice(
+                f"using the built-in '{DEFAULT_SECTION_RECIPE}' recipe "
+                "(pass --prompt or --recipe to choose)",
+                quiet,
+            )
+        chunking = chunking_values(
+            base, chunks=chunks, chunk_tokens=chunk_tokens, by=by and by.value, overlap=overlap
+        )
+        inputs = input_values(
+            base,
+            include=include,
+            exclude=exclude,
+            max_file_bytes=max_file_bytes,
+            on_secret="allow" if allow_secrets else on_secret and on_secret.value,
+        )
+        final = override(
+            base,
+            {
+                "prompt": prompt,
+                "system": system,
+                "model": model,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "concurrency": concurrency,
+                "context_window": context_window,
+                "tokenizer": tokenizer and tokenizer.value,
+                "merge": {k: v for k, v in merge_values.items() if v is not None} or None,
+                "matrix": matrix or None,
+                "inputs": inputs,
+                "chunking": chunking,
+            },
+            replace=("chunking",),
+        )
+        if not paths and not files_from and not final.matrix:
+            usage_error(
+                "missing PATH: give files, directories, or - for stdin (PATH is optional "
+                "only with --files-from, --each or a recipe matrix)"
+            )
+        if final.merge.strategy == "files" and not final.merge.out_dir:
+            usage_error("--merge files needs an output directory: pass --out-dir DIR")
+        listed = read_files_from(files_from) if files_from else []
+        return run_with_progress(
+            lambda options: run_section(
+                paths or [], final, options=options, stdin=sys.stdin, files_from=listed
+            ),
+            recipe=final,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            dry_run=dry_run,
+            quiet=quiet,
+            engine=engine,
+        )
+
+    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
+
+
+def _parse_each(values: list[str]) -> dict[str, list[str]]:
+    """`--each locale=fr-FR,de-DE` flags as a matrix (one variable per flag)."""
+    matrix: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, items = value.partition("=")
+        name = name.strip()
+        listed = [item.strip() for item in items.split(",") if item.strip()]
+        if not sep or not name or not listed:
+            usage_error(f"--each: expected VAR=v1,v2,... (got '{value}')")
+        if name in matrix:
+            usage_error(f"--each: '{name}' is given twice; list all its values in one flag")
+        matrix[name] = listed
+    return matrix

@@ -1,0 +1,269 @@
+"""The `parallelize vote` command: parse its options, call run_vote, hand the result to render.
+
+Registered on the one Typer app of cli.py; like every command, heavy modules are imported inside.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .common import (
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    DryRunOpt,
+    Format,
+    FormatOpt,
+    MaxTokensOpt,
+    OutputOpt,
+    QuietOpt,
+    RetriesOpt,
+    SystemOpt,
+    TimeoutOpt,
+    engine_options,
+    finish,
+    run_with_progress,
+    usage_error,
+)
+
+if TYPE_CHECKING:
+    from ..records import RunResult
+
+
+class Strategy(str, Enum):
+    judge = "judge"
+    rubric = "rubric"
+    consensus = "consensus"
+    weighted = "weighted"
+
+
+class Match(str, Enum):
+    exact = "exact"
+    similar = "similar"
+
+
+@engine_options
+def vote(
+    task: Annotated[
+        str | None,
+        typer.Argument(
+            help="The task: text, @file, or - for stdin (optional when the recipe carries it).",
+            show_default=False,
+            metavar="TASK",
+        ),
+    ] = None,
+    n: Annotated[
+        int | None,
+        typer.Option("-n", help="Candidates to generate (default 3).", show_default=False),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe", "-r", help="Built-in recipe name or a .yaml file.", show_default=False
+        ),
+    ] = None,
+    strategy: Annotated[
+        Strategy | None,
+        typer.Option("--strategy", "-s", help="How to pick (default judge).", show_default=False),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model (env PARALLELIZE_MODEL); repeat to spread the N attempts round-robin.",
+            show_default=False,
+            metavar="MODEL",
+        ),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight",
+            help="How much a model's vote counts (weighted); repeatable.",
+            show_default=False,
+            metavar="NAME=W",
+        ),
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-model",
+            help="Model that judges or scores (default: the first model).",
+            show_default=False,
+        ),
+    ] = None,
+    judge_rounds: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-rounds",
+            help="Judge calls with different orders; majority wins (default 1).",
+            show_default=False,
+        ),
+    ] = None,
+    quorum: Annotated[
+        float | None,
+        typer.Option(
+            "--quorum",
+            help="Share of the N votes the winner needs (default: more than half).",
+            show_default=False,
+        ),
+    ] = None,
+    match: Annotated[
+        Match | None,
+        typer.Option(
+            "--match", help="exact (default with --answer-pattern) or similar.", show_default=False
+        ),
+    ] = None,
+    answer_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-pattern",
+            help="Regex whose group 1 (last match) is the final answer.",
+            show_default=False,
+        ),
+    ] = None,
+    criteria: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--criterion",
+            help="Rubric criterion, weight after '::' (default 1); repeatable.",
+            show_default=False,
+            metavar="TEXT[::W]",
+        ),
+    ] = None,
+    checks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check",
+            help="Hard check: max_chars, min_chars, regex, must_include, must_not_include, "
+            "valid_json; repeatable.",
+            show_default=False,
+            metavar="NAME=VALUE",
+        ),
+    ] = None,
+    min_candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--min-candidates",
+            help="Successful candidates needed to vote (default 2).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Drives the judge's shuffle; attempt i sends seed+i (default: derived).",
+            show_default=False,
+        ),
+    ] = None,
+    system: SystemOpt = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            "-t",
+            min=0,
+            max=2,
+            help="Sampling temperature (default 0.8).",
+            show_default=False,
+        ),
+    ] = None,
+    max_tokens: MaxTokensOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    output: OutputOpt = None,
+    fmt: FormatOpt = Format.text,
+    dry_run: DryRunOpt = False,
+    quiet: QuietOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    max_retries: RetriesOpt = 6,
+    *,
+    engine: dict[str, Any],
+) -> None:
+    """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus)."""
+    if n is not None and n < 1:
+        usage_error(f"-n must be at least 1 (got {n})")
+
+    def job() -> RunResult:
+        from ..recipe.load import find_recipe, override
+        from ..recipe.model import Recipe
+        from ..run import run_vote
+        from .vote_flags import apply_vote_flags, parse_weight
+
+        base = find_recipe(recipe) if recipe else Recipe(name="vote", mode="vote")
+        text = _read_task(task)
+        weighted = dict(parse_weight(w) for w in weights or ())
+        final = override(
+            base,
+            {
+                "system": system,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "seed": seed,
+                "concurrency": concurrency,
+            },
+        )
+        final = apply_vote_flags(
+            final,
+            models=models or (),
+            weights=weighted,
+            criteria=criteria or (),
+            checks=checks or (),
+            env_model=os.environ.get("PARALLELIZE_MODEL"),
+            vote={
+                "n": n,
+                "strategy": strategy and strategy.value,
+                "judge_model": judge_model,
+                "judge_rounds": judge_rounds,
+                "quorum": quorum,
+                "match": match and match.value,
+                "answer_pattern": answer_pattern,
+                "min_candidates": min_candidates,
+            },
+        )
+        if not recipe and not quiet:
+            from ..vote.setup import DEFAULT_VOTE_TEMPERATURE
+
+            settings = final.vote
+            heat = DEFAULT_VOTE_TEMPERATURE if final.temperature is None else final.temperature
+            typer.echo(
+                f"no recipe: TASK is the prompt; {settings.n} samples, strategy "
+                f"{settings.strategy}, temperature {heat} (--recipe to choose)",
+                err=True,
+            )
+        return run_with_progress(
+            lambda options: run_vote(text, final, options=options),
+            recipe=final,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            dry_run=dry_run,
+            quiet=quiet,
+            engine=engine,
+        )
+
+    finish(job, fmt=fmt, output=output, quiet=quiet)
+
+
+def _read_task(raw: str | None) -> str | None:
+    """The task text from an argument: literal text, `@file`, or `-` for stdin."""
+    from ..errors import InputError
+
+    if raw == "-":
+        return sys.stdin.read()
+    if raw is not None and raw.startswith("@") and len(raw) > 1:
+        path = Path(raw[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read the task file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"the task file {path} is not UTF-8 text") from None
+    return raw

@@ -1,0 +1,1 @@
+"""The one way requests leave: client, worker pool, retries, pacing, cache, costs."""

@@ -1,0 +1,291 @@
+"""The one way requests leave: OpenAI chat completions over `transport`'s pools.
+
+The endpoint (base URL, key, Azure), the request body and the parameters some servers refuse,
+and the reply parsed into a Completion. The openai SDK is not used here: importing it costs
+~0.75 s of start-up. Errors become our own types, and the headers that drive retries and pacing
+come back with every reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..defaults import DEFAULT_TIMEOUT
+from ..errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
+from ..records import ChatRequest, Completion, Usage
+from .retry import RETRYABLE_STATUSES, rate_limit_reset_seconds, retry_after_seconds
+from .transport import CONNECT_TIMEOUT, ChatPools, Reply, timeouts, tls_context
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+CONTEXT_OVERFLOW = re.compile(
+    r"context length|context size|context window|maximum context|context_length_exceeded"
+    r"|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+UNSUPPORTED_PARAM = re.compile(
+    r"unsupported (parameter|value)|unrecognized request argument|not supported with this model"
+    r"|does not support|unknown parameter|extra inputs are not permitted",
+    re.IGNORECASE,
+)
+#: A 429 that no wait cures: the account has no quota left (OpenAI's `insufficient_quota`).
+QUOTA_EXHAUSTED = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+#: How to adapt a request whose parameter a model rejects: drop it, or rename it.
+PARAM_ADAPTATIONS: dict[str, str | None] = {
+    "max_tokens": "max_completion_tokens",
+    "temperature": None,
+    "top_p": None,
+    "seed": None,
+    "response_format": None,  # no JSON mode: the prompt's instructions and our validation remain
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how they authenticate; the key never appears in a repr."""
+
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+
+    @classmethod
+    def resolve(
+        cls, base_url: str | None = None, *, api_key_env: str = "OPENAI_API_KEY"
+    ) -> Endpoint:
+        """Endpoint from flags, then OPENAI_BASE_URL / OPENAI_API_KEY; error when neither is set."""
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+        key = os.environ.get(api_key_env) or None
+        if not url and not key:
+            raise EndpointError(
+                "no model endpoint configured",
+                hint=f"set {api_key_env} for OpenAI, or OPENAI_BASE_URL / --base-url for another "
+                "OpenAI-compatible server such as http://localhost:11434/v1",
+            )
+        return cls((url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION"))
+
+    @property
+    def is_openai(self) -> bool:
+        return self.base_url.startswith(OPENAI_BASE_URL)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "parallelize"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+            if ".azure.com" in self.base_url:
+                headers["api-key"] = self.api_key
+        return headers
+
+
+class ChatClient:
+    """One shared client for every worker: a chat request in; text, usage, status, headers out."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        params = {"api-version": endpoint.api_version} if endpoint.api_version else None
+        self._query = f"?{urlencode(params)}" if params else ""
+        self._chat_url = f"{endpoint.base_url}/chat/completions{self._query}"
+        host = urlsplit(endpoint.base_url).netloc.rpartition("@")[2]
+        self._headers = [
+            (b"Host", host.encode("idna")),
+            (b"Accept", b"application/json"),
+            *((k.encode(), v.encode()) for k, v in endpoint.headers().items()),
+        ]
+        # TLS is set up once, and only for https (a loopback server needs none).
+        tls = endpoint.base_url.startswith("https:")
+        self._pools = ChatPools(self._chat_url, ssl_context=tls_context() if tls else None)
+        # (model, parameter) -> its replacement (None: drop it); learned per model.
+        self._adapted: dict[tuple[str, str], str | None] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pools.close()
+
+    def complete(self, request: ChatRequest, *, timeout: float | None = None) -> Completion:
+        """Send one chat request; raises LLMError (retryable or not) on failure.
+
+        `timeout` shortens this call's timeout (a deadline near its end); it never lengthens it.
+        """
+        body = self._adapt(request.body())
+        limit = self.timeout
+        if timeout is not None and timeout < self.timeout:
+            limit = max(timeout, 0.001)
+        started = time.monotonic()
+        reply = self._send("POST", self._chat_url, body, limit)
+        if reply.status >= 400:
+            error = _status_error(reply, body)
+            adapted = self._learn_adaptation(error, body)
+            if adapted:
+                return self.complete(request, timeout=timeout)
+            raise error
+        return _parse_completion(reply, time.monotonic() - started, body["model"])
+
+    def endpoint_for(self, request: ChatRequest) -> Endpoint:
+        """Where this request goes (a router of several endpoints answers per model)."""
+        return self.endpoint
+
+    def list_models(self) -> list[str]:
+        """Model ids the endpoint lists (empty when it does not answer)."""
+        payload = self._metadata("GET", f"{self.endpoint.base_url}/models{self._query}")
+        try:
+            return [m["id"] for m in payload.get("data", []) if "id" in m]
+        except (KeyError, TypeError, AttributeError):
+            return []
+
+    def get_json(self, path: str) -> Any:
+        """GET a JSON document relative to the server root (e.g. llama.cpp `/props`), or None."""
+        return self._metadata("GET", self._root_url(path))
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST JSON relative to the server root (e.g. llama.cpp `/tokenize`); None on failure."""
+        return self._metadata("POST", self._root_url(path), dict(body))
+
+    def _root_url(self, path: str) -> str:
+        root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
+        return f"{root}/{path.lstrip('/')}{self._query}"
+
+    def _metadata(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
+        """A side request's JSON reply, or None when it fails in any way (it is only a hint)."""
+        try:
+            reply = self._send(method, url, body, self.timeout if body else CONNECT_TIMEOUT)
+            return reply.json() if reply.status == 200 else None
+        except (LLMError, ValueError):
+            return None
+
+    def _send(self, method: str, url: str, body: Mapping[str, Any] | None, limit: float) -> Reply:
+        headers = list(self._headers)
+        content = b""
+        if body is not None:
+            content = json.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            headers += [
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(content)).encode()),
+            ]
+        return self._pools.request(method, url, headers, content, timeouts(limit))
+
+    def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = str(body.get("model"))
+        with self._lock:
+            adapted = {n: r for (m, n), r in self._adapted.items() if m == model}
+        for name, replacement in adapted.items():
+            if name in body:
+                value = body.pop(name)
+                if replacement:
+                    body.setdefault(replacement, value)
+        return body
+
+    def _learn_adaptation(self, error: LLMError, body: Mapping[str, Any]) -> bool:
+        """Remember that this model rejects a parameter we know how to drop or rename."""
+        if error.status != 400 or not isinstance(error, FatalLLMError):
+            return False
+        if not UNSUPPORTED_PARAM.search(error.message):
+            return False
+        for name, replacement in PARAM_ADAPTATIONS.items():
+            if name in body and re.search(rf"\b{name}\b", error.message):
+                with self._lock:
+                    self._adapted[(str(body.get("model")), name)] = replacement
+                return True
+        return False
+
+
+def _names_a_parameter(message: str, body: Mapping[str, Any]) -> bool:
+    """True when a 400 blames one of our request parameters: every call would fail the same."""
+    names = [k for k in body if k not in ("model", "messages")]
+    return any(re.search(rf"\b{re.escape(name)}\b", message) for name in names)
+
+
+def _status_error(reply: Reply, body: Mapping[str, Any]) -> LLMError:
+    """Map an HTTP error reply to our error types, keeping the provider's own message."""
+    status, headers = reply.status, reply.headers
+    message = _error_message(reply)
+    text = f"HTTP {status}: {message}"
+    if status in (401, 403):
+        return FatalLLMError(
+            text, status=status, hint="check OPENAI_API_KEY and that it is valid for this endpoint"
+        )
+    if status == 404:
+        return FatalLLMError(text, status=status, hint="check --model and --base-url")
+    if status in (400, 413, 422):
+        if CONTEXT_OVERFLOW.search(message):
+            return ContextOverflowError(
+                text,
+                status=status,
+                hint="the request is larger than the model's context window: "
+                "use smaller chunks (--chunk-tokens) or a model with a larger context",
+            )
+        if UNSUPPORTED_PARAM.search(message) or _names_a_parameter(message, body):
+            return FatalLLMError(text, status=status, hint="remove or fix the rejected parameter")
+        return LLMError(text, status=status, retryable=False, headers=headers)
+    if status == 429 and QUOTA_EXHAUSTED.search(reply.text):
+        return FatalLLMError(
+            text, status=status, hint="the account is out of quota: check its plan and billing"
+        )
+    retryable = status in RETRYABLE_STATUSES or status >= 500
+    wait = retry_after_seconds(headers)
+    if wait is None and status == 429:
+        wait = rate_limit_reset_seconds(headers)
+    return LLMError(text, status=status, retryable=retryable, retry_after=wait, headers=headers)
+
+
+def _error_message(reply: Reply) -> str:
+    try:
+        payload = reply.json()
+    except ValueError:
+        return reply.text.strip()[:300] or _phrase(reply.status)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    if isinstance(error, str):
+        return error
+    return json.dumps(payload)[:300]
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"status {status}"
+
+
+def _parse_completion(reply: Reply, latency: float, model: str) -> Completion:
+    try:
+        payload = reply.json()
+        choice = payload["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LLMError(f"malformed reply: {reply.text[:200]!r}") from None
+    usage = payload.get("usage") or {}
+    return Completion(
+        text=_content_text(message.get("content")),
+        finish_reason=choice.get("finish_reason"),
+        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        model=payload.get("model") or model,
+        status=reply.status,
+        headers=reply.headers,
+        latency=latency,
+        tool_calls=tuple(message.get("tool_calls") or ()),
+    )
+
+
+def _content_text(content: Any) -> str:
+    """Message content as text; some servers send a list of typed parts."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""

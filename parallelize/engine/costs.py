@@ -1,0 +1,226 @@
+"""What calls cost: a small built-in price table, overrides, estimates, and the budget ledger.
+
+Prices are USD per million tokens. A model without a price shows tokens but no cost; a budget
+(--max-cost) needs a price, so it asks for --price-in / --price-out. The ledger reserves each
+call's estimate (prompt tokens plus max_tokens of output) when the call is dispatched, so calls
+in flight can never carry the run past its budget.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BudgetError, ConfigError
+from ..records import ChatRequest, Usage
+
+TOKENS_PER_UNIT = 1_000_000
+#: When the built-in list prices were read from the providers' pages.
+PRICES_AS_OF = "2025-08"
+#: Output tokens assumed for a call that sets no max_tokens.
+DEFAULT_OUTPUT_ESTIMATE = 1_024
+#: Tokens each chat message adds beyond its text (role and framing).
+MESSAGE_OVERHEAD_TOKENS = 4
+#: A dated or versioned variant of a listed model (`gpt-4o-2024-08-06`, `gpt-4-0613`).
+VARIANT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million input (prompt) and output (completion) tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / TOKENS_PER_UNIT
+
+
+PRICES: dict[str, Price] = {
+    "gpt-5": Price(1.25, 10.00),
+    "gpt-5-mini": Price(0.25, 2.00),
+    "gpt-5-nano": Price(0.05, 0.40),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4-turbo": Price(10.00, 30.00),
+    "gpt-4": Price(30.00, 60.00),
+    "gpt-3.5-turbo": Price(0.50, 1.50),
+    "o4-mini": Price(1.10, 4.40),
+    "o3": Price(2.00, 8.00),
+    "o3-mini": Price(1.10, 4.40),
+    "o1": Price(15.00, 60.00),
+    "o1-mini": Price(1.10, 4.40),
+}
+
+
+def builtin_price(model: str) -> Price | None:
+    """The list price of a model or of its dated variant; None when it is not in the table."""
+    name = model.lower().rsplit("/", 1)[-1]
+    return PRICES.get(name) or PRICES.get(VARIANT_SUFFIX.sub("", name))
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """Where prices come from: --price-in/--price-out, then a recipe's `prices`, then the table."""
+
+    overrides: Mapping[str, Price] = field(default_factory=dict)
+    price_in: float | None = None
+    price_out: float | None = None
+
+    def price(self, model: str) -> Price | None:
+        """The price of one model's tokens, or None when it is not known."""
+        base = self.overrides.get(model) or builtin_price(model)
+        price_in = self.price_in if self.price_in is not None else base and base.input
+        price_out = self.price_out if self.price_out is not None else base and base.output
+        if price_in is None or price_out is None:
+            return None
+        return Price(float(price_in), float(price_out))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a set of calls will cost at most: prompt tokens, max output tokens, USD."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    unpriced: tuple[str, ...] = ()
+
+
+def output_cap(request: ChatRequest) -> int:
+    """The most output tokens a call may produce: its max_tokens, else the default estimate."""
+    params = request.params
+    cap = params.get("max_completion_tokens") or params.get("max_tokens")
+    return int(cap) if isinstance(cap, int) and cap > 0 else DEFAULT_OUTPUT_ESTIMATE
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    """Prompt tokens of a request, counted with the model's tokenizer (or the estimate)."""
+    from ..inputs.tokens import get_counter
+
+    count = get_counter(request.model).count
+    total = 0
+    for message in request.messages:
+        content = message.get("content")
+        text = content if isinstance(content, str) else str(content or "")
+        total += count(text) + MESSAGE_OVERHEAD_TOKENS
+    return total
+
+
+def estimate(requests: Iterable[ChatRequest], prices: PriceBook) -> Estimate:
+    """The dry-run estimate: prompts counted, outputs at their max_tokens."""
+    calls = input_tokens = output_tokens = 0
+    cost = 0.0
+    unpriced: list[str] = []
+    for request in requests:
+        prompt, output = prompt_tokens(request), output_cap(request)
+        calls += 1
+        input_tokens += prompt
+        output_tokens += output
+        price = prices.price(request.model)
+        if price is None:
+            if request.model not in unpriced:
+                unpriced.append(request.model)
+        else:
+            cost += price.cost(prompt, output)
+    return Estimate(calls, input_tokens, output_tokens, None if unpriced else cost, tuple(unpriced))
+
+
+class Ledger:
+    """Spent, reserved and saved money of one run; thread-safe, shared by every worker."""
+
+    def __init__(self, prices: PriceBook, *, max_cost: float | None = None) -> None:
+        self.prices = prices
+        self.max_cost = max_cost
+        self.spent = 0.0
+        self.saved = 0.0
+        self.reserved = 0.0
+        self.unpriced: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check(self, requests: list[ChatRequest], *, first: bool = True) -> None:
+        """A budget needs prices; before the `first` request, the estimate must fit in it.
+
+        Later batches (a merge, a judge) are held to the budget call by call instead, so that
+        the work already paid for is kept.
+        """
+        if self.max_cost is None or not requests:
+            return
+        unknown = sorted({r.model for r in requests if self.prices.price(r.model) is None})
+        if unknown:
+            raise ConfigError(
+                f"--max-cost needs a price, and there is none for model {', '.join(unknown)}",
+                hint="set --price-in and --price-out (USD per million tokens), "
+                "or `prices` in the recipe",
+            )
+        if not first:
+            return
+        planned = estimate(requests, self.prices)
+        room = self.max_cost - self.spent - self.reserved
+        if planned.cost is not None and planned.cost > room:
+            raise BudgetError(
+                f"the estimated cost ${planned.cost:.4f} of {planned.calls} call(s) "
+                f"({planned.input_tokens:,} tokens in, up to {planned.output_tokens:,} out) "
+                f"exceeds the budget: ${room:.4f} left of --max-cost ${self.max_cost:g}",
+                hint="raise --max-cost, or lower max_tokens, or send less input",
+            )
+
+    def estimate_call(self, request: ChatRequest) -> float:
+        """The most one call may cost (0 when there is no budget to hold it against)."""
+        if self.max_cost is None:
+            return 0.0
+        price = self.prices.price(request.model)
+        if price is None:
+            return 0.0
+        return price.cost(prompt_tokens(request), output_cap(request))
+
+    def reserve(self, amount: float) -> bool:
+        """Hold `amount` for a call about to start; False when the budget cannot cover it."""
+        with self._lock:
+            if self.max_cost is not None and self.spent + self.reserved + amount > self.max_cost:
+                return False
+            self.reserved += amount
+            return True
+
+    def settle(self, reserved: float, model: str, usage: Usage | None) -> None:
+        """Release a reservation and charge what the call really used (nothing if it failed)."""
+        cost = self.cost(model, usage) if usage is not None else 0.0
+        with self._lock:
+            self.reserved = max(0.0, self.reserved - reserved)
+            self.spent += cost or 0.0
+
+    def save(self, model: str, usage: Usage) -> None:
+        """Count what a cached call would have cost."""
+        cost = self.cost(model, usage)
+        with self._lock:
+            self.saved += cost or 0.0
+
+    def cost(self, model: str, usage: Usage | None) -> float | None:
+        price = self.prices.price(model)
+        if price is None:
+            with self._lock:
+                self.unpriced.add(model)
+            return None
+        usage = usage or Usage()
+        return price.cost(usage.prompt_tokens, usage.completion_tokens)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_cost is not None and self.spent >= self.max_cost
+
+    def summary(self) -> dict[str, Any]:
+        """Cost figures for the JSON envelope and the summary line (None: no price known)."""
+        known = not self.unpriced
+        return {
+            "usd": round(self.spent, 6) if known else None,
+            "saved_usd": round(self.saved, 6) if known else None,
+            "max_cost": self.max_cost,
+            "unpriced_models": sorted(self.unpriced),
+        }

@@ -1,0 +1,343 @@
+"""Run identical tasks on a pool of workers: cache, pacing, retries, budget, deadline and halts.
+
+Results come back in task order whatever order the calls finish in. Progress goes up through a
+plain callback so the executor never needs a terminal. Workers are daemon threads, so a call
+abandoned after an interrupt never holds the process open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..defaults import DEFAULT_CONCURRENCY
+from ..errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    CacheError,
+    FatalLLMError,
+    InterruptedRun,
+    LLMError,
+)
+from ..records import Completion, Event, Notice, ProgressCallback, Task, TaskResult
+from .cache import CallCache, request_key
+from .client import ChatClient
+from .costs import Ledger, PriceBook, output_cap, prompt_tokens
+from .pacing import Pacer
+from .queue import Batch
+from .retry import RetryPolicy
+
+#: Seconds that calls in flight may still take after an interrupt or the deadline.
+STOP_GRACE = 10.0
+#: Seconds between the waiting caller's checks for signals and the deadline.
+POLL = 0.1
+
+HaltReason = Literal["interrupted", "deadline", "budget", "max_failures", "fatal"]
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Why the executor stopped starting calls, and when."""
+
+    reason: HaltReason
+    message: str
+    at: float
+
+    @property
+    def exit_code(self) -> int:
+        codes = {"interrupted": EXIT_INTERRUPTED, "deadline": EXIT_BUDGET, "budget": EXIT_BUDGET}
+        return codes.get(self.reason, EXIT_FAILED)
+
+    @property
+    def abandons(self) -> bool:
+        """Whether calls still in flight are abandoned after STOP_GRACE (else awaited)."""
+        return self.reason in ("interrupted", "deadline")
+
+
+class Executor:
+    """Runs tasks through one shared client with `concurrency` identical workers."""
+
+    def __init__(
+        self,
+        client: ChatClient,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retry: RetryPolicy | None = None,
+        on_event: ProgressCallback | None = None,
+        cache: CallCache | None = None,
+        refresh: bool = False,
+        pacer: Pacer | None = None,
+        ledger: Ledger | None = None,
+        max_failures: int | None = None,
+        deadline: float | None = None,
+        on_notice: Notice | None = None,
+    ) -> None:
+        self.client = client
+        self.concurrency = max(1, concurrency)
+        self.retry = retry or RetryPolicy()
+        self.on_event = on_event or (lambda event: None)
+        self.cache = cache
+        self.refresh = refresh
+        self.pacer = pacer or Pacer(concurrency=self.concurrency)
+        self.ledger = ledger or Ledger(PriceBook())
+        self.max_failures = max_failures
+        #: time.monotonic() after which no call starts.
+        self.deadline = deadline
+        self.notice = on_notice or (lambda message: None)
+        self.halt: Halt | None = None
+        self.queued = self.finished = self.cached = self.failures = self.attempts = 0
+        self._fatal: FatalLLMError | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._signals = 0
+
+    @property
+    def exit_code(self) -> int:
+        """The code of the halt that stopped the run (0 when nothing stopped it)."""
+        return self.halt.exit_code if self.halt else 0
+
+    def interrupt(self) -> None:
+        """Ask the run to stop; safe in a signal handler (it only counts, the caller acts)."""
+        self._signals += 1
+
+    def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
+        """Every task's result in task order; raises a fatal error or InterruptedRun at the end."""
+        self._forget_fatal()
+        batch = Batch(list(tasks))
+        self.queued += len(batch.tasks)
+        for task in batch.tasks:
+            self.on_event(Event("queued", task))
+        self._lookup(batch)
+        pending = [i for i, r in enumerate(batch.results) if r is None]
+        self._check_signals()
+        self._check_deadline()
+        if pending and self.halt is None:
+            self.ledger.check([batch.tasks[i].request for i in pending], first=not self.attempts)
+            workers = min(self.concurrency, len(pending))
+            batch.schedule(pending, workers=workers)
+            self._work(batch, workers=workers)
+        batch.close()
+        self._flush_cache()
+        results = [r or self._unfinished(batch, i) for i, r in enumerate(batch.results)]
+        if self._fatal is not None:
+            raise self._fatal
+        if self.halt is not None and self.halt.reason == "interrupted":
+            raise InterruptedRun(self._interrupted_message())
+        return results
+
+    # ---- the caller's thread ----
+
+    def _lookup(self, batch: Batch) -> None:
+        """Fill in the tasks whose calls are already in the cache."""
+        if self.cache is None:
+            return
+        batch.keys = []
+        for task in batch.tasks:
+            endpoint = self.client.endpoint_for(task.request)
+            key = request_key(endpoint.base_url, task.request, api_version=endpoint.api_version)
+            batch.keys.append(key)
+        if self.refresh:
+            return
+        try:
+            hits = self.cache.get_many([k for k in batch.keys if k])
+        except CacheError as exc:
+            self._drop_cache(exc)
+            return
+        for index, key in enumerate(batch.keys):
+            hit = hits.get(key or "")
+            if hit is not None:
+                task = batch.tasks[index]
+                batch.results[index] = result = TaskResult(task, hit, attempts=0)
+                self.ledger.save(task.request.model, hit.usage)
+                self.cached += 1
+                self.finished += 1
+                self.on_event(Event("done", task, result))
+
+    def _work(self, batch: Batch, *, workers: int) -> None:
+        """Start the workers and wait for them, watching for signals and the deadline."""
+        for n in range(workers):
+            worker = threading.Thread(
+                target=self._worker, args=(batch,), name=f"parallelize-{n}", daemon=True
+            )
+            worker.start()
+        while not batch.done.wait(POLL):
+            self._check_signals()
+            self._check_deadline()
+            halt, now = self.halt, time.monotonic()
+            if halt and halt.abandons and (now > halt.at + STOP_GRACE or self._signals > 1):
+                return
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self._halt("deadline", "the deadline (--deadline) passed")
+
+    def _check_signals(self) -> None:
+        if self._signals and (self.halt is None or self.halt.reason != "interrupted"):
+            self._halt("interrupted", "interrupted")
+            self.notice(
+                "stopping: no new calls; calls in flight get up to "
+                f"{STOP_GRACE:.0f}s to finish (interrupt again to stop now)"
+            )
+
+    def _unfinished(self, batch: Batch, index: int) -> TaskResult:
+        task = batch.tasks[index]
+        why = self.halt.message if self.halt else "the run was stopped"
+        if index in batch.in_flight:
+            return TaskResult(task, error=f"abandoned in flight: {why}", attempts=1)
+        return TaskResult(task, error=f"not started: {why}")
+
+    def _interrupted_message(self) -> str:
+        missing = self.queued - self.finished
+        done = f"interrupted: {self.finished} of {self.queued} calls finished"
+        if self.cache is None:
+            return f"{done}; the cache is off, so a re-run starts over"
+        return (
+            f"{done} and are saved in the cache ({self.cache.path}); {missing} did not. "
+            "Run the same command again to resume: only the missing calls are made"
+        )
+
+    # ---- worker threads ----
+
+    def _worker(self, batch: Batch) -> None:
+        try:
+            while not self._stop.is_set() and (index := batch.take()) is not None:
+                result = self._run_one(batch.tasks[index], batch.keys[index])
+                if batch.finish(index, result):
+                    self._finish(result)
+        finally:
+            batch.leave()
+
+    def _run_one(self, task: Task, key: str | None) -> TaskResult:
+        """One task with its retries; returns its result whatever happens."""
+        self.on_event(Event("start", task))
+        request = task.request
+        reserve = self.ledger.estimate_call(request)
+        tokens = prompt_tokens(request) + output_cap(request) if self.pacer.needs_tokens else 0
+        attempt = throttled = 0
+        error: LLMError | None = None
+        while True:
+            if not self.ledger.reserve(reserve):
+                budget = f"${self.ledger.max_cost:g}"
+                self._halt("budget", f"the budget (--max-cost {budget}) is reached")
+                return self._gave_up(task, attempt, error)
+            permit = self.pacer.acquire(tokens)
+            if permit is None:
+                self.ledger.settle(reserve, request.model, None)
+                return self._gave_up(task, attempt, error)
+            attempt += 1
+            with self._lock:
+                self.attempts += 1
+            try:
+                completion = self.client.complete(request, **self._time_left())
+            except LLMError as exc:
+                self.pacer.release(
+                    permit, status=exc.status, headers=exc.headers, retry_after=exc.retry_after
+                )
+                self.ledger.settle(reserve, request.model, None)
+                error = exc
+                if isinstance(exc, FatalLLMError):
+                    self._fail_fast(exc)
+                    return TaskResult(task, error=str(exc), attempts=attempt)
+                throttled += exc.status == 429
+                if not self._may_retry(exc, attempt - throttled, throttled):
+                    return TaskResult(task, error=str(exc), attempts=attempt)
+                wait = self.retry.delay(max(1, attempt - throttled), exc.retry_after)
+                self.on_event(Event("retry", task, message=f"{exc}; retrying in {wait:.1f}s"))
+                if self._stop.wait(wait):
+                    return TaskResult(task, error=str(exc), attempts=attempt)
+                continue
+            self.pacer.release(
+                permit,
+                status=completion.status,
+                headers=completion.headers,
+                tokens_used=completion.usage.total_tokens,
+            )
+            self.ledger.settle(reserve, request.model, completion.usage)
+            self._store(key, completion)
+            return TaskResult(task, completion, attempts=attempt)
+
+    def _may_retry(self, exc: LLMError, failures: int, throttled: int) -> bool:
+        if not exc.retryable or self._stop.is_set():
+            return False
+        if exc.status == 429:
+            return throttled <= self.retry.max_throttled
+        return failures <= self.retry.max_retries
+
+    def _gave_up(self, task: Task, attempts: int, error: LLMError | None) -> TaskResult:
+        why = self.halt.message if self.halt else "the run was stopped"
+        if error is None:
+            return TaskResult(task, error=f"not started: {why}", attempts=0)
+        return TaskResult(task, error=f"{error} (no retry: {why})", attempts=attempts)
+
+    def _time_left(self) -> dict[str, float]:
+        """The timeout a call may still have under the deadline (nothing without one)."""
+        if self.deadline is None:
+            return {}
+        return {"timeout": self.deadline + STOP_GRACE - time.monotonic()}
+
+    def _store(self, key: str | None, completion: Completion) -> None:
+        cache = self.cache
+        if cache is None or key is None:
+            return
+        try:
+            cache.put(key, completion)
+        except CacheError as exc:
+            self._drop_cache(exc)
+
+    def _flush_cache(self) -> None:
+        """Wait for the cache's writer: what the run reports as saved is on disk."""
+        if self.cache is None:
+            return
+        try:
+            self.cache.flush()
+        except CacheError as exc:
+            self._drop_cache(exc)
+
+    def _drop_cache(self, exc: CacheError) -> None:
+        with self._lock:
+            if self.cache is None:
+                return
+            self.cache = None
+        self.notice(f"warning: {exc}; continuing without the cache")
+
+    def _finish(self, result: TaskResult) -> None:
+        with self._lock:
+            if result.succeeded:
+                self.finished += 1
+            elif result.attempts:
+                self.failures += 1
+            failures = self.failures
+        self.on_event(Event("done" if result.succeeded else "failed", result.task, result))
+        if self.max_failures and failures >= self.max_failures and not result.succeeded:
+            self._halt("max_failures", f"{failures} calls failed (--max-failures)")
+
+    def _fail_fast(self, exc: FatalLLMError) -> None:
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = exc
+        self._halt("fatal", str(exc))
+
+    def _forget_fatal(self) -> None:
+        """A fatal error was raised to the caller, who may have handled it (a merge falling back
+        to concatenation): it must not stop the next run. Other halts stay."""
+        with self._lock:
+            if self.halt is None or self.halt.reason != "fatal":
+                return
+            self.halt = None
+            self._fatal = None
+        self._stop.clear()
+        self.pacer.reopen()
+
+    def _halt(self, reason: HaltReason, message: str) -> None:
+        """Stop starting calls: the first reason wins, except that an interrupt overrides."""
+        with self._lock:
+            current = self.halt
+            if current is not None and (reason != "interrupted" or current.reason == reason):
+                return
+            self.halt = Halt(reason, message, time.monotonic())
+        self._stop.set()
+        self.pacer.close()

@@ -1,0 +1,197 @@
+"""One run's engine: RunOptions, and `engine()`, which builds the executor every command uses.
+
+Around the executor: the cache it uses, SIGINT/SIGTERM routed to it, a dry run's estimate checked
+against the budget, and what the engine knows (cost, throttling, why it stopped) written into the
+command's RunResult.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
+from ..recipe.model import Recipe
+from ..records import Notice, ProgressCallback, RunResult
+from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
+from .costs import Ledger, Price, PriceBook, estimate
+from .executor import Executor
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .cache import CallCache
+
+
+def open_cache(
+    enabled: bool, directory: str | Path | None, notice: Callable[[str], None]
+) -> CallCache | None:
+    """The call cache; None when it is off, or cannot be opened (then a notice says so)."""
+    if not enabled:
+        return None
+    from ..defaults import default_cache_dir
+    from .cache import CallCache
+
+    try:
+        return CallCache(directory or default_cache_dir())
+    except CacheError as exc:
+        notice(f"warning: {exc}; running without the cache")
+        return None
+
+
+def record_engine(result: RunResult, executor: Executor) -> RunResult:
+    """Add what the engine knows to a command's result: cost, throttling, and why it stopped.
+
+    Every command calls this once its calls are done; it may raise the exit code, never lower it.
+    """
+    result.details["cost"] = executor.ledger.summary()
+    result.details["engine"] = {
+        "requests": executor.attempts,
+        "cached": executor.cached,
+        "throttled": executor.pacer.throttled,
+        "paced_rpm": executor.pacer.paced_rpm(),
+        "stopped": executor.halt.reason if executor.halt else None,
+    }
+    unfinished = [r for r in result.all_calls if not r.succeeded]
+    if executor.halt is not None and unfinished:
+        skipped = sum(1 for r in unfinished if r.attempts == 0)
+        resume = "; re-run the same command to do the rest" if executor.cache else ""
+        result.warnings.append(
+            f"stopped early: {executor.halt.message}; {skipped} call(s) not started{resume}"
+        )
+        result.exit_code = combine_exit_codes(result.exit_code, executor.exit_code)
+    return result
+
+
+def estimate_plan(result: RunResult, prices: PriceBook, max_cost: float | None) -> RunResult:
+    """A dry run's cost estimate (outputs at max_tokens), checked against --max-cost (exit 5)."""
+    planned = estimate((t.request for t in result.tasks), prices)
+    result.details["estimate"] = dataclasses.asdict(planned)
+    if max_cost is None:
+        return result
+    if planned.cost is None:
+        result.warnings.append(
+            f"--max-cost needs a price, and there is none for model {', '.join(planned.unpriced)}"
+            " (set --price-in and --price-out)"
+        )
+        result.exit_code = combine_exit_codes(result.exit_code, EXIT_USAGE)
+    elif planned.cost > max_cost:
+        result.warnings.append(
+            f"estimated cost ${planned.cost:.4f} exceeds --max-cost ${max_cost:g}"
+        )
+        result.exit_code = combine_exit_codes(result.exit_code, EXIT_BUDGET)
+    return result
+
+
+@contextmanager
+def stop_on_signals(executor: Executor) -> Iterator[None]:
+    """While running, SIGINT and SIGTERM ask the executor to stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: executor.interrupt())
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): endpoint, retries, cache, pacing, limits, and where progress goes."""
+
+    endpoint: Endpoint | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    dry_run: bool = False
+    on_event: ProgressCallback | None = None
+    on_notice: Notice | None = None
+    #: Reuse and store finished calls (--no-cache turns it off; --refresh only stores).
+    cache: bool = True
+    refresh: bool = False
+    cache_dir: str | Path | None = None
+    #: A known quota to stay within (requests / tokens per minute); None: pace adaptively.
+    rpm: float | None = None
+    tpm: float | None = None
+    #: Stop starting calls after this many failed, after this many seconds, or at this USD cost.
+    max_failures: int | None = None
+    deadline: float | None = None
+    max_cost: float | None = None
+    #: USD per million tokens for the run's model(s), over `prices` and the built-in table.
+    price_in: float | None = None
+    price_out: float | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+    def for_recipe(self, recipe: Recipe) -> RunOptions:
+        """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""
+        return replace(
+            self,
+            rpm=self.rpm if self.rpm is not None else recipe.rpm,
+            tpm=self.tpm if self.tpm is not None else recipe.tpm,
+            max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
+            prices={
+                **{m: Price(p.input, p.output) for m, p in recipe.prices.items()},
+                **self.prices,
+            },
+        )
+
+    def price_book(self) -> PriceBook:
+        """Where this run's prices come from: flags, then recipe, then the built-in table."""
+        return PriceBook(dict(self.prices), price_in=self.price_in, price_out=self.price_out)
+
+
+@contextmanager
+def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
+    """The executor every command runs its calls through: one client, cache, pacer and ledger.
+
+    While it runs, SIGINT/SIGTERM stop new calls, and the calls that finished stay in the cache.
+    Commands pass their RunResult through `engine.record_engine` once the calls are done.
+    """
+    from .pacing import Pacer
+
+    endpoint = options.endpoint or Endpoint.resolve()
+    notice = options.on_notice or (lambda message: None)
+    with ExitStack() as stack:
+        client = stack.enter_context(ChatClient(endpoint, timeout=options.timeout))
+        cache = open_cache(options.cache, options.cache_dir, notice)
+        if cache is not None:
+            stack.enter_context(cache)
+        executor = Executor(
+            client,
+            concurrency=concurrency,
+            retry=RetryPolicy(max_retries=options.max_retries),
+            on_event=options.on_event,
+            cache=cache,
+            refresh=options.refresh,
+            pacer=Pacer(concurrency=concurrency, rpm=options.rpm, tpm=options.tpm),
+            ledger=Ledger(options.price_book(), max_cost=options.max_cost),
+            max_failures=options.max_failures,
+            deadline=time.monotonic() + options.deadline if options.deadline else None,
+            on_notice=notice,
+        )
+        stack.enter_context(stop_on_signals(executor))
+        yield executor
+
+
+def default_model(client: ChatClient) -> str:
+    """OpenAI's default model, or the only model a local server lists."""
+    if client.endpoint.is_openai:
+        return DEFAULT_OPENAI_MODEL
+    listed = client.list_models()
+    if len(listed) == 1:
+        return listed[0]
+    choices = f" (the server lists: {', '.join(listed[:10])})" if listed else ""
+    raise EndpointError(
+        f"no model chosen for {client.endpoint.base_url}{choices}",
+        hint="pass --model NAME or set PARALLELIZE_MODEL",
+    )

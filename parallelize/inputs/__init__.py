@@ -1,0 +1,1 @@
+"""What to read: discovery (gitignore, binaries, secrets, symlinks), decoding, counting."""

@@ -1,0 +1,1 @@
+"""Section results -> one output: MERGERS (concat, json, llm map-reduce, files), guard."""

@@ -1,0 +1,80 @@
+"""What every merger shares: its inputs (MergeContext), its result (MergeOutcome), grouping.
+
+Results are grouped per matrix clone and aspect, so each group merges on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engine.executor import Executor
+from ..errors import EXIT_OK
+from ..recipe.model import Recipe
+from ..records import TaskResult
+
+if TYPE_CHECKING:
+    from .files import OutputWriter
+
+
+#: Joins a group's clone and aspect in its heading (`# fr-FR · security`).
+GROUP_SEPARATOR = " · "
+
+
+@dataclass
+class MergeOutcome:
+    """The merged artifact plus the calls the merge itself made and what it has to report."""
+
+    text: str
+    calls: list[TaskResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = EXIT_OK
+    #: The worker results after JSON checks (a repaired answer, or one failed as invalid).
+    results: list[TaskResult] | None = None
+
+
+@dataclass(frozen=True)
+class MergeContext:
+    """What a merger may use beyond the worker results."""
+
+    recipe: Recipe
+    model: str
+    executor: Executor
+    #: Parsed, validated JSON answers by task index.
+    values: Mapping[int, Any] = field(default_factory=dict)
+    writer: OutputWriter | None = None
+
+
+def section_header(result: TaskResult) -> str:
+    """The heading that names a chunk and its files."""
+    label = result.task.label.split(" [", 1)[0]
+    paths = ", ".join(result.task.meta.get("paths", []))
+    return f"## {label}: {paths}" if paths else f"## {label}"
+
+
+def group_key(result: TaskResult) -> tuple[str, str]:
+    """(clone, aspect) of a result; empty strings when the run has no matrix or aspects."""
+    meta = result.task.meta
+    return str(meta.get("clone", "")), str(meta.get("aspect", ""))
+
+
+def grouped(results: Sequence[TaskResult]) -> dict[tuple[str, str], list[TaskResult]]:
+    """Results per (clone, aspect), in first-appearance order, chunk order inside."""
+    groups: dict[tuple[str, str], list[TaskResult]] = {}
+    for result in results:
+        groups.setdefault(group_key(result), []).append(result)
+    return groups
+
+
+def group_name(key: tuple[str, str]) -> str:
+    return GROUP_SEPARATOR.join(part for part in key if part)
+
+
+def _titled(texts: dict[tuple[str, str], str]) -> str:
+    """One group's text as is; several groups each under a `# clone · aspect` heading."""
+    if len(texts) == 1:
+        return next(iter(texts.values()))
+    blocks = [f"# {group_name(key)}\n\n{text.strip()}" for key, text in texts.items()]
+    return "\n\n".join(blocks) + "\n"

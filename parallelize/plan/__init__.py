@@ -1,0 +1,1 @@
+"""Recipe + inputs -> tasks: window, chunks, splitting, templates, JSON contracts."""

@@ -1,0 +1,362 @@
+"""From PATHs and a recipe to a checked chunk plan, before any chat request is made.
+
+One place decides the token counter (recipe `tokenizer:`), the context window (recipe, then the
+server, then the built-in table), the budget per request and the chunks; a chunk that cannot fit
+is an error naming its files, and secrets are redacted (or the run stops) before anything is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import ConfigError, InputError
+from ..inputs.read import (
+    Discovery,
+    Document,
+    discover,
+    input_options,
+    inputs_summary,
+    recount,
+    replace_documents,
+    secret_warnings,
+)
+from ..inputs.tokens import (
+    BYTES_BOUND,
+    ESTIMATE,
+    ESTIMATE_MARGIN,
+    TokenCounter,
+    get_counter,
+    server_counter,
+)
+from ..recipe.model import Recipe
+from ..records import Task
+from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
+from .tasks import section_tasks
+from .template import placeholders
+from .window import (
+    resolve_window,
+)
+
+if TYPE_CHECKING:
+    from ..engine.client import ChatClient
+    from ..records import Event
+
+#: Input tokens per chunk when no chunking flag is given (capped by the context window).
+DEFAULT_CHUNK_TOKENS = 12_000
+#: Output tokens reserved in the context window when the recipe sets no max_tokens.
+RESERVED_OUTPUT_TOKENS = 1_024
+#: Tokens kept free in every request for what counting cannot see (joins, rounding).
+REQUEST_SLACK = 8
+#: The least input a chunk budget must leave room for.
+MIN_INPUT_TOKENS = 16
+
+
+@dataclass
+class Prepared:
+    """The chunk plan and everything the summary and the JSON report say about the inputs."""
+
+    plan: ChunkPlan
+    discovery: Discovery
+    counter: TokenCounter
+    window: int
+    window_source: str
+    warnings: list[str] = field(default_factory=list)
+    #: False when the fit in the context window is left for `refine_section` to check.
+    checked: bool = True
+
+    def details(self) -> dict[str, Any]:
+        """The `inputs` section of RunResult.details (and of `--format json`)."""
+        found = self.discovery
+        return {
+            "counter": self.counter.name,
+            "context_window": self.window,
+            "context_window_source": self.window_source,
+            "inputs": {
+                "files": len(found.documents),
+                "bytes": found.bytes,
+                "tokens": found.tokens,
+                "skipped": found.skipped,
+                "secrets": [vars(f) for f in found.findings],
+                "encodings": {d.path: d.encoding for d in found.documents if d.encoding != "utf-8"},
+                "summary": inputs_summary(found, self.counter),
+            },
+        }
+
+
+def prepare_section(
+    paths: Sequence[str],
+    recipe: Recipe,
+    *,
+    model: str | None,
+    stdin: TextIO | None = None,
+    files_from: Sequence[str] = (),
+    ask_later: bool = False,
+    count_first: bool = True,
+) -> Prepared:
+    """Read, scan, count and chunk the input without asking the endpoint anything.
+
+    Everything that can fail before a request fails here: templates, paths, secrets under
+    --on-secret fail, chunks too big for the context window (unless `ask_later`: the endpoint
+    may know a larger window, and `refine_section` checks then). With a matrix and no PATH there
+    is one empty chunk. Without `count_first` (nothing before the first request needs token
+    counts), `--by file` first tries to prove with byte lengths that every file fits whole; the
+    exact counts are then left to `count_exactly`.
+    """
+    prompt_overhead(recipe, ESTIMATE)  # a bad template fails here, before anything is read
+    window, source = resolve_window(recipe, model, None)
+    bounded = not count_first and _bound_suffices(recipe) and bool(paths or files_from)
+    counter = BYTES_BOUND if bounded else choose_counter(recipe.tokenizer, model, None)
+    if not paths and not files_from:
+        if not recipe.matrix:
+            raise InputError(
+                "missing PATH: give files, directories, or - for stdin",
+                hint="PATH may be left out only with --files-from, --each or a recipe matrix",
+            )
+        return Prepared(ChunkPlan([Chunk(0, ())]), Discovery(), counter, window, source)
+    found = discover(
+        paths, counter=counter, options=input_options(recipe), stdin=stdin, files_from=files_from
+    )
+    if bounded:
+        whole = _whole_files(found, recipe, model, window, source)
+        if whole is not None:
+            return whole
+        counter = choose_counter(recipe.tokenizer, model, None)
+        found = replace_documents(found, recount(found.documents, counter))
+    return _planned(found, recipe, counter, model, window, source, strict=not ask_later)
+
+
+def refine_section(
+    prepared: Prepared, recipe: Recipe, *, model: str, client: ChatClient
+) -> Prepared:
+    """Ask the endpoint what the local pass guessed (tokenizer, context window); re-plan if needed.
+
+    Only metadata is asked (llama.cpp /props and /tokenize, the model list), never a chat.
+    """
+    window, source = resolve_window(recipe, model, client)
+    found = prepared.discovery
+    if prepared.counter is BYTES_BOUND:
+        if window == prepared.window:
+            return replace(prepared, window_source=source)
+        whole = _whole_files(found, recipe, model, window, source)
+        if whole is not None:
+            return whole
+        counter = choose_counter(recipe.tokenizer, model, client)
+        found = replace_documents(found, recount(found.documents, counter))
+        return _planned(found, recipe, counter, model, window, source)
+    counter = choose_counter(recipe.tokenizer, model, client)
+    same_counts = counter.name == prepared.counter.name and counter.render is None
+    same_window = window == prepared.window and prepared.checked
+    if same_counts and counter.note == prepared.counter.note and same_window:
+        return prepared
+    if not same_counts and found.documents:
+        found = replace_documents(found, recount(found.documents, counter))
+    if not found.documents:  # a matrix without input: nothing to cut
+        return Prepared(prepared.plan, found, counter, window, source, prepared.warnings)
+    return _planned(found, recipe, counter, model, window, source)
+
+
+def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prepared:
+    """A plan proven with byte lengths, with its documents counted by the tokenizer (the plan
+    itself stands: every file is one chunk)."""
+    if prepared.counter is not BYTES_BOUND:
+        return prepared
+    counter = choose_counter(recipe.tokenizer, model, None)
+    found = replace_documents(prepared.discovery, recount(prepared.discovery.documents, counter))
+    notes = [counter.note] if counter.note else []
+    window, source = prepared.window, prepared.window_source
+    return Prepared(prepared.plan, found, counter, window, source, notes + prepared.warnings)
+
+
+class ExactCounts:
+    """The tokenizer's counts for a plan proven with byte lengths, made while calls are in flight.
+
+    Loading the tokenizer takes about 0.15 s, most of it holding the GIL. It starts once the
+    first wave of calls has been sent (every worker is then waiting for the server), so it
+    delays no request; a run whose calls were all cached counts when it ends.
+    """
+
+    def __init__(self, prepared: Prepared, recipe: Recipe, model: str | None, *, wave: int) -> None:
+        self._prepared = prepared
+        self._count = functools.partial(count_exactly, prepared, recipe, model)
+        self._wave = wave
+        self._started = 0
+        self._future: Future[Prepared] | None = None
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        if event.kind != "start" or self._prepared.counter is not BYTES_BOUND:
+            return
+        with self._lock:
+            self._started += 1
+            if self._started == self._wave:
+                self._begin()
+
+    def result(self, tasks: Sequence[Task]) -> Prepared:
+        """The counted plan; each task's `tokens` is updated to the tokenizer's count."""
+        if self._prepared.counter is not BYTES_BOUND:
+            return self._prepared
+        with self._lock:
+            future = self._begin()
+        counted = future.result()
+        tokens = {d.path: d.tokens for d in counted.discovery.documents}
+        for task in tasks:
+            meta = task.meta
+            if isinstance(meta, dict) and meta.get("paths"):
+                meta["tokens"] = sum(tokens.get(path, 0) for path in meta["paths"])
+        return counted
+
+    def _begin(self) -> Future[Prepared]:
+        if self._future is None:
+            self._future = future = Future()
+
+            def count() -> None:
+                try:
+                    future.set_result(self._count())
+                except BaseException as exc:  # handed to the caller of result()
+                    future.set_exception(exc)
+
+            threading.Thread(target=count, name="parallelize-count", daemon=True).start()
+        return self._future
+
+
+def _bound_suffices(recipe: Recipe) -> bool:
+    """Whether byte lengths may stand in for token counts: one chunk per file, default counter."""
+    chunking = recipe.chunking
+    default = chunking.chunks is None and chunking.chunk_tokens is None
+    return chunking.by == "file" and default and recipe.tokenizer is None
+
+
+def _whole_files(
+    found: Discovery, recipe: Recipe, model: str | None, window: int, source: str
+) -> Prepared | None:
+    """The one-chunk-per-file plan when byte lengths prove every file fits whole, else None."""
+    try:
+        prepared = _planned(found, recipe, BYTES_BOUND, model, window, source, strict=False)
+    except InputError:  # a piece too big even when cut: the tokenizer decides
+        return None
+    whole = prepared.checked and len(prepared.plan.chunks) == len(found.documents)
+    return prepared if whole else None
+
+
+def _planned(
+    found: Discovery,
+    recipe: Recipe,
+    counter: TokenCounter,
+    model: str | None,
+    window: int,
+    source: str,
+    *,
+    strict: bool = True,
+) -> Prepared:
+    """The chunk plan for a window; not strict: a window too small is left for later."""
+    warnings: list[str] = []
+    try:
+        plan = plan_chunks(
+            found.documents,
+            recipe,
+            counter=counter,
+            model=model,
+            window=window,
+            on_warning=warnings.append,
+        )
+    except ConfigError:
+        if strict:
+            raise
+        return Prepared(ChunkPlan([]), found, counter, window, source, checked=False)
+    notes = [counter.note] if counter.note else []
+    if plan.warning:
+        warnings.append(plan.warning)
+    every = notes + warnings + secret_warnings(found)
+    return Prepared(plan, found, counter, window, source, every)
+
+
+def choose_counter(
+    tokenizer: str | None, model: str | None, client: ChatClient | None
+) -> TokenCounter:
+    """The counter the recipe asks for; `server` needs the endpoint, and counts locally before."""
+    if tokenizer != "server":
+        return get_counter(model, tokenizer)
+    fallback = get_counter(model)
+    if client is None:
+        note = f"--tokenizer server needs the endpoint; a dry run counts with {fallback.name}"
+        return replace(fallback, note=fallback.note or note)
+    return server_counter(client.post_json, fallback=fallback)
+
+
+def prompt_overhead(recipe: Recipe, counter: TokenCounter) -> int:
+    """Tokens of the largest request with an empty chunk (any aspect or clone): the fixed cost."""
+    empty = section_tasks(recipe, [Chunk(0, ())], model="-")
+    largest = max(counter.request_tokens(task.request.messages) for task in empty)
+    return largest + REQUEST_SLACK
+
+
+def plan_chunks(
+    documents: Sequence[Document],
+    recipe: Recipe,
+    *,
+    counter: TokenCounter,
+    model: str | None,
+    window: int | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> ChunkPlan:
+    """Cut the documents the way the recipe's chunking asks; every chunk fits the window."""
+    chunking = recipe.chunking
+    window = window or resolve_window(recipe, model, None)[0]
+    reserve = recipe.max_tokens or RESERVED_OUTPUT_TOKENS
+    overhead = prompt_overhead(recipe, counter)
+    usable = window if counter.exact else int(window * (1 - ESTIMATE_MARGIN))
+    room = usable - reserve - overhead
+    if room < MIN_INPUT_TOKENS:
+        raise ConfigError(
+            f"the context window ({window:,} tokens) leaves no room for input after the prompt "
+            f"({overhead:,} tokens) and the answer ({reserve:,} tokens)",
+            hint="set context_window (--context-window), or lower max_tokens",
+        )
+    costs = Costs(counter, paths_listed="paths" in placeholders(recipe.prompt))
+    overlap = chunking.overlap
+    if chunking.chunks:
+        plan = chunk_count(
+            documents, chunking.chunks, counter, costs=costs, overlap=overlap, hard_budget=room
+        )
+        check_fit(plan, room, window=window, reserve=reserve, overhead=overhead)
+        return plan
+    budget = min(room, DEFAULT_CHUNK_TOKENS)
+    if chunking.chunk_tokens:
+        budget = chunking.chunk_tokens - overhead
+        if budget < MIN_INPUT_TOKENS:
+            raise ConfigError(
+                f"--chunk-tokens {chunking.chunk_tokens} leaves no room for input: "
+                f"the system prompt and template alone take about {overhead} tokens"
+            )
+        if budget > room and on_warning:
+            on_warning(
+                f"--chunk-tokens {chunking.chunk_tokens} does not fit the context window "
+                f"({window:,} tokens with {reserve:,} kept for the answer); "
+                f"using {room + overhead:,}"
+            )
+        budget = min(budget, room)
+    if chunking.by == "file":
+        plan = chunk_files(documents, budget, counter, costs=costs, overlap=overlap)
+    else:
+        plan = chunk_budget(documents, budget, counter, costs=costs, overlap=overlap)
+    check_fit(plan, room, window=window, reserve=reserve, overhead=overhead)
+    return plan
+
+
+def check_fit(plan: ChunkPlan, room: int, *, window: int, reserve: int, overhead: int) -> None:
+    """A chunk plus prompt that cannot fit the context window is an error naming its files."""
+    for chunk in plan.chunks:
+        if chunk.cost > room:
+            paths = chunk.paths
+            named = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+            raise InputError(
+                f"chunk {chunk.index + 1}/{len(plan.chunks)} ({named}) needs about "
+                f"{chunk.cost + overhead:,} tokens with the prompt, but the context window "
+                f"({window:,} tokens, {reserve:,} kept for the answer) leaves {room + overhead:,}",
+                hint="use more --chunks, or --chunk-tokens, or set --context-window",
+            )

@@ -1,0 +1,142 @@
+"""Turn a recipe plus chunks into identical tasks: one template, one parameter set, varying data.
+
+Sections are chunks × aspects × matrix clones. Every task gets only its own context (its chunk,
+its aspect's instructions, its clone's variables); nothing is shared between them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import RecipeError
+from ..recipe.model import Recipe
+from ..recipe.section import Aspect
+from ..records import ChatRequest, Task
+from .chunking import Chunk
+from .jsonmode import JSON_FORMAT, contract_for
+from .template import INPUT, check_template, placeholders, render
+
+#: Placeholders a section template may use.
+SECTION_VARIABLES = frozenset({INPUT, "paths", "chunk_id"})
+#: Placeholders a template may use when the recipe declares aspects.
+ASPECT_VARIABLES = frozenset({"aspect", "instructions"})
+#: `{{ clone }}` joins a clone's matrix values with this.
+CLONE_JOINER = "_"
+
+
+def build_messages(system: str | None, user: str) -> tuple[dict[str, str], ...]:
+    """The chat messages for one call: optional system prompt, then the rendered user prompt."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return (*messages, {"role": "user", "content": user})
+
+
+def make_task(
+    index: int,
+    label: str,
+    recipe: Recipe,
+    *,
+    model: str,
+    values: Mapping[str, str],
+    meta: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    suffix: str = "",
+) -> Task:
+    """One task from the recipe's template; only `values` differ between workers."""
+    user = render(recipe.prompt, values, append_input=bool(values.get(INPUT)))
+    if suffix:
+        user = f"{user.rstrip()}\n\n{suffix}"
+    request = ChatRequest(
+        model=model,
+        messages=build_messages(recipe.system, user),
+        params=dict(params if params is not None else recipe.worker_params()),
+    )
+    return Task(index, label, request, dict(meta or {}))
+
+
+def clone_name(values: Mapping[str, str]) -> str:
+    """A clone's name: its matrix values joined (empty without a matrix)."""
+    return CLONE_JOINER.join(values.values())
+
+
+def matrix_clones(matrix: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of the matrix variables, in declaration order ([{}] without a matrix)."""
+    names = list(matrix)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*matrix.values())]
+
+
+def section_variables(recipe: Recipe) -> set[str]:
+    """The placeholders this recipe's section template may use."""
+    allowed = set(SECTION_VARIABLES)
+    if recipe.aspects:
+        allowed |= ASPECT_VARIABLES
+    if recipe.matrix:
+        allowed |= {"clone", *recipe.matrix}
+    return allowed
+
+
+def check_section_template(recipe: Recipe) -> None:
+    """Fail before any request on unknown placeholders, or fan-out the template cannot see."""
+    where = recipe.prompt_where
+    check_template(recipe.prompt, section_variables(recipe), where=where)
+    used = set(placeholders(recipe.prompt))
+    if recipe.aspects and not used & ASPECT_VARIABLES:
+        raise RecipeError(
+            f"{where}: aspects are declared but the prompt uses neither {{{{ aspect }}}} nor "
+            "{{ instructions }}, so every aspect would send the same request"
+        )
+    if recipe.matrix and not used & {"clone", *recipe.matrix}:
+        names = ", ".join(f"{{{{ {v} }}}}" for v in recipe.matrix)
+        raise RecipeError(
+            f"{where}: the matrix varies {', '.join(recipe.matrix)} but the prompt uses none "
+            f"of {names}, so every clone would send the same request"
+        )
+
+
+def section_tasks(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
+    """One identical task per chunk × aspect × matrix clone (clone-major, then aspect, chunk)."""
+    check_section_template(recipe)
+    aspects: list[Aspect | None] = list(recipe.aspects) or [None]
+    contracts = {a.name if a else None: contract_for(recipe, a) for a in aspects}
+    for contract in contracts.values():
+        if contract is not None:
+            contract.check_schema()
+    tasks: list[Task] = []
+    for clone in matrix_clones(recipe.matrix):
+        for aspect in aspects:
+            contract = contracts[aspect.name if aspect else None]
+            params = recipe.worker_params()
+            if contract is not None:
+                params.setdefault("response_format", contract.response_format())
+            for chunk in chunks:
+                values = {INPUT: chunk.text, "paths": "\n".join(chunk.paths), "chunk_id": chunk.id}
+                meta: dict[str, Any] = {
+                    "chunk_id": chunk.id,
+                    "paths": chunk.paths,
+                    "tokens": chunk.tokens,
+                }
+                label = f"chunk {chunk.index + 1}/{len(chunks)}"
+                if aspect is not None:
+                    values |= {"aspect": aspect.name, "instructions": aspect.instructions}
+                    meta["aspect"] = aspect.name
+                    label += f" [{aspect.name}]"
+                if recipe.matrix:
+                    values |= {"clone": clone_name(clone), **clone}
+                    meta |= {"clone": clone_name(clone), "matrix": clone}
+                    label += f" [{clone_name(clone)}]"
+                if contract is not None:
+                    meta["format"] = JSON_FORMAT
+                tasks.append(
+                    make_task(
+                        len(tasks),
+                        label,
+                        recipe,
+                        model=model,
+                        values=values,
+                        meta=meta,
+                        params=params,
+                        suffix=contract.instructions() if contract else "",
+                    )
+                )
+    return tasks

@@ -1,0 +1,153 @@
+"""Recipes: YAML task descriptions validated into frozen pydantic models before anything runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .base import Strict
+from .section import Aspect, Guard, Merge, check_aspects, check_guard, check_matrix, matrix_as_text
+from .vote import ModelEntry, Vote
+
+if TYPE_CHECKING:
+    pass
+
+#: Command-line flags whose recipe key has another name (for error messages).
+FLAGS_FOR_KEYS = {"matrix": "--each"}
+
+
+class Chunking(Strict):
+    """How section input is cut: chunks, or chunk_tokens and/or by (one chunk per file)."""
+
+    chunks: int | None = Field(None, ge=1, description="exactly N chunks balanced by tokens")
+    chunk_tokens: int | None = Field(None, ge=16, description="token budget per request")
+    by: Literal["file"] | None = Field(None, description="'file': one chunk per file")
+    overlap: int = Field(
+        0, ge=0, le=10_000, description="lines of a split file repeated at its next piece's start"
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Chunking:
+        chosen = [k for k in ("chunk_tokens", "by") if getattr(self, k) is not None]
+        if self.chunks is not None and chosen:
+            raise ValueError(f"chunks cannot be combined with {' or '.join(chosen)}")
+        return self
+
+
+class PriceSpec(Strict):
+    """A model's price in USD per million tokens."""
+
+    input: float = Field(ge=0, description="USD per million prompt tokens")
+    output: float = Field(ge=0, description="USD per million completion tokens")
+
+
+class Inputs(Strict):
+    """Which files a section reads, and what happens to secrets found in them."""
+
+    include: tuple[str, ...] = Field((), description="only files matching these globs")
+    exclude: tuple[str, ...] = Field((), description="skip files and folders matching these")
+    max_file_bytes: int | None = Field(None, ge=1, description="skip larger files (1 MiB)")
+    on_secret: Literal["redact", "fail", "allow"] = Field(
+        "redact", description="redact: send markers; fail: stop first; allow: no scan"
+    )
+
+
+class Recipe(Strict):
+    """One task: the identical prompt every worker runs, its parameters and how results combine."""
+
+    name: str = "custom"
+    description: str = ""
+    mode: Literal["section", "vote"] = "section"
+    model: str | None = None
+    system: str | None = None
+    prompt: str = "{{ input }}"
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="extra request fields sent as they are"
+    )
+    concurrency: int | None = Field(None, ge=1, le=1024)
+    rpm: float | None = Field(None, gt=0, description="requests per minute never to exceed")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute never to exceed")
+    max_cost: float | None = Field(None, gt=0, description="USD budget: no call starts past it")
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict, description="model -> {input, output} USD per million tokens"
+    )
+    context_window: int | None = Field(None, ge=256)
+    tokenizer: Literal["o200k", "cl100k", "estimate", "server"] | None = Field(
+        None, description="how tokens are counted (default: tiktoken for the model)"
+    )
+    inputs: Inputs = Inputs()
+    chunking: Chunking = Chunking()
+    merge: Merge = Merge()
+    vote: Vote = Vote()
+    models: list[ModelEntry] | None = Field(
+        None, description="an ensemble (vote): replaces model when given; names are unique"
+    )
+    aspects: list[Aspect] = Field(
+        default_factory=list, description="named aspects; every chunk runs once per aspect"
+    )
+    matrix: dict[str, list[str]] = Field(
+        default_factory=dict, description="variables whose product makes isolated clones"
+    )
+    guard: Guard | None = Field(None, description="gate the answer on a screening aspect")
+    source: str | None = Field(None, exclude=True, description="file the recipe came from")
+    #: "--prompt" once the command line replaced the recipe file's prompt.
+    _prompt_from: str | None = PrivateAttr(None)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelEntry] | None) -> list[ModelEntry] | None:
+        names = [m.name for m in models or ()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if models == []:
+            raise ValueError("list at least one model, or leave models out")
+        if twice:
+            raise ValueError(f"model names must be unique (repeated: {', '.join(twice)})")
+        return models
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix_values_as_text(cls, value: Any) -> Any:
+        return matrix_as_text(value)
+
+    @field_validator("aspects")
+    @classmethod
+    def _distinct_aspects(cls, aspects: list[Aspect]) -> list[Aspect]:
+        return check_aspects(aspects)
+
+    @field_validator("matrix")
+    @classmethod
+    def _check_matrix(cls, matrix: dict[str, list[str]]) -> dict[str, list[str]]:
+        return check_matrix(matrix)
+
+    @field_validator("guard")
+    @classmethod
+    def _guard_names_an_aspect(cls, guard: Guard | None, info: ValidationInfo) -> Guard | None:
+        return check_guard(guard, info.data.get("aspects", []))
+
+    @property
+    def prompt_where(self) -> str:
+        """Where the prompt came from, for its errors: not the file when --prompt replaced it."""
+        return self._prompt_from or self.source or "prompt"
+
+    def worker_params(self) -> dict[str, Any]:
+        """Request parameters shared by every worker (identical by construction)."""
+        params = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+        return {k: v for k, v in params.items() if v is not None} | dict(self.params)

@@ -1,0 +1,1 @@
+"""Candidates -> one winner: VOTERS (judge, rubric, consensus, weighted)."""
