@@ -18,6 +18,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_RETRIES = 6
 
 
+#: Stands for the model the server will choose, in plans made before it is asked.
+UNKNOWN_MODEL = "(default model)"
 CACHE_ENV = "PARALLELIZE_CACHE_DIR"
 
 

@@ -46,13 +46,109 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class SectionSource:
+    """What a section task was made from: its chunk, and its aspect and matrix clone if any."""
+
+    chunk_id: str
+    paths: tuple[str, ...]
+    #: The chunk's input tokens (the tokenizer's count, once counted).
+    tokens: int
+    aspect: str | None = None
+    #: The clone's matrix values and their joined name (None without a matrix).
+    matrix: Mapping[str, str] | None = None
+    clone: str = ""
+    #: The answer must be a JSON document (a `merge: json` contract).
+    json: bool = False
+    #: Where `--merge files` writes the answer, relative to the output directory.
+    out_path: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The task's fields in `--format json` (keys present only when they apply)."""
+        out: dict[str, Any] = {
+            "chunk_id": self.chunk_id,
+            "paths": self.paths,
+            "tokens": self.tokens,
+        }
+        if self.aspect is not None:
+            out["aspect"] = self.aspect
+        if self.matrix is not None:
+            out |= {"clone": self.clone, "matrix": dict(self.matrix)}
+        if self.json:
+            out["format"] = "json"
+        if self.out_path is not None:
+            out["out_path"] = self.out_path
+        return out
+
+
+@dataclass(frozen=True)
+class ReduceSource:
+    """A map-reduce merge call: which tree and level, and the chunk numbers it covers."""
+
+    group: str
+    level: int
+    final: bool
+    first: int
+    last: int
+    paths: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        """The task's fields in `--format json`."""
+        names = ("group", "level", "final", "first", "last", "paths")
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """One vote candidate: the model it was asked of and its attempt number."""
+
+    model: str
+    attempt: int
+
+    def record(self) -> dict[str, Any]:
+        """The task's fields in `--format json`."""
+        return {"model": self.model, "attempt": self.attempt}
+
+
+@dataclass(frozen=True)
+class VerdictSource:
+    """A judge round (with the candidate order it was shown) or a rubric score call."""
+
+    kind: Literal["judge", "score"]
+    round: int | None = None
+    order: tuple[int, ...] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The task's fields in `--format json`."""
+        if self.kind == "score":
+            return {"kind": "score"}
+        return {"kind": self.kind, "round": self.round, "order": list(self.order or ())}
+
+
+TaskSource = SectionSource | ReduceSource | SampleSource | VerdictSource
+
+
+@dataclass(frozen=True)
 class Task:
     """One unit of identical work: a request plus what it was made from."""
 
     index: int
     label: str
     request: ChatRequest
-    meta: Mapping[str, Any] = field(default_factory=dict)
+    source: TaskSource | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The input files this task's data came from (none for a vote)."""
+        return getattr(self.source, "paths", ())
+
+    @property
+    def section(self) -> SectionSource | None:
+        """The section this task works on, when it is a section task."""
+        return self.source if isinstance(self.source, SectionSource) else None
+
+    def record(self) -> dict[str, Any]:
+        """The fields of its source, as `--format json` shows them."""
+        return self.source.record() if self.source is not None else {}
 
 
 @dataclass(frozen=True)

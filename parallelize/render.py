@@ -196,11 +196,11 @@ def plan_text(result: RunResult) -> str:
             f"{planned['output_tokens']:,} out (at max_tokens): {cost}"
         )
     for task in result.tasks:
-        paths = task.meta.get("paths", [])
+        paths = task.paths
         shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
-        tokens = task.meta.get("tokens")
-        size = f"{tokens:,} tokens" if tokens is not None else ""
-        target = f" -> {task.meta['out_path']}" if "out_path" in task.meta else ""
+        section = task.section
+        size = f"{section.tokens:,} tokens" if section else ""
+        target = f" -> {section.out_path}" if section and section.out_path is not None else ""
         lines.append(f"  {task.label}: {size} {shown}".rstrip() + target)
     if inputs and inputs["secrets"]:
         lines.append("secrets redacted before sending (values masked):")
@@ -337,7 +337,7 @@ def task_record(result: TaskResult) -> dict[str, Any]:
     return {
         "index": result.task.index,
         "label": result.task.label,
-        **{k: v for k, v in result.task.meta.items()},
+        **result.task.record(),
         "model": completion.model if completion else result.task.request.model,
         "status": result.status,
         "output": result.text,
@@ -378,7 +378,8 @@ def envelope(result: RunResult) -> dict[str, Any]:
     }
     if result.dry_run:
         doc["plan"] = [
-            {"label": t.label, **t.meta, "messages": list(t.request.messages)} for t in result.tasks
+            {"label": t.label, **t.record(), "messages": list(t.request.messages)}
+            for t in result.tasks
         ]
     return doc
 

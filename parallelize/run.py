@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .defaults import DEFAULT_CONCURRENCY
+from .defaults import DEFAULT_CONCURRENCY, UNKNOWN_MODEL
 from .engine.client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .engine.routing import route_models
 from .engine.session import (
@@ -29,13 +29,17 @@ from .errors import (
 from .inputs.read import check_paths
 from .merge.combine import combine
 from .merge.context import MergeContext
+from .merge.files import OutputWriter, plan_outputs
+from .merge.mapreduce import check_reduce
 from .plan.chunking import Chunk
 from .plan.sections import (
     ExactCounts,
+    Prepared,
+    first_pass,
     prepare_section,
     refine_section,
 )
-from .plan.tasks import section_tasks
+from .plan.tasks import SectionTemplate, check_section_template, section_tasks
 from .recipe.model import Recipe
 from .records import Event, ProgressCallback, RunResult, Task
 
@@ -54,87 +58,24 @@ def run_section(
     """
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
-    model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
     check_paths(paths)
+    template = check_section_template(recipe)
     endpoint = None if options.dry_run else (options.endpoint or Endpoint.resolve())
-    if model is None and endpoint is not None and endpoint.is_openai:
-        model = DEFAULT_OPENAI_MODEL
-    # The server may know a different context window or count differently: then a chunk that
-    # does not fit the table's window is judged after asking it (still before any chat request).
-    ask_later = endpoint is not None and (
-        recipe.tokenizer == "server" or not (recipe.context_window or endpoint.is_openai)
-    )
-    # Token counts are needed before the first request only to estimate (a dry run, a budget)
-    # or to pace tokens; otherwise small files are planned on their byte lengths.
-    count_first = endpoint is None or options.max_cost is not None or bool(options.tpm)
+    model = _section_model(recipe, endpoint)
+    needs_counts = options.max_cost is not None or bool(options.tpm)
+    first = first_pass(recipe, endpoint, needs_counts=needs_counts)
     prepared = prepare_section(
-        paths,
-        recipe,
-        model=model,
-        stdin=stdin,
-        files_from=files_from,
-        ask_later=ask_later,
-        count_first=count_first,
+        paths, template, model=model, stdin=stdin, files_from=files_from, **vars(first)
     )
-    # Built before any request: bad templates, unsafe or shared output paths fail here.
-    tasks = plan_section(recipe, prepared.plan.chunks, model=model or "(default model)")
+    tasks = plan_section(template, prepared.plan.chunks, model=model or UNKNOWN_MODEL)
     if endpoint is None:
-        dry = RunResult(
-            "section",
-            recipe.name,
-            model or "",
-            tasks,
-            dry_run=True,
-            warnings=prepared.warnings,
-            details=prepared.details(),
-        )
-        return estimate_plan(dry, options.price_book(), options.max_cost)
-    if model is None or ask_later:  # ask the endpoint (metadata only) before any chat request
-        with ChatClient(endpoint, timeout=options.timeout) as meta:
-            known = model
-            model = model or default_model(meta)
-            refined = refine_section(prepared, recipe, model=model, client=meta)
-        if refined.plan is not prepared.plan or known is None:
-            tasks = plan_section(recipe, refined.plan.chunks, model=model)
-        prepared = refined
-    concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
-    counts = ExactCounts(prepared, recipe, model, wave=min(concurrency, len(tasks)))
-    failed: dict[str, Task] = {}
-    forward = _listeners(options.on_event, counts.on_event)
-    options = replace(options, endpoint=endpoint, on_event=_remember(forward, failed))
-    writer = None
-    if recipe.merge.strategy == "files" and recipe.merge.out_dir:
-        from .merge.files import OutputWriter
-
-        writer = OutputWriter(Path(recipe.merge.out_dir))
-        if recipe.guard is None:  # a guarded answer waits for the gate before it is written
-            options = replace(options, on_event=_listeners(options.on_event, writer.on_event))
-    with engine(options, concurrency=concurrency) as executor:
-        try:
-            results = executor.run(tasks)
-            outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
-        except ContextOverflowError as exc:
-            guess = prepared.counter.name != "server" and not endpoint.is_openai
-            hint = (
-                f"{exc.hint}; or --tokenizer server to count as the server does" if guess else None
-            )
-            raise _naming_task(exc, failed.get(str(exc)), hint=hint) from None
-    prepared = counts.result(tasks)
-    result = RunResult(
-        "section",
-        recipe.name,
-        model,
-        tasks,
-        outcome.results or results,
-        output=outcome.text,
-        aggregate_calls=outcome.calls,
-        wall_time=time.monotonic() - started,
-        warnings=prepared.warnings + outcome.warnings,
-        details={**prepared.details(), **outcome.details},
-    )
-    broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
-    result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
-    return record_engine(result, executor)
+        dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
+        return estimate_plan(_with_inputs(dry, prepared), options.price_book(), options.max_cost)
+    if model is None or first.ask_later:
+        model, prepared, tasks = _ask_endpoint(template, prepared, tasks, model, endpoint, options)
+    result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
+    result.wall_time = time.monotonic() - started
+    return result
 
 
 def run_vote(
@@ -181,6 +122,79 @@ def run_vote(
     return record_engine(result, executor)
 
 
+def _section_model(recipe: Recipe, endpoint: Endpoint | None) -> str | None:
+    """The model the recipe, the environment or OpenAI's default names (None: ask the server)."""
+    model = recipe.model or os.environ.get("PARALLELIZE_MODEL")
+    if model is None and endpoint is not None and endpoint.is_openai:
+        return DEFAULT_OPENAI_MODEL
+    return model
+
+
+def _ask_endpoint(
+    template: SectionTemplate,
+    prepared: Prepared,
+    tasks: list[Task],
+    model: str | None,
+    endpoint: Endpoint,
+    options: RunOptions,
+) -> tuple[str, Prepared, list[Task]]:
+    """The model, plan and tasks after asking the endpoint (metadata only, never a chat)."""
+    with ChatClient(endpoint, timeout=options.timeout) as client:
+        chosen = model or default_model(client)
+        refined = refine_section(prepared, template, model=chosen, client=client)
+    if refined.plan is not prepared.plan or model is None:
+        tasks = plan_section(template, refined.plan.chunks, model=chosen)
+    return chosen, refined, tasks
+
+
+def _execute(
+    template: SectionTemplate,
+    prepared: Prepared,
+    tasks: list[Task],
+    model: str,
+    options: RunOptions,
+) -> RunResult:
+    """Run the section tasks, merge their outputs, and report what happened."""
+    recipe = template.recipe
+    concurrency = recipe.concurrency or min(len(tasks), DEFAULT_CONCURRENCY)
+    counts = ExactCounts(prepared, recipe, model, wave=min(concurrency, len(tasks)))
+    failed: dict[str, Task] = {}
+    on_event = _remember(_listeners(options.on_event, counts.on_event), failed)
+    writer = None
+    if recipe.merge.strategy == "files" and recipe.merge.out_dir:
+        writer = OutputWriter(Path(recipe.merge.out_dir))
+        if recipe.guard is None:  # a guarded answer waits for the gate before it is written
+            on_event = _listeners(on_event, writer.on_event)
+    with engine(replace(options, on_event=on_event), concurrency=concurrency) as executor:
+        try:
+            results = executor.run(tasks)
+            outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
+        except ContextOverflowError as exc:
+            raise _naming_task(exc, failed.get(str(exc)), prepared, options) from None
+    prepared, tasks, results = counts.result(tasks, outcome.results or results)
+    result = RunResult(
+        "section",
+        recipe.name,
+        model,
+        tasks,
+        results,
+        output=outcome.text,
+        aggregate_calls=outcome.calls,
+        warnings=outcome.warnings,
+        details=outcome.details,
+    )
+    broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
+    result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
+    return record_engine(_with_inputs(result, prepared), executor)
+
+
+def _with_inputs(result: RunResult, prepared: Prepared) -> RunResult:
+    """The result with what was read: the inputs report first, its warnings before the rest."""
+    result.warnings[:0] = prepared.warnings
+    result.details = {**prepared.details(), **result.details}
+    return result
+
+
 def _listeners(*callbacks: ProgressCallback | None) -> ProgressCallback:
     """One progress callback that calls each given one in turn."""
     chosen = [c for c in callbacks if c is not None]
@@ -205,24 +219,27 @@ def _remember(forward: ProgressCallback | None, failed: dict[str, Task]) -> Prog
 
 
 def _naming_task(
-    exc: ContextOverflowError, task: Task | None, *, hint: str | None = None
+    exc: ContextOverflowError, task: Task | None, prepared: Prepared, options: RunOptions
 ) -> ContextOverflowError:
     """The server's context-overflow error with the chunk and files that caused it."""
+    hint = exc.hint
+    endpoint = options.endpoint
+    if prepared.counter.name != "server" and endpoint is not None and not endpoint.is_openai:
+        hint = f"{exc.hint}; or --tokenizer server to count as the server does"
     where = ""
     if task is not None:
-        paths = list(task.meta.get("paths", []))
+        paths = list(task.paths)
         named = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
         where = f"{task.label} ({named}): " if named else f"{task.label}: "
-    return ContextOverflowError(f"{where}{exc.message}", status=exc.status, hint=hint or exc.hint)
+    return ContextOverflowError(f"{where}{exc.message}", status=exc.status, hint=hint)
 
 
-def plan_section(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
+def plan_section(template: SectionTemplate, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
     """The section tasks, with each one's output file when the merge writes files; a merge that
-    cannot work fails here, before any worker call is paid for."""
-    tasks = section_tasks(recipe, chunks, model=model)
+    cannot work, or an unsafe or shared output path, fails here, before any request."""
+    tasks = section_tasks(template, chunks, model=model)
+    recipe = template.recipe
     if recipe.merge.strategy == "llm":
-        from .merge.mapreduce import check_reduce
-
         check_reduce(recipe, model=model)
     if recipe.merge.strategy != "files":
         return tasks
@@ -231,6 +248,4 @@ def plan_section(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list
             "--merge files needs an output directory",
             hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
         )
-    from .merge.files import plan_outputs
-
     return plan_outputs(recipe, tasks, out_dir=Path(recipe.merge.out_dir))

@@ -47,7 +47,7 @@ def test_tasks_are_chunks_times_aspects_times_clones() -> None:
     assert [t.index for t in tasks] == list(range(12))
     first = tasks[0]
     assert first.label == "chunk 1/2 [s] [fr]"
-    assert first.meta["aspect"] == "s" and first.meta["matrix"] == {"locale": "fr"}
+    assert first.source.aspect == "s" and first.source.matrix == {"locale": "fr"}
     assert first.request.messages[-1]["content"].startswith("s fr SEC <file")
     contents = {t.request.messages[-1]["content"] for t in tasks}
     assert len(contents) == 12  # no two clones or aspects send the same request

@@ -319,8 +319,8 @@ def test_by_file_proves_small_files_fit_on_bytes_and_reports_the_tokenizer_count
     assert result.exit_code == 0 and len(llm.requests) == len(SMALL_FILES)
     assert result.details["counter"] == dry.details["counter"] == "cl100k_base"
     assert result.details["inputs"]["tokens"] == dry.details["inputs"]["tokens"] == sum(exact)
-    assert [t.meta["tokens"] for t in result.tasks] == exact
-    assert [t.meta["tokens"] for t in dry.tasks] == exact
+    assert [t.source.tokens for t in result.tasks] == exact
+    assert [t.source.tokens for t in dry.tasks] == exact
     assert result.details["inputs"]["summary"] == dry.details["inputs"]["summary"]
 
 
@@ -334,7 +334,7 @@ def test_a_file_over_the_byte_bound_is_counted_by_the_tokenizer(llm, make_tree) 
 
     result = run_section([str(root)], by_file)
     assert result.exit_code == 0 and llm.count("value = compute") == 1
-    assert result.tasks[0].meta["tokens"] == get_counter("test-model").count(text)
+    assert result.tasks[0].source.tokens == get_counter("test-model").count(text)
 
 
 @pytest.mark.parametrize(

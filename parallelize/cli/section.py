@@ -343,8 +343,6 @@ def section(
                 "missing PATH: give files, directories, or - for stdin (PATH is optional "
                 "only with --files-from, --each or a recipe matrix)"
             )
-        if final.merge.strategy == "files" and not final.merge.out_dir:
-            usage_error("--merge files needs an output directory: pass --out-dir DIR")
         listed = read_files_from(files_from) if files_from else []
         return run_with_progress(
             lambda options: run_section(

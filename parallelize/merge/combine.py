@@ -11,12 +11,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, ConfigError, combine_exit_codes
+from ..errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, combine_exit_codes
 from ..plan.jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
 from ..recipe.model import Recipe
 from ..recipe.section import Guard
 from ..records import TaskResult
-from .context import MergeContext, MergeOutcome, _titled, group_name, grouped, section_header
+from .context import (
+    MergeContext,
+    MergeOutcome,
+    group_key,
+    group_name,
+    grouped,
+    section_header,
+    titled,
+)
 from .guard import Verdict, screen_verdict
 from .jsonmerge import JsonMerger
 from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
@@ -36,7 +44,7 @@ def merge_concat(results: Sequence[TaskResult], context: MergeContext) -> MergeO
     for key, members in grouped(results).items():
         blocks = [f"{section_header(r)}\n\n{r.text.strip()}" for r in members if r.succeeded]
         texts[key] = "\n\n".join(blocks) + "\n" if blocks else ""
-    return MergeOutcome(_titled(texts) if texts else "")
+    return MergeOutcome(titled(texts) if texts else "")
 
 
 def merge_llm(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
@@ -57,7 +65,7 @@ def merge_llm(results: Sequence[TaskResult], context: MergeContext) -> MergeOutc
         "levels": report.levels,
     }
     return MergeOutcome(
-        _titled(texts),
+        titled(texts),
         report.calls,
         warnings=report.warnings,
         details={"merge": details},
@@ -91,11 +99,7 @@ def merge_json(results: Sequence[TaskResult], context: MergeContext) -> MergeOut
 def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
     """Every section to its own file under --out-dir, a manifest, and the written paths."""
     writer = context.writer
-    if writer is None:
-        raise ConfigError(
-            "--merge files needs an output directory",
-            hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
-        )
+    assert writer is not None, "run.plan_section checks that --merge files has --out-dir"
     for result in results:
         if result.task.index in context.values:
             text = json.dumps(context.values[result.task.index], indent=2, ensure_ascii=False)
@@ -104,7 +108,7 @@ def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOu
             writer.write(result)
     manifest = writer.write_manifest(results, recipe=context.recipe.name, model=context.model)
     written = [r for r in results if r.task.index in writer.written]
-    lines = [writer.display(r.task.meta["out_path"]) for r in written]
+    lines = [writer.display(r.task.section.out_path) for r in written if r.task.section]
     missing = len(results) - len(written)
     details = {
         "strategy": "files",
@@ -137,7 +141,7 @@ def json_contracts(recipe: Recipe, results: Sequence[TaskResult]) -> dict[int, J
     aspects = {a.name: a for a in recipe.aspects}
     contracts = {}
     for result in results:
-        contract = contract_for(recipe, aspects.get(result.task.meta.get("aspect", "")))
+        contract = contract_for(recipe, aspects.get(group_key(result)[1]))
         if contract is not None:
             contracts[result.task.index] = contract
     return contracts
@@ -199,11 +203,11 @@ def _guarded(
 
 
 def _clone(result: TaskResult) -> str:
-    return str(result.task.meta.get("clone", ""))
+    return group_key(result)[0]
 
 
 def _screens(result: TaskResult, guard: Guard) -> bool:
-    return result.task.meta.get("aspect") == guard.aspect
+    return group_key(result)[1] == guard.aspect
 
 
 def _gate_details(verdicts: Mapping[str, Verdict]) -> dict[str, Any]:

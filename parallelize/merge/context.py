@@ -50,14 +50,14 @@ class MergeContext:
 def section_header(result: TaskResult) -> str:
     """The heading that names a chunk and its files."""
     label = result.task.label.split(" [", 1)[0]
-    paths = ", ".join(result.task.meta.get("paths", []))
+    paths = ", ".join(result.task.paths)
     return f"## {label}: {paths}" if paths else f"## {label}"
 
 
 def group_key(result: TaskResult) -> tuple[str, str]:
     """(clone, aspect) of a result; empty strings when the run has no matrix or aspects."""
-    meta = result.task.meta
-    return str(meta.get("clone", "")), str(meta.get("aspect", ""))
+    section = result.task.section
+    return (section.clone, section.aspect or "") if section else ("", "")
 
 
 def grouped(results: Sequence[TaskResult]) -> dict[tuple[str, str], list[TaskResult]]:
@@ -72,7 +72,7 @@ def group_name(key: tuple[str, str]) -> str:
     return GROUP_SEPARATOR.join(part for part in key if part)
 
 
-def _titled(texts: dict[tuple[str, str], str]) -> str:
+def titled(texts: dict[tuple[str, str], str]) -> str:
     """One group's text as is; several groups each under a `# clone · aspect` heading."""
     if len(texts) == 1:
         return next(iter(texts.values()))

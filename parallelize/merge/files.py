@@ -15,14 +15,14 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RecipeError
-from ..plan.jsonmode import JSON_FORMAT
 from ..plan.template import check_template, placeholders, render
 from ..recipe.model import Recipe
-from ..records import Task, TaskResult
+from ..records import SectionSource, Task, TaskResult
 
 if TYPE_CHECKING:
     from ..records import Event
@@ -55,7 +55,7 @@ def path_variables(recipe: Recipe) -> set[str]:
 
 
 def plan_outputs(recipe: Recipe, tasks: Sequence[Task], *, out_dir: Path) -> list[Task]:
-    """The tasks with their target path in meta["out_path"]; ConfigError on any unsafe or shared
+    """The tasks with their target path (`out_path`); ConfigError on any unsafe or shared
     path, before any request is made."""
     template = recipe.merge.path or default_path_template(recipe)
     if "path" in placeholders(template) and recipe.chunking.by != "file":
@@ -87,7 +87,7 @@ def plan_outputs(recipe: Recipe, tasks: Sequence[Task], *, out_dir: Path) -> lis
             )
         seen[key] = task
         confine(root, rel, create=False)
-        planned.append(Task(task.index, task.label, task.request, {**task.meta, "out_path": rel}))
+        planned.append(replace(task, source=replace(_section(task), out_path=rel)))
     return planned
 
 
@@ -173,17 +173,13 @@ class OutputWriter:
     def on_event(self, event: Event) -> None:
         """Executor callback: write a free-text section the moment its call succeeds."""
         result = event.result
-        if (
-            event.kind == "done"
-            and result is not None
-            and result.task.meta.get("format") != JSON_FORMAT
-        ):
+        if event.kind == "done" and result is not None and not _section(result.task).json:
             self.write(result)
 
     def write(self, result: TaskResult, *, text: str | None = None) -> bool:
         """Write one section's output (unless written already); False when it cannot be."""
         task = result.task
-        rel = task.meta.get("out_path")
+        rel = _section(task).out_path
         with self._lock:
             if rel is None or task.index in self.written:
                 return task.index in self.written
@@ -213,13 +209,13 @@ class OutputWriter:
         files, failures = [], []
         clones: dict[str, dict[str, Any]] = {}
         for result in results:
-            meta = result.task.meta
+            section = _section(result.task)
             origin = {
-                "clone": meta.get("clone", ""),
-                "matrix": meta.get("matrix", {}),
-                **({"aspect": meta["aspect"]} if "aspect" in meta else {}),
-                "chunk_id": meta.get("chunk_id"),
-                "inputs": meta.get("paths", []),
+                "clone": section.clone,
+                "matrix": dict(section.matrix or {}),
+                **({"aspect": section.aspect} if section.aspect is not None else {}),
+                "chunk_id": section.chunk_id,
+                "inputs": section.paths,
                 "label": result.task.label,
             }
             clone = clones.setdefault(
@@ -228,14 +224,14 @@ class OutputWriter:
             )
             if result.task.index in self.written:
                 files.append(
-                    {"path": meta["out_path"], **origin, **self.written[result.task.index]}
+                    {"path": section.out_path, **origin, **self.written[result.task.index]}
                 )
                 clone["files"] += 1
             else:
                 error = self.errors.get(result.task.index) or result.error or _why_not(result)
                 failures.append(
                     {
-                        "path": meta.get("out_path"),
+                        "path": section.out_path,
                         **origin,
                         "status": result.status,
                         "error": error,
@@ -267,12 +263,12 @@ def _why_not(result: TaskResult) -> str:
 
 
 def _path_values(task: Task) -> dict[str, str]:
-    meta = task.meta
-    values = {"chunk_id": str(meta.get("chunk_id", "")), "clone": str(meta.get("clone", ""))}
-    values |= {k: str(v) for k, v in meta.get("matrix", {}).items()}
-    if "aspect" in meta:
-        values["aspect"] = str(meta["aspect"])
-    paths = meta.get("paths") or []
+    section = _section(task)
+    values = {"chunk_id": section.chunk_id, "clone": section.clone}
+    values |= {k: str(v) for k, v in (section.matrix or {}).items()}
+    if section.aspect is not None:
+        values["aspect"] = section.aspect
+    paths = section.paths
     if len(paths) == 1:
         values["path"] = _relative_input(paths[0])
     return values
@@ -295,3 +291,9 @@ def _relative_input(path: str) -> str:
 def _is_absolute(path: str) -> bool:
     windows = PureWindowsPath(path)
     return path.startswith(SEPARATORS) or bool(windows.drive) or PurePosixPath(path).is_absolute()
+
+
+def _section(task: Task) -> SectionSource:
+    """The section a file-writing task works on (only section tasks write files)."""
+    assert task.section is not None, f"{task.label} is not a section task"
+    return task.section

@@ -20,7 +20,7 @@ from ..plan.tasks import make_task
 from ..plan.template import INPUT, check_template, render
 from ..plan.window import context_window
 from ..recipe.model import Recipe
-from ..records import Task, TaskResult
+from ..records import ReduceSource, Task, TaskResult
 
 if TYPE_CHECKING:
     from .context import MergeContext
@@ -108,10 +108,7 @@ class ReduceReport:
 
 def parts_of(results: Sequence[TaskResult], numbers: Sequence[int]) -> list[Part]:
     """Worker outputs as parts, numbered by their chunk and labelled with their files."""
-    return [
-        Part(r.text, n, n, tuple(r.task.meta.get("paths", [])))
-        for r, n in zip(results, numbers, strict=True)
-    ]
+    return [Part(r.text, n, n, r.task.paths) for r, n in zip(results, numbers, strict=True)]
 
 
 def check_reduce(recipe: Recipe, *, model: str) -> None:
@@ -186,7 +183,7 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
         report.calls.extend(results)
         by_tree: dict[str, list[TaskResult]] = {}
         for result in results:
-            by_tree.setdefault(result.task.meta["group"], []).append(result)
+            by_tree.setdefault(_reduced(result).group, []).append(result)
         for tree in pending:
             if tree.name in by_tree:
                 _advance(tree, by_tree[tree.name], budget, report)
@@ -280,17 +277,10 @@ def _reduce_task(
     first, last = batch[0].first, batch[-1].last
     span = f"{first}-{last}" if first != last else f"{first}"
     label = f"{'merge' if final else f'reduce L{level}'} {_named(tree)}chunks {span}".strip()
-    meta = {
-        "group": tree.name,
-        "level": level,
-        "final": final,
-        "first": first,
-        "last": last,
-        "paths": list(sources),
-    }
+    source = ReduceSource(tree.name, level, final, first, last, sources)
     values = {INPUT: "\n\n".join(p.rendered() for p in batch), "instruction": recipe.prompt}
     return make_task(
-        index, label, reducer, model=budget.model, values=values, meta=meta, params=params
+        index, label, reducer, model=budget.model, values=values, source=source, params=params
     )
 
 
@@ -312,13 +302,10 @@ def _advance(
                 f"merge: {result.task.label} was cut at its output cap; raise merge.max_tokens "
                 "if the combined answer misses something"
             )
-    if len(results) == 1 and results[0].task.meta["final"]:
+    if len(results) == 1 and _reduced(results[0]).final:
         tree.text = results[0].text
         return
-    new = [
-        Part(r.text, r.task.meta["first"], r.task.meta["last"], tuple(r.task.meta["paths"]))
-        for r in results
-    ]
+    new = [Part(r.text, _reduced(r).first, _reduced(r).last, r.task.paths) for r in results]
     before = sum(budget.counter.count(p.rendered()) for p in tree.parts)
     after = sum(budget.counter.count(p.rendered()) for p in new)
     if len(new) >= len(tree.parts) and after >= before:
@@ -343,3 +330,10 @@ def _named(tree: Tree) -> str:
 
 def _system(recipe: Recipe) -> str | None:
     return recipe.merge.system or recipe.system
+
+
+def _reduced(result: TaskResult) -> ReduceSource:
+    """What a reduce call covered (every task this module runs is one)."""
+    source = result.task.source
+    assert isinstance(source, ReduceSource), "a reduce result without its ReduceSource"
+    return source

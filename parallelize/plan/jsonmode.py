@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 #: The name structured outputs require for a schema (letters, digits, _ and -).
 SCHEMA_NAME = "answer"
-#: meta["format"] of a task whose answer must be JSON.
-JSON_FORMAT = "json"
 
 REPAIR_PROMPT = """\
 Your previous reply could not be used: {problem}.
@@ -191,4 +189,4 @@ def repair_task(result: TaskResult, problem: str) -> Task:
         {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
     )
     repaired = ChatRequest(request.model, messages, request.params, request.sample)
-    return Task(result.task.index, f"{result.task.label} (repair)", repaired, result.task.meta)
+    return Task(result.task.index, f"{result.task.label} (repair)", repaired, result.task.source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TextIO
@@ -27,23 +27,22 @@ from ..inputs.read import (
 )
 from ..inputs.tokens import (
     BYTES_BOUND,
-    ESTIMATE,
     ESTIMATE_MARGIN,
     TokenCounter,
     get_counter,
     server_counter,
 )
 from ..recipe.model import Recipe
-from ..records import Task
+from ..records import Task, TaskResult
 from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
-from .tasks import section_tasks
+from .tasks import SectionTemplate, checked, section_tasks
 from .template import placeholders
 from .window import (
     resolve_window,
 )
 
 if TYPE_CHECKING:
-    from ..engine.client import ChatClient
+    from ..engine.client import ChatClient, Endpoint
     from ..records import Event
 
 #: Input tokens per chunk when no chunking flag is given (capped by the context window).
@@ -88,9 +87,33 @@ class Prepared:
         }
 
 
+@dataclass(frozen=True)
+class FirstPass:
+    """What the local pass, before the endpoint is asked anything, may leave for later.
+
+    This is the start-up fast path: the first request goes out sooner when the local pass
+    proves less.
+    """
+
+    #: The server may know another window or count differently: a chunk that does not fit the
+    #: table's window is judged after asking it (still before any chat request).
+    ask_later: bool = False
+    #: Token counts are needed before the first request only to estimate (a dry run, a budget)
+    #: or to pace tokens; otherwise `--by file` plans small files on their byte lengths.
+    count_first: bool = True
+
+
+def first_pass(recipe: Recipe, endpoint: Endpoint | None, *, needs_counts: bool) -> FirstPass:
+    """How much the local pass must prove for this endpoint (None: a dry run)."""
+    if endpoint is None:
+        return FirstPass()
+    server = recipe.tokenizer == "server" or not (recipe.context_window or endpoint.is_openai)
+    return FirstPass(ask_later=server, count_first=needs_counts)
+
+
 def prepare_section(
     paths: Sequence[str],
-    recipe: Recipe,
+    recipe: Recipe | SectionTemplate,
     *,
     model: str | None,
     stdin: TextIO | None = None,
@@ -107,7 +130,8 @@ def prepare_section(
     counts), `--by file` first tries to prove with byte lengths that every file fits whole; the
     exact counts are then left to `count_exactly`.
     """
-    prompt_overhead(recipe, ESTIMATE)  # a bad template fails here, before anything is read
+    template = checked(recipe)  # a bad template fails here, before anything is read
+    recipe = template.recipe
     window, source = resolve_window(recipe, model, None)
     bounded = not count_first and _bound_suffices(recipe) and bool(paths or files_from)
     counter = BYTES_BOUND if bounded else choose_counter(recipe.tokenizer, model, None)
@@ -122,32 +146,33 @@ def prepare_section(
         paths, counter=counter, options=input_options(recipe), stdin=stdin, files_from=files_from
     )
     if bounded:
-        whole = _whole_files(found, recipe, model, window, source)
+        whole = _whole_files(found, template, model, window, source)
         if whole is not None:
             return whole
         counter = choose_counter(recipe.tokenizer, model, None)
         found = replace_documents(found, recount(found.documents, counter))
-    return _planned(found, recipe, counter, model, window, source, strict=not ask_later)
+    return _planned(found, template, counter, model, window, source, strict=not ask_later)
 
 
 def refine_section(
-    prepared: Prepared, recipe: Recipe, *, model: str, client: ChatClient
+    prepared: Prepared, template: SectionTemplate, *, model: str, client: ChatClient
 ) -> Prepared:
     """Ask the endpoint what the local pass guessed (tokenizer, context window); re-plan if needed.
 
     Only metadata is asked (llama.cpp /props and /tokenize, the model list), never a chat.
     """
+    recipe = template.recipe
     window, source = resolve_window(recipe, model, client)
     found = prepared.discovery
     if prepared.counter is BYTES_BOUND:
         if window == prepared.window:
             return replace(prepared, window_source=source)
-        whole = _whole_files(found, recipe, model, window, source)
+        whole = _whole_files(found, template, model, window, source)
         if whole is not None:
             return whole
         counter = choose_counter(recipe.tokenizer, model, client)
         found = replace_documents(found, recount(found.documents, counter))
-        return _planned(found, recipe, counter, model, window, source)
+        return _planned(found, template, counter, model, window, source)
     counter = choose_counter(recipe.tokenizer, model, client)
     same_counts = counter.name == prepared.counter.name and counter.render is None
     same_window = window == prepared.window and prepared.checked
@@ -157,7 +182,7 @@ def refine_section(
         found = replace_documents(found, recount(found.documents, counter))
     if not found.documents:  # a matrix without input: nothing to cut
         return Prepared(prepared.plan, found, counter, window, source, prepared.warnings)
-    return _planned(found, recipe, counter, model, window, source)
+    return _planned(found, template, counter, model, window, source)
 
 
 def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prepared:
@@ -196,19 +221,19 @@ class ExactCounts:
             if self._started == self._wave:
                 self._begin()
 
-    def result(self, tasks: Sequence[Task]) -> Prepared:
-        """The counted plan; each task's `tokens` is updated to the tokenizer's count."""
+    def result(
+        self, tasks: list[Task], results: list[TaskResult]
+    ) -> tuple[Prepared, list[Task], list[TaskResult]]:
+        """The counted plan, and the tasks and results with each section's tokenizer count."""
         if self._prepared.counter is not BYTES_BOUND:
-            return self._prepared
+            return self._prepared, tasks, results
         with self._lock:
             future = self._begin()
         counted = future.result()
         tokens = {d.path: d.tokens for d in counted.discovery.documents}
-        for task in tasks:
-            meta = task.meta
-            if isinstance(meta, dict) and meta.get("paths"):
-                meta["tokens"] = sum(tokens.get(path, 0) for path in meta["paths"])
-        return counted
+        tasks = [_with_counts(task, tokens) for task in tasks]
+        results = [replace(r, task=_with_counts(r.task, tokens)) for r in results]
+        return counted, tasks, results
 
     def _begin(self) -> Future[Prepared]:
         if self._future is None:
@@ -224,6 +249,15 @@ class ExactCounts:
         return self._future
 
 
+def _with_counts(task: Task, tokens: Mapping[str, int]) -> Task:
+    """The task with its section's tokens summed from its files' counts."""
+    section = task.section
+    if section is None or not section.paths:
+        return task
+    counted = sum(tokens.get(path, 0) for path in section.paths)
+    return replace(task, source=replace(section, tokens=counted))
+
+
 def _bound_suffices(recipe: Recipe) -> bool:
     """Whether byte lengths may stand in for token counts: one chunk per file, default counter."""
     chunking = recipe.chunking
@@ -232,11 +266,11 @@ def _bound_suffices(recipe: Recipe) -> bool:
 
 
 def _whole_files(
-    found: Discovery, recipe: Recipe, model: str | None, window: int, source: str
+    found: Discovery, template: SectionTemplate, model: str | None, window: int, source: str
 ) -> Prepared | None:
     """The one-chunk-per-file plan when byte lengths prove every file fits whole, else None."""
     try:
-        prepared = _planned(found, recipe, BYTES_BOUND, model, window, source, strict=False)
+        prepared = _planned(found, template, BYTES_BOUND, model, window, source, strict=False)
     except InputError:  # a piece too big even when cut: the tokenizer decides
         return None
     whole = prepared.checked and len(prepared.plan.chunks) == len(found.documents)
@@ -245,7 +279,7 @@ def _whole_files(
 
 def _planned(
     found: Discovery,
-    recipe: Recipe,
+    template: SectionTemplate,
     counter: TokenCounter,
     model: str | None,
     window: int,
@@ -258,7 +292,7 @@ def _planned(
     try:
         plan = plan_chunks(
             found.documents,
-            recipe,
+            template,
             counter=counter,
             model=model,
             window=window,
@@ -288,16 +322,19 @@ def choose_counter(
     return server_counter(client.post_json, fallback=fallback)
 
 
-def prompt_overhead(recipe: Recipe, counter: TokenCounter) -> int:
-    """Tokens of the largest request with an empty chunk (any aspect or clone): the fixed cost."""
-    empty = section_tasks(recipe, [Chunk(0, ())], model="-")
-    largest = max(counter.request_tokens(task.request.messages) for task in empty)
-    return largest + REQUEST_SLACK
+def prompt_overhead(template: SectionTemplate, counter: TokenCounter) -> int:
+    """Tokens of the largest request with an empty chunk (any aspect or clone): the fixed cost,
+    measured once per counter."""
+    if counter.name not in template.overheads:
+        empty = section_tasks(template, [Chunk(0, ())], model="-")
+        largest = max(counter.request_tokens(task.request.messages) for task in empty)
+        template.overheads[counter.name] = largest + REQUEST_SLACK
+    return template.overheads[counter.name]
 
 
 def plan_chunks(
     documents: Sequence[Document],
-    recipe: Recipe,
+    recipe: Recipe | SectionTemplate,
     *,
     counter: TokenCounter,
     model: str | None,
@@ -305,10 +342,12 @@ def plan_chunks(
     on_warning: Callable[[str], None] | None = None,
 ) -> ChunkPlan:
     """Cut the documents the way the recipe's chunking asks; every chunk fits the window."""
+    template = checked(recipe)
+    recipe = template.recipe
     chunking = recipe.chunking
     window = window or resolve_window(recipe, model, None)[0]
     reserve = recipe.max_tokens or RESERVED_OUTPUT_TOKENS
-    overhead = prompt_overhead(recipe, counter)
+    overhead = prompt_overhead(template, counter)
     usable = window if counter.exact else int(window * (1 - ESTIMATE_MARGIN))
     room = usable - reserve - overhead
     if room < MIN_INPUT_TOKENS:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RecipeError
 from ..recipe.model import Recipe
 from ..recipe.section import Aspect
-from ..records import ChatRequest, Task
+from ..records import ChatRequest, SectionSource, Task, TaskSource
 from .chunking import Chunk
-from .jsonmode import JSON_FORMAT, contract_for
+from .jsonmode import JsonContract, contract_for
 from .template import INPUT, check_template, placeholders, render
 
 #: Placeholders a section template may use.
@@ -39,7 +40,7 @@ def make_task(
     *,
     model: str,
     values: Mapping[str, str],
-    meta: Mapping[str, Any] | None = None,
+    source: TaskSource | None = None,
     params: Mapping[str, Any] | None = None,
     suffix: str = "",
 ) -> Task:
@@ -52,7 +53,7 @@ def make_task(
         messages=build_messages(recipe.system, user),
         params=dict(params if params is not None else recipe.worker_params()),
     )
-    return Task(index, label, request, dict(meta or {}))
+    return Task(index, label, request, source)
 
 
 def clone_name(values: Mapping[str, str]) -> str:
@@ -76,8 +77,25 @@ def section_variables(recipe: Recipe) -> set[str]:
     return allowed
 
 
-def check_section_template(recipe: Recipe) -> None:
-    """Fail before any request on unknown placeholders, or fan-out the template cannot see."""
+@dataclass(frozen=True)
+class SectionTemplate:
+    """A recipe whose section template and JSON schemas were checked: once per run."""
+
+    recipe: Recipe
+    #: Each aspect's JSON contract (None: free text), keyed by aspect name (None: no aspects).
+    contracts: Mapping[str | None, JsonContract | None]
+    #: Prompt tokens of a request with an empty chunk, per counter (measured once each).
+    overheads: dict[str, int] = field(default_factory=dict, compare=False)
+
+
+def checked(recipe: Recipe | SectionTemplate) -> SectionTemplate:
+    """A checked template as it is; a recipe checked now (for callers that plan only once)."""
+    return recipe if isinstance(recipe, SectionTemplate) else check_section_template(recipe)
+
+
+def check_section_template(recipe: Recipe) -> SectionTemplate:
+    """Fail before any request on unknown placeholders, fan-out the template cannot see, or a
+    JSON schema that is not one."""
     where = recipe.prompt_where
     check_template(recipe.prompt, section_variables(recipe), where=where)
     used = set(placeholders(recipe.prompt))
@@ -92,16 +110,21 @@ def check_section_template(recipe: Recipe) -> None:
             f"{where}: the matrix varies {', '.join(recipe.matrix)} but the prompt uses none "
             f"of {names}, so every clone would send the same request"
         )
-
-
-def section_tasks(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> list[Task]:
-    """One identical task per chunk × aspect × matrix clone (clone-major, then aspect, chunk)."""
-    check_section_template(recipe)
     aspects: list[Aspect | None] = list(recipe.aspects) or [None]
     contracts = {a.name if a else None: contract_for(recipe, a) for a in aspects}
     for contract in contracts.values():
         if contract is not None:
             contract.check_schema()
+    return SectionTemplate(recipe, contracts)
+
+
+def section_tasks(
+    recipe: Recipe | SectionTemplate, chunks: Sequence[Chunk], *, model: str
+) -> list[Task]:
+    """One identical task per chunk × aspect × matrix clone (clone-major, then aspect, chunk)."""
+    template = checked(recipe)
+    recipe, contracts = template.recipe, template.contracts
+    aspects: list[Aspect | None] = list(recipe.aspects) or [None]
     tasks: list[Task] = []
     for clone in matrix_clones(recipe.matrix):
         for aspect in aspects:
@@ -111,22 +134,22 @@ def section_tasks(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> lis
                 params.setdefault("response_format", contract.response_format())
             for chunk in chunks:
                 values = {INPUT: chunk.text, "paths": "\n".join(chunk.paths), "chunk_id": chunk.id}
-                meta: dict[str, Any] = {
-                    "chunk_id": chunk.id,
-                    "paths": chunk.paths,
-                    "tokens": chunk.tokens,
-                }
+                source = SectionSource(
+                    chunk.id,
+                    tuple(chunk.paths),
+                    chunk.tokens,
+                    aspect=aspect.name if aspect else None,
+                    matrix=clone if recipe.matrix else None,
+                    clone=clone_name(clone),
+                    json=contract is not None,
+                )
                 label = f"chunk {chunk.index + 1}/{len(chunks)}"
                 if aspect is not None:
                     values |= {"aspect": aspect.name, "instructions": aspect.instructions}
-                    meta["aspect"] = aspect.name
                     label += f" [{aspect.name}]"
                 if recipe.matrix:
                     values |= {"clone": clone_name(clone), **clone}
-                    meta |= {"clone": clone_name(clone), "matrix": clone}
                     label += f" [{clone_name(clone)}]"
-                if contract is not None:
-                    meta["format"] = JSON_FORMAT
                 tasks.append(
                     make_task(
                         len(tasks),
@@ -134,7 +157,7 @@ def section_tasks(recipe: Recipe, chunks: Sequence[Chunk], *, model: str) -> lis
                         recipe,
                         model=model,
                         values=values,
-                        meta=meta,
+                        source=source,
                         params=params,
                         suffix=contract.instructions() if contract else "",
                     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_NO_WINNER
 from ..plan.tasks import build_messages
-from ..records import ChatRequest, Task
+from ..records import ChatRequest, Task, VerdictSource
 from .ballot import Candidate, Decision, VoteContext, in_race
 from .rubric import ALL_OUT, apply_checks
 from .verdict import VerdictError, ask_json
@@ -191,4 +191,4 @@ def _judge_task(
         ctx.judge_model, build_messages(JUDGE_SYSTEM, user), dict(ctx.judge_params), sample=k
     )
     label = f"judge round {k + 1}/{ctx.vote.judge_rounds}"
-    return Task(k, label, request, {"kind": "judge", "round": k, "order": list(order)})
+    return Task(k, label, request, VerdictSource("judge", k, tuple(order)))

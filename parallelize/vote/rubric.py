@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import EXIT_FAILED, EXIT_NO_WINNER
 from ..plan.tasks import build_messages
 from ..recipe.vote import Criterion
-from ..records import ChatRequest, Task
+from ..records import ChatRequest, Task, VerdictSource
 from .ballot import Candidate, Decision, VoteContext, in_race
 from .verdict import VerdictError, ask_json
 
@@ -196,4 +196,4 @@ def _scorer_task(cand: Candidate, names: Sequence[str], ctx: VoteContext) -> Tas
         dict(ctx.judge_params),
         sample=cand.index,
     )
-    return Task(cand.index, f"score #{cand.number}", request, {"kind": "score"})
+    return Task(cand.index, f"score #{cand.number}", request, VerdictSource("score"))

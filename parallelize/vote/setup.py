@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..defaults import DEFAULT_CONCURRENCY
+from ..defaults import DEFAULT_CONCURRENCY, UNKNOWN_MODEL
 from ..errors import (
     ConfigError,
     RecipeError,
@@ -17,13 +17,10 @@ from ..plan.tasks import make_task
 from ..plan.template import INPUT, check_template, placeholders
 from ..recipe.model import Recipe
 from ..recipe.vote import ModelEntry
-from ..records import Task
+from ..records import SampleSource, Task
 
 #: Judges and scorers should be as deterministic as the endpoint allows.
 JUDGE_TEMPERATURE = 0.0
-
-
-UNKNOWN_MODEL = "(default model)"
 
 
 @dataclass
@@ -198,7 +195,7 @@ def vote_tasks(
             recipe,
             model=entry.name,
             values=values,
-            meta={"model": entry.name, "attempt": i},
+            source=SampleSource(entry.name, i),
             params=params,
         )
         tasks.append(replace(made, request=replace(made.request, sample=i)))
