@@ -52,3 +52,33 @@ def test_tasks_are_chunks_times_aspects_times_clones() -> None:
     contents = {t.request.messages[-1]["content"] for t in tasks}
     assert len(contents) == 12  # no two clones or aspects send the same request
     assert {t.request.params.get("response_format") for t in tasks} == {None}
+
+
+@pytest.mark.parametrize("llama", [False, True], ids=["openai-like", "reports-window"])
+@pytest.mark.parametrize("chunking", ["{by: file}", "{chunks: 3}"])
+def test_the_template_is_checked_once_per_run(
+    llm, make_tree, monkeypatch: pytest.MonkeyPatch, llama: bool, chunking: str
+) -> None:
+    """However often the plan is made (local pass, server's window, re-plan), one check."""
+    import parallelize.plan.tasks as tasks_module
+    import parallelize.run as run_module
+
+    checks = []
+    original = tasks_module.check_section_template
+
+    def counting(recipe):
+        checks.append(recipe.name)
+        return original(recipe)
+
+    monkeypatch.setattr(tasks_module, "check_section_template", counting)
+    monkeypatch.setattr(run_module, "check_section_template", counting)
+    llm.llama = llama
+    llm.context_window = 4_096
+    tree = make_tree({f"f{i}.md": f"# File {i}\n" + "word " * 300 for i in range(4)})
+    recipe = parse_recipe(
+        f"prompt: 'Sum up {{{{ input }}}}'\nmodel: test-model\nchunking: {chunking}\n",
+        source="r.yaml",
+    )
+    result = run_section([str(tree)], recipe, options=RunOptions(cache=False))
+    assert result.exit_code == 0 and len(llm.requests) == len(result.tasks) >= 1
+    assert checks == ["r"]
