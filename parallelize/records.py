@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -201,9 +202,132 @@ class TaskResult:
         return self.completion is not None
 
 
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses changes: `RunResult.details` is built from the typed parts, so a
+    change to it would be lost (a dict, so that it stays JSON-serialisable)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("RunResult.details is read-only: change the typed part instead")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class InputsReport:
+    """What a section run read: the token counter, the context window and the input files."""
+
+    counter: str
+    context_window: int
+    context_window_source: str
+    files: int
+    bytes: int
+    tokens: int
+    #: Skipped paths by reason (binary, too large, ignored by .gitignore, ...).
+    skipped: Mapping[str, Sequence[str]]
+    #: One record per redacted secret: path, line, rule, kind, length (never the value).
+    secrets: Sequence[Mapping[str, Any]]
+    #: Files decoded from an encoding other than UTF-8.
+    encodings: Mapping[str, str]
+    #: `12 files, 340 KB, 81,000 tokens (o200k_base); ...`
+    summary: str
+
+    def record(self) -> dict[str, Any]:
+        """Its keys in `--format json`."""
+        inputs = ("files", "bytes", "tokens", "skipped", "secrets", "encodings", "summary")
+        return {
+            "counter": self.counter,
+            "context_window": self.context_window,
+            "context_window_source": self.context_window_source,
+            "inputs": {name: getattr(self, name) for name in inputs},
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a set of calls will cost at most: prompt tokens, max output tokens, USD."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    unpriced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VotePlan:
+    """A vote's dry run: the strategy, the seed and the calls it would make."""
+
+    strategy: str
+    seed: int
+    #: {kind, model, count} per kind of call (candidates, judge rounds, scores, retries).
+    planned_calls: Sequence[Mapping[str, Any]]
+
+    def record(self) -> dict[str, Any]:
+        """Its keys in `--format json`."""
+        return {"strategy": self.strategy, "seed": self.seed, "planned_calls": self.planned_calls}
+
+
+@dataclass(frozen=True)
+class VoteReport:
+    """How a vote went: the strategy's decision, why, and every candidate."""
+
+    strategy: str
+    n: int
+    seed: int
+    winner: int | None
+    reason: str
+    error: str | None
+    share: float | None
+    #: What only this strategy reports (judge rounds, consensus split, rubric scores, ...).
+    extra: Mapping[str, Any]
+    #: One record per candidate: index, model, weight, status, text and the vote's view of it.
+    candidates: Sequence[Mapping[str, Any]]
+
+    def record(self) -> dict[str, Any]:
+        """Its keys in `--format json`."""
+        first = ("strategy", "n", "seed", "winner", "reason", "error", "share")
+        return {
+            **{name: getattr(self, name) for name in first},
+            **self.extra,
+            "candidates": list(self.candidates),
+        }
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """What the calls cost and what the cache saved (None: no price known for a model)."""
+
+    usd: float | None
+    saved_usd: float | None
+    max_cost: float | None
+    unpriced_models: Sequence[str]
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """What the engine knows once the calls are done: cost, requests, throttling, why it stopped."""
+
+    cost: CostReport
+    requests: int
+    cached: int
+    throttled: int
+    paced_rpm: float | None
+    stopped: str | None
+
+    def record(self) -> dict[str, Any]:
+        """Its keys in `--format json`."""
+        names = ("requests", "cached", "throttled", "paced_rpm", "stopped")
+        return {"cost": vars(self.cost), "engine": {n: getattr(self, n) for n in names}}
+
+
 @dataclass
 class RunResult:
-    """Everything a command produced; the renderer prints it and the CLI maps it to an exit code."""
+    """Everything a command produced; the renderer prints it and the CLI maps it to an exit code.
+
+    The typed parts say what each stage reported; `details` is the same as one read-only mapping
+    (the top-level keys of `--format json` after the common ones).
+    """
 
     command: str
     recipe: str
@@ -215,8 +339,30 @@ class RunResult:
     wall_time: float = 0.0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
     exit_code: int = 0
+    #: A section run's inputs, and its merge's own record (keys vary by strategy: merge, json,
+    #: guard).
+    inputs: InputsReport | None = None
+    merge: Mapping[str, Any] = field(default_factory=dict)
+    vote: VoteReport | VotePlan | None = None
+    #: A dry run's estimate.
+    estimate: Estimate | None = None
+    engine: EngineReport | None = None
+
+    @property
+    def details(self) -> Mapping[str, Any]:
+        """Every part's record, in the order `--format json` shows them."""
+        out: dict[str, Any] = {}
+        if self.inputs is not None:
+            out |= self.inputs.record()
+        out |= self.merge
+        if self.vote is not None:
+            out |= self.vote.record()
+        if self.estimate is not None:
+            out["estimate"] = dataclasses.asdict(self.estimate)
+        if self.engine is not None:
+            out |= self.engine.record()
+        return FrozenDict(out)
 
     @property
     def all_calls(self) -> list[TaskResult]:

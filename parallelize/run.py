@@ -41,7 +41,7 @@ from .plan.sections import (
 )
 from .plan.tasks import SectionTemplate, check_section_template, section_tasks
 from .recipe.model import Recipe
-from .records import Event, ProgressCallback, RunResult, Task
+from .records import Event, ProgressCallback, RunResult, Task, VotePlan
 
 
 def run_section(
@@ -106,11 +106,7 @@ def run_vote(
             setup.tasks,
             dry_run=True,
             warnings=setup.warnings,
-            details={
-                "strategy": recipe.vote.strategy,
-                "seed": setup.seed,
-                "planned_calls": planned_calls(setup),
-            },
+            vote=VotePlan(recipe.vote.strategy, setup.seed, planned_calls(setup)),
         )
         return estimate_plan(dry, options.price_book(), options.max_cost)
     with engine(options, concurrency=setup.concurrency) as executor:
@@ -181,7 +177,7 @@ def _execute(
         output=outcome.text,
         aggregate_calls=outcome.calls,
         warnings=outcome.warnings,
-        details=outcome.details,
+        merge=outcome.details,
     )
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
     result.exit_code = combine_exit_codes(EXIT_FAILED if broken else EXIT_OK, outcome.exit_code)
@@ -191,7 +187,7 @@ def _execute(
 def _with_inputs(result: RunResult, prepared: Prepared) -> RunResult:
     """The result with what was read: the inputs report first, its warnings before the rest."""
     result.warnings[:0] = prepared.warnings
-    result.details = {**prepared.details(), **result.details}
+    result.inputs = prepared.report()
     return result
 
 

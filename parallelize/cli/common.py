@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, ParallelizeError
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ParallelizeError
+from ..render.lines import print_error, print_notice, say
 
 if TYPE_CHECKING:
     from ..recipe.model import Recipe
@@ -266,7 +267,7 @@ def run_with_progress(
     """Resolve the endpoint, attach a progress reporter, and run."""
     from ..engine.client import Endpoint
     from ..engine.session import RunOptions
-    from ..render import print_notice, progress_reporter
+    from ..render.terminal import progress_reporter
 
     endpoint = None if dry_run else Endpoint.resolve(base_url)
     with progress_reporter(quiet=quiet or dry_run) as on_event:
@@ -293,21 +294,10 @@ def finish(
     """Run a command's job, render its result, and exit with its code."""
 
     def go() -> int:
-        from ..render import emit, print_inputs, print_summary, print_vote_report, print_warnings
+        from ..render.show import show
 
         result = job()
-        print_warnings(result, quiet=quiet)
-        guard = result.details.get("guard") or {}
-        if guard.get("flagged"):
-            held = guard.get("withheld")
-            what = f"the answers of {', '.join(held)} were" if held else "the answer was"
-            typer.echo(f"flagged: {guard['reason']} ({what} withheld)", err=True)
-        emit(result, fmt=fmt.value, output=output)
-        print_inputs(result, quiet=quiet, verbose=verbose)
-        if not result.dry_run:
-            if result.command == "vote":
-                print_vote_report(result, quiet=quiet)
-            print_summary(result, quiet=quiet)
+        show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose)
         return result.exit_code
 
     code = guard(go)
@@ -319,19 +309,17 @@ def guard(job: Callable[[], Any]) -> Any:
     try:
         return job()
     except ParallelizeError as exc:
-        prefix = "" if exc.exit_code == EXIT_INTERRUPTED else "error: "
-        typer.echo(f"{prefix}{exc}", err=True)
+        if exc.exit_code == EXIT_INTERRUPTED:
+            say(str(exc))
+        else:
+            print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        say("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def notice(message: str, quiet: bool) -> None:
-    if not quiet:
-        typer.echo(message, err=True)
-
-
 def usage_error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    """A bad flag or combination: one line naming it, exit 2."""
+    print_error(message)
+    raise typer.Exit(EXIT_USAGE)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..records import RunResult
 from typing import TYPE_CHECKING
 
+from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
     ConcurrencyOpt,
@@ -29,7 +30,6 @@ from .common import (
     TimeoutOpt,
     engine_options,
     finish,
-    notice,
     run_with_progress,
     usage_error,
 )
@@ -305,10 +305,10 @@ def section(
 
         base = find_recipe(recipe or DEFAULT_SECTION_RECIPE)
         if not recipe and not prompt:
-            notice(
+            print_notice(
                 f"using the built-in '{DEFAULT_SECTION_RECIPE}' recipe "
                 "(pass --prompt or --recipe to choose)",
-                quiet,
+                quiet=quiet,
             )
         chunking = chunking_values(
             base, chunks=chunks, chunk_tokens=chunk_tokens, by=by and by.value, overlap=overlap

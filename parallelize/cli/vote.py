@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
     ConcurrencyOpt,
@@ -233,10 +234,9 @@ def vote(
 
             settings = final.vote
             heat = DEFAULT_VOTE_TEMPERATURE if final.temperature is None else final.temperature
-            typer.echo(
+            print_notice(
                 f"no recipe: TASK is the prompt; {settings.n} samples, strategy "
-                f"{settings.strategy}, temperature {heat} (--recipe to choose)",
-                err=True,
+                f"{settings.strategy}, temperature {heat} (--recipe to choose)"
             )
         return run_with_progress(
             lambda options: run_vote(text, final, options=options),

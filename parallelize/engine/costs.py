@@ -12,10 +12,9 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import BudgetError, ConfigError
-from ..records import ChatRequest, Usage
+from ..records import ChatRequest, CostReport, Estimate, Usage
 
 TOKENS_PER_UNIT = 1_000_000
 #: When the built-in list prices were read from the providers' pages.
@@ -81,17 +80,6 @@ class PriceBook:
         if price_in is None or price_out is None:
             return None
         return Price(float(price_in), float(price_out))
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """What a set of calls will cost at most: prompt tokens, max output tokens, USD."""
-
-    calls: int
-    input_tokens: int
-    output_tokens: int
-    cost: float | None
-    unpriced: tuple[str, ...] = ()
 
 
 def output_cap(request: ChatRequest) -> int:
@@ -215,12 +203,12 @@ class Ledger:
     def exhausted(self) -> bool:
         return self.max_cost is not None and self.spent >= self.max_cost
 
-    def summary(self) -> dict[str, Any]:
+    def report(self) -> CostReport:
         """Cost figures for the JSON envelope and the summary line (None: no price known)."""
         known = not self.unpriced
-        return {
-            "usd": round(self.spent, 6) if known else None,
-            "saved_usd": round(self.saved, 6) if known else None,
-            "max_cost": self.max_cost,
-            "unpriced_models": sorted(self.unpriced),
-        }
+        return CostReport(
+            usd=round(self.spent, 6) if known else None,
+            saved_usd=round(self.saved, 6) if known else None,
+            max_cost=self.max_cost,
+            unpriced_models=sorted(self.unpriced),
+        )

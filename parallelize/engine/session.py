@@ -7,7 +7,6 @@ command's RunResult.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
 from ..recipe.model import Recipe
-from ..records import Notice, ProgressCallback, RunResult
+from ..records import EngineReport, Notice, ProgressCallback, RunResult
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
 from .executor import Executor
@@ -51,14 +50,14 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
 
     Every command calls this once its calls are done; it may raise the exit code, never lower it.
     """
-    result.details["cost"] = executor.ledger.summary()
-    result.details["engine"] = {
-        "requests": executor.attempts,
-        "cached": executor.cached,
-        "throttled": executor.pacer.throttled,
-        "paced_rpm": executor.pacer.paced_rpm(),
-        "stopped": executor.halt.reason if executor.halt else None,
-    }
+    result.engine = EngineReport(
+        cost=executor.ledger.report(),
+        requests=executor.attempts,
+        cached=executor.cached,
+        throttled=executor.pacer.throttled,
+        paced_rpm=executor.pacer.paced_rpm(),
+        stopped=executor.halt.reason if executor.halt else None,
+    )
     unfinished = [r for r in result.all_calls if not r.succeeded]
     if executor.halt is not None and unfinished:
         skipped = sum(1 for r in unfinished if r.attempts == 0)
@@ -73,7 +72,7 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
 def estimate_plan(result: RunResult, prices: PriceBook, max_cost: float | None) -> RunResult:
     """A dry run's cost estimate (outputs at max_tokens), checked against --max-cost (exit 5)."""
     planned = estimate((t.request for t in result.tasks), prices)
-    result.details["estimate"] = dataclasses.asdict(planned)
+    result.estimate = planned
     if max_cost is None:
         return result
     if planned.cost is None:

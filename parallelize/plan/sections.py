@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ConfigError, InputError
 from ..inputs.read import (
@@ -33,7 +33,7 @@ from ..inputs.tokens import (
     server_counter,
 )
 from ..recipe.model import Recipe
-from ..records import Task, TaskResult
+from ..records import InputsReport, Task, TaskResult
 from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
 from .tasks import SectionTemplate, checked, section_tasks
 from .template import placeholders
@@ -68,23 +68,21 @@ class Prepared:
     #: False when the fit in the context window is left for `refine_section` to check.
     checked: bool = True
 
-    def details(self) -> dict[str, Any]:
-        """The `inputs` section of RunResult.details (and of `--format json`)."""
+    def report(self) -> InputsReport:
+        """What was read, for the summary and `--format json`."""
         found = self.discovery
-        return {
-            "counter": self.counter.name,
-            "context_window": self.window,
-            "context_window_source": self.window_source,
-            "inputs": {
-                "files": len(found.documents),
-                "bytes": found.bytes,
-                "tokens": found.tokens,
-                "skipped": found.skipped,
-                "secrets": [vars(f) for f in found.findings],
-                "encodings": {d.path: d.encoding for d in found.documents if d.encoding != "utf-8"},
-                "summary": inputs_summary(found, self.counter),
-            },
-        }
+        return InputsReport(
+            counter=self.counter.name,
+            context_window=self.window,
+            context_window_source=self.window_source,
+            files=len(found.documents),
+            bytes=found.bytes,
+            tokens=found.tokens,
+            skipped=found.skipped,
+            secrets=[vars(f) for f in found.findings],
+            encodings={d.path: d.encoding for d in found.documents if d.encoding != "utf-8"},
+            summary=inputs_summary(found, self.counter),
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..errors import (
     ContextOverflowError,
     FatalLLMError,
 )
-from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task, TaskResult
+from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task, TaskResult, VoteReport
 from .ballot import Candidate, Decision, VoteContext
 from .consensus import extract_answer, vote_consensus, vote_weighted
 from .judge import vote_judge
@@ -64,7 +64,6 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
             )
         else:
             output = answer + "\n"
-    details = vote_details(pool, decision, setup)
     return RunResult(
         "vote",
         setup.recipe.name,
@@ -74,7 +73,7 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
         output=output,
         aggregate_calls=decision.calls,
         warnings=[*setup.warnings, *warnings, *decision.warnings],
-        details=details,
+        vote=vote_report(pool, decision, setup),
         exit_code=decision.exit_code,
     )
 
@@ -110,8 +109,8 @@ def task_text(task: Task) -> str:
     return "\n\n".join(parts)
 
 
-def vote_details(pool: Sequence[Candidate], decision: Decision, setup: VoteSetup) -> dict:
-    """The vote's record for `--format json` and the stderr table."""
+def vote_report(pool: Sequence[Candidate], decision: Decision, setup: VoteSetup) -> VoteReport:
+    """The vote's report for `--format json` and the stderr table."""
     vote = setup.recipe.vote
     details = dict(decision.details)
     if "agreement" not in details and decision.winner is not None:
@@ -119,17 +118,17 @@ def vote_details(pool: Sequence[Candidate], decision: Decision, setup: VoteSetup
         matrix = similarity_matrix([pool[i].text for i in usable])
         here = usable.index(decision.winner)
         details["agreement"] = round(mean_similarity(here, matrix, range(len(usable))), 4)
-    return {
-        "strategy": vote.strategy if setup.n > 1 else "none",
-        "n": setup.n,
-        "seed": setup.seed,
-        "winner": decision.winner,
-        "reason": decision.reason,
-        "error": decision.error,
-        "share": round(decision.share, 4) if decision.share is not None else None,
-        **details,
-        "candidates": [candidate_record(c, decision.winner) for c in pool],
-    }
+    return VoteReport(
+        strategy=vote.strategy if setup.n > 1 else "none",
+        n=setup.n,
+        seed=setup.seed,
+        winner=decision.winner,
+        reason=decision.reason,
+        error=decision.error,
+        share=round(decision.share, 4) if decision.share is not None else None,
+        extra=details,
+        candidates=[candidate_record(c, decision.winner) for c in pool],
+    )
 
 
 def candidate_record(c: Candidate, winner: int | None) -> dict[str, Any]:
