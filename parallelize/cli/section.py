@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..records import RunResult
 from typing import TYPE_CHECKING
 
+from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
@@ -280,8 +281,8 @@ def section(
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
-    timeout: TimeoutOpt = 300.0,
-    max_retries: RetriesOpt = 6,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    max_retries: RetriesOpt = DEFAULT_MAX_RETRIES,
     *,
     engine: dict[str, Any],
 ) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
@@ -183,8 +184,8 @@ def vote(
     fmt: FormatOpt = Format.text,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
-    timeout: TimeoutOpt = 300.0,
-    max_retries: RetriesOpt = 6,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    max_retries: RetriesOpt = DEFAULT_MAX_RETRIES,
     *,
     engine: dict[str, Any],
 ) -> None:

@@ -28,7 +28,7 @@ from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
 from .pacing import Pacer
-from .queue import Batch
+from .queue import WorkQueue
 from .retry import RetryPolicy
 
 #: Seconds that calls in flight may still take after an interrupt or the deadline.
@@ -107,22 +107,22 @@ class Executor:
     def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
         """Every task's result in task order; raises a fatal error or InterruptedRun at the end."""
         self._forget_fatal()
-        batch = Batch(list(tasks))
-        self.queued += len(batch.tasks)
-        for task in batch.tasks:
+        work = WorkQueue(list(tasks))
+        self.queued += len(work.tasks)
+        for task in work.tasks:
             self.on_event(Event("queued", task))
-        self._lookup(batch)
-        pending = [i for i, r in enumerate(batch.results) if r is None]
+        self._lookup(work)
+        pending = [i for i, r in enumerate(work.results) if r is None]
         self._check_signals()
         self._check_deadline()
         if pending and self.halt is None:
-            self.ledger.check([batch.tasks[i].request for i in pending], first=not self.attempts)
+            self.ledger.check([work.tasks[i].request for i in pending], first=not self.attempts)
             workers = min(self.concurrency, len(pending))
-            batch.schedule(pending, workers=workers)
-            self._work(batch, workers=workers)
-        batch.close()
+            work.schedule(pending, workers=workers)
+            self._work(work, workers=workers)
+        work.close()
         self._flush_cache()
-        results = [r or self._unfinished(batch, i) for i, r in enumerate(batch.results)]
+        results = [r or self._unfinished(work, i) for i, r in enumerate(work.results)]
         if self._fatal is not None:
             raise self._fatal
         if self.halt is not None and self.halt.reason == "interrupted":
@@ -131,40 +131,40 @@ class Executor:
 
     # ---- the caller's thread ----
 
-    def _lookup(self, batch: Batch) -> None:
+    def _lookup(self, work: WorkQueue) -> None:
         """Fill in the tasks whose calls are already in the cache."""
         if self.cache is None:
             return
-        batch.keys = []
-        for task in batch.tasks:
+        work.keys = []
+        for task in work.tasks:
             endpoint = self.client.endpoint_for(task.request)
             key = request_key(endpoint.base_url, task.request, api_version=endpoint.api_version)
-            batch.keys.append(key)
+            work.keys.append(key)
         if self.refresh:
             return
         try:
-            hits = self.cache.get_many([k for k in batch.keys if k])
+            hits = self.cache.get_many([k for k in work.keys if k])
         except CacheError as exc:
             self._drop_cache(exc)
             return
-        for index, key in enumerate(batch.keys):
+        for index, key in enumerate(work.keys):
             hit = hits.get(key or "")
             if hit is not None:
-                task = batch.tasks[index]
-                batch.results[index] = result = TaskResult(task, hit, attempts=0)
+                task = work.tasks[index]
+                work.results[index] = result = TaskResult(task, hit, attempts=0)
                 self.ledger.save(task.request.model, hit.usage)
                 self.cached += 1
                 self.finished += 1
                 self.on_event(Event("done", task, result))
 
-    def _work(self, batch: Batch, *, workers: int) -> None:
+    def _work(self, work: WorkQueue, *, workers: int) -> None:
         """Start the workers and wait for them, watching for signals and the deadline."""
         for n in range(workers):
             worker = threading.Thread(
-                target=self._worker, args=(batch,), name=f"parallelize-{n}", daemon=True
+                target=self._worker, args=(work,), name=f"parallelize-{n}", daemon=True
             )
             worker.start()
-        while not batch.done.wait(POLL):
+        while not work.done.wait(POLL):
             self._check_signals()
             self._check_deadline()
             halt, now = self.halt, time.monotonic()
@@ -183,10 +183,10 @@ class Executor:
                 f"{STOP_GRACE:.0f}s to finish (interrupt again to stop now)"
             )
 
-    def _unfinished(self, batch: Batch, index: int) -> TaskResult:
-        task = batch.tasks[index]
+    def _unfinished(self, work: WorkQueue, index: int) -> TaskResult:
+        task = work.tasks[index]
         why = self.halt.message if self.halt else "the run was stopped"
-        if index in batch.in_flight:
+        if index in work.in_flight:
             return TaskResult(task, error=f"abandoned in flight: {why}", attempts=1)
         return TaskResult(task, error=f"not started: {why}")
 
@@ -202,14 +202,14 @@ class Executor:
 
     # ---- worker threads ----
 
-    def _worker(self, batch: Batch) -> None:
+    def _worker(self, work: WorkQueue) -> None:
         try:
-            while not self._stop.is_set() and (index := batch.take()) is not None:
-                result = self._run_one(batch.tasks[index], batch.keys[index])
-                if batch.finish(index, result):
+            while not self._stop.is_set() and (index := work.take()) is not None:
+                result = self._run_one(work.tasks[index], work.keys[index])
+                if work.finish(index, result):
                     self._finish(result)
         finally:
-            batch.leave()
+            work.leave()
 
     def _run_one(self, task: Task, key: str | None) -> TaskResult:
         """One task with its retries; returns its result whatever happens."""

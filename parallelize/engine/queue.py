@@ -8,8 +8,8 @@ from collections import deque
 from ..records import Task, TaskResult
 
 
-class Batch:
-    """One run(): the tasks, their results so far, and which are in flight."""
+class WorkQueue:
+    """One run()'s work: the tasks, their results so far, and which are in flight."""
 
     def __init__(self, tasks: list[Task]) -> None:
         self.tasks = tasks
