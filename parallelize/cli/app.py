@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from ..defaults import default_cache_dir
 from .common import CacheDirOpt, guard, usage_error
 from .section import section
 from .vote import vote
@@ -54,7 +55,7 @@ def list_recipes() -> None:
     """List the built-in recipes with their descriptions."""
 
     def job() -> None:
-        from ..recipe.load import builtin_recipes, load_recipe
+        from ..recipe.load import builtin_recipes, load_recipe  # here: --help stays light
 
         for name, path in builtin_recipes().items():
             found = load_recipe(path)
@@ -76,8 +77,7 @@ def cache_info(cache_dir: CacheDirOpt = None) -> None:
     """Show where the call cache is, what it holds and how big it is."""
 
     def job() -> None:
-        from ..defaults import default_cache_dir
-        from ..engine.cache import CallCache, describe
+        from ..engine.cache import CallCache, describe  # here: sqlite3 only when used
 
         with CallCache(cache_dir or default_cache_dir()) as cache:
             typer.echo(describe(cache.info()))
@@ -101,7 +101,7 @@ def cache_clear(
     """Remove cached calls: all of them, or those unused for a while."""
     seconds = None
     if older_than is not None:
-        from ..engine.durations import DURATION_EXAMPLES, parse_duration
+        from ..engine.durations import DURATION_EXAMPLES, parse_duration  # only when given
 
         seconds = parse_duration(older_than)
         if seconds is None:
@@ -110,8 +110,7 @@ def cache_clear(
             )
 
     def job() -> None:
-        from ..defaults import default_cache_dir
-        from ..engine.cache import CallCache
+        from ..engine.cache import CallCache  # here: sqlite3 only when used
 
         with CallCache(cache_dir or default_cache_dir()) as cache:
             removed = cache.clear(older_than=seconds)

@@ -234,7 +234,7 @@ def engine_settings(
         usage_error("--no-cache and --refresh cannot be combined: --refresh rewrites the cache")
     seconds = None
     if deadline is not None:
-        from ..engine.durations import DURATION_EXAMPLES, parse_duration
+        from ..engine.durations import DURATION_EXAMPLES, parse_duration  # only when given
 
         seconds = parse_duration(deadline)
         if seconds is None or seconds <= 0:
@@ -265,6 +265,7 @@ def run_with_progress(
     engine: dict[str, Any] | None = None,
 ) -> RunResult:
     """Resolve the endpoint, attach a progress reporter, and run."""
+    # Imported here, when a command runs: --help loads none of the engine.
     from ..engine.client import Endpoint
     from ..engine.session import RunOptions
     from ..render.terminal import progress_reporter
@@ -294,7 +295,7 @@ def finish(
     """Run a command's job, render its result, and exit with its code."""
 
     def go() -> int:
-        from ..render.show import show
+        from ..render.show import show  # here: --help stays light
 
         result = job()
         show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose)

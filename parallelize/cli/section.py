@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 from typing import TYPE_CHECKING
 
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ..errors import InputError
 from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
@@ -174,8 +175,7 @@ def input_values(
 
 def read_files_from(source: str) -> list[str]:
     """The paths listed by --files-from: a file, or stdin for `-`."""
-    from ..errors import InputError
-    from ..inputs.read import read_path_list
+    from ..inputs.read import read_path_list  # here: --help stays light
 
     if source == "-":
         return read_path_list(sys.stdin.buffer.read())
@@ -301,6 +301,7 @@ def section(
     }
 
     def job() -> RunResult:
+        # Imported here, in the command: --help loads none of the pipeline.
         from ..recipe.load import DEFAULT_SECTION_RECIPE, find_recipe, override
         from ..run import run_section
 

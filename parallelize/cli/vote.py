@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ..errors import InputError
 from ..render.lines import print_notice
 from .common import (
     BaseUrlOpt,
@@ -194,6 +195,7 @@ def vote(
         usage_error(f"-n must be at least 1 (got {n})")
 
     def job() -> RunResult:
+        # Imported here, in the command: --help loads none of the pipeline.
         from ..recipe.load import find_recipe, override
         from ..recipe.model import Recipe
         from ..run import run_vote
@@ -231,7 +233,7 @@ def vote(
             },
         )
         if not recipe and not quiet:
-            from ..vote.setup import DEFAULT_VOTE_TEMPERATURE
+            from ..vote.setup import DEFAULT_VOTE_TEMPERATURE  # loaded by run_vote anyway
 
             settings = final.vote
             heat = DEFAULT_VOTE_TEMPERATURE if final.temperature is None else final.temperature
@@ -255,7 +257,6 @@ def vote(
 
 def _read_task(raw: str | None) -> str | None:
     """The task text from an argument: literal text, `@file`, or `-` for stdin."""
-    from ..errors import InputError
 
     if raw == "-":
         return sys.stdin.read()

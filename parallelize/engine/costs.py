@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import BudgetError, ConfigError
+from ..inputs.tokens import get_counter
 from ..records import ChatRequest, CostReport, Estimate, Usage
 
 TOKENS_PER_UNIT = 1_000_000
@@ -91,8 +92,6 @@ def output_cap(request: ChatRequest) -> int:
 
 def prompt_tokens(request: ChatRequest) -> int:
     """Prompt tokens of a request, counted with the model's tokenizer (or the estimate)."""
-    from ..inputs.tokens import get_counter
-
     count = get_counter(request.model).count
     total = 0
     for message in request.messages:

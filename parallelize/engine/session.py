@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, default_cache_dir
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
 from ..recipe.model import Recipe
 from ..records import EngineReport, Notice, ProgressCallback, RunResult
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
 from .executor import Executor
+from .pacing import Pacer
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -35,8 +36,7 @@ def open_cache(
     """The call cache; None when it is off, or cannot be opened (then a notice says so)."""
     if not enabled:
         return None
-    from ..defaults import default_cache_dir
-    from .cache import CallCache
+    from .cache import CallCache  # here: sqlite3 is loaded only when the cache is on
 
     try:
         return CallCache(directory or default_cache_dir())
@@ -156,8 +156,6 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
     While it runs, SIGINT/SIGTERM stop new calls, and the calls that finished stay in the cache.
     Commands pass their RunResult through `engine.record_engine` once the calls are done.
     """
-    from .pacing import Pacer
-
     endpoint = options.endpoint or Endpoint.resolve()
     notice = options.on_notice or (lambda message: None)
     with ExitStack() as stack:

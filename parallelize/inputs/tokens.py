@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..defaults import default_cache_dir
+from ..errors import EndpointError
+
 TOKENIZERS = ("o200k", "cl100k", "estimate", "server")
 ENCODINGS = {"o200k": "o200k_base", "cl100k": "cl100k_base"}
 
@@ -293,8 +296,6 @@ def _encoding_params(encoding: str) -> dict[str, Any]:
     import tiktoken
     from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
 
-    from ..defaults import default_cache_dir
-
     version = f"{tiktoken.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
     copy = default_cache_dir() / f"tiktoken-{encoding}-{version}.marshal"
     try:
@@ -353,8 +354,6 @@ def server_counter(post_json: PostJson, *, fallback: TokenCounter) -> TokenCount
             return 0
         reply = post_json("tokenize", {"content": text})
         if not isinstance(reply, dict) or not isinstance(reply.get("tokens"), list):
-            from ..errors import EndpointError
-
             raise EndpointError("the server's tokenize endpoint stopped answering")
         return len(reply["tokens"])
 
