@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-from ..records import RunResult
+if TYPE_CHECKING:
+    from ..records import RunResult
 
 _say_lock = threading.Lock()
 
