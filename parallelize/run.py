@@ -25,6 +25,7 @@ from .errors import (
     ConfigError,
     ContextOverflowError,
     combine_exit_codes,
+    first_few,
 )
 from .inputs.read import check_paths
 from .merge.combine import combine
@@ -65,7 +66,13 @@ def run_section(
     needs_counts = options.max_cost is not None or bool(options.tpm)
     first = first_pass(recipe, endpoint, needs_counts=needs_counts)
     prepared = prepare_section(
-        paths, template, model=model, stdin=stdin, files_from=files_from, **vars(first)
+        paths,
+        template,
+        model=model,
+        stdin=stdin,
+        files_from=files_from,
+        ask_later=first.ask_later,
+        count_first=first.count_first,
     )
     tasks = plan_section(template, prepared.plan.chunks, model=model or UNKNOWN_MODEL)
     if endpoint is None:
@@ -224,8 +231,7 @@ def _naming_task(
         hint = f"{exc.hint}; or --tokenizer server to count as the server does"
     where = ""
     if task is not None:
-        paths = list(task.paths)
-        named = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+        named = first_few(task.paths)
         where = f"{task.label} ({named}): " if named else f"{task.label}: "
     return ContextOverflowError(f"{where}{exc.message}", status=exc.status, hint=hint)
 

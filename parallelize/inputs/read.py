@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from ..errors import InputError
+from ..errors import InputError, first_few
 from ..recipe.model import Recipe
 from .secrets import Finding, scan
 from .tokens import TokenCounter, segment_offsets
@@ -295,10 +295,9 @@ def _count_segments(counter: TokenCounter, text: str, start: int, ends: list[int
 
 def secrets_error(findings: Sequence[Finding]) -> InputError:
     """The --on-secret fail error: which secrets, where (values masked), and the ways out."""
-    shown = "; ".join(f.masked() for f in findings[:3])
-    more = f" (+{len(findings) - 3} more)" if len(findings) > 3 else ""
+    shown = first_few([f.masked() for f in findings], sep="; ")
     return InputError(
-        f"found {len(findings)} secret(s), nothing was sent: {shown}{more}",
+        f"found {len(findings)} secret(s), nothing was sent: {shown}",
         hint="remove them, or use --on-secret redact to send markers in their place, "
         "or --allow-secrets to send them as they are",
     )

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, first_few
 from ..inputs.read import (
     Discovery,
     Document,
@@ -389,8 +389,7 @@ def check_fit(plan: ChunkPlan, room: int, *, window: int, reserve: int, overhead
     """A chunk plus prompt that cannot fit the context window is an error naming its files."""
     for chunk in plan.chunks:
         if chunk.cost > room:
-            paths = chunk.paths
-            named = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+            named = first_few(chunk.paths)
             raise InputError(
                 f"chunk {chunk.index + 1}/{len(plan.chunks)} ({named}) needs about "
                 f"{chunk.cost + overhead:,} tokens with the prompt, but the context window "

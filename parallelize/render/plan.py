@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import first_few
 from ..records import RunResult, VotePlan
 from .terminal import masked, usd
 
@@ -29,8 +30,7 @@ def plan_text(result: RunResult) -> str:
             f"{planned.output_tokens:,} out (at max_tokens): {cost}"
         )
     for task in result.tasks:
-        paths = task.paths
-        shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+        shown = first_few(task.paths, 5)
         section = task.section
         size = f"{section.tokens:,} tokens" if section else ""
         target = f" -> {section.out_path}" if section and section.out_path is not None else ""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..errors import clip
 from ..records import Event, RunResult, VoteReport
 from .lines import say, stderr_is_terminal
 
@@ -201,9 +202,9 @@ def vote_table(vote: VoteReport, *, width: int = 100) -> Table:
         row = [
             WINNER_MARK if c["winner"] else "",
             str(c["index"] + 1),
-            _clip(c["model"], MODEL_WIDTH),
+            clip(c["model"], MODEL_WIDTH),
             "out" if c["excluded"] and c["status"] == "ok" else c["status"],
-            *([_clip(c["answer"] or "", ANSWER_WIDTH)] if answers else []),
+            *([clip(c["answer"] or "", ANSWER_WIDTH)] if answers else []),
             mark,
         ]
         rows.append(row)
@@ -212,14 +213,8 @@ def vote_table(vote: VoteReport, *, width: int = 100) -> Table:
     room = max(MIN_PREVIEW, min(CANDIDATE_PREVIEW, width - used))
     for row, c in zip(rows, candidates, strict=True):
         # Text cells: model output is data, never Rich markup ("[/etc/hosts]" must not crash).
-        table.add_row(*(Text(cell) for cell in row), Text(_clip(c["text"], room)))
+        table.add_row(*(Text(cell) for cell in row), Text(clip(c["text"], room)))
     return table
-
-
-def _clip(text: str, limit: int) -> str:
-    """One line of at most `limit` characters, with an ellipsis when cut."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
 
 
 def print_inputs(result: RunResult, *, quiet: bool = False, verbose: bool = False) -> None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import EXIT_NO_WINNER
+from ..errors import EXIT_NO_WINNER, clip
 from ..recipe.vote import Vote
 from .ballot import Candidate, Decision, VoteContext, in_race
 from .similarity import clusters, mean_similarity, medoid, normalise, similarity_matrix
@@ -22,6 +22,8 @@ from .similarity import clusters, mean_similarity, medoid, normalise, similarity
 MAJORITY = 0.5
 #: Shares are compared with this tolerance so that 2/3 >= 0.6667 behaves as people expect.
 EPSILON = 1e-9
+#: Most characters of an answer quoted in a vote's reason.
+ANSWER_CHARS = 60
 
 
 def extract_answer(text: str, pattern: re.Pattern[str] | None) -> str | None:
@@ -111,7 +113,7 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
     needed = f">= {vote.quorum:.0%}" if vote.quorum is not None else f"> {MAJORITY:.0%}"
     counted = f"{_fmt(top.votes)} of {_fmt(total)}" + (" weight" if weighted else "")
     if len(tied) > 1:
-        answers = " vs ".join(repr(_short(g.members[0].answer)) for g in tied)
+        answers = " vs ".join(repr(clip(g.members[0].answer or "", ANSWER_CHARS)) for g in tied)
         return Decision(
             None,
             f"{name}: tie at the top ({answers}, {counted} each)",
@@ -121,7 +123,9 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
             details=details,
         )
     reached = share >= vote.quorum - EPSILON if vote.quorum is not None else share > MAJORITY
-    summary = f"{_short(pick.answer)!r} from {counted} ({share:.0%}, quorum {needed})"
+    summary = (
+        f"{clip(pick.answer or '', ANSWER_CHARS)!r} from {counted} ({share:.0%}, quorum {needed})"
+    )
     if medoid_of_all:
         summary += f"; no two candidates agree, so this is the medoid (agreement {agreement:.2f})"
     elif vote.match_mode == "similar":
@@ -187,8 +191,3 @@ def _split_row(
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
-
-
-def _short(text: str | None, limit: int = 60) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
