@@ -140,7 +140,9 @@ class Task:
     @property
     def paths(self) -> tuple[str, ...]:
         """The input files this task's data came from (none for a vote)."""
-        return getattr(self.source, "paths", ())
+        if isinstance(self.source, SectionSource | ReduceSource):
+            return self.source.paths
+        return ()
 
     @property
     def section(self) -> SectionSource | None:

@@ -60,6 +60,7 @@ def run_section(
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     check_paths(paths)
+    _check_out_dir(recipe)
     template = check_section_template(recipe)
     endpoint = None if options.dry_run else (options.endpoint or Endpoint.resolve())
     model = _section_model(recipe, endpoint)
@@ -243,11 +244,15 @@ def plan_section(template: SectionTemplate, chunks: Sequence[Chunk], *, model: s
     recipe = template.recipe
     if recipe.merge.strategy == "llm":
         check_reduce(recipe, model=model)
-    if recipe.merge.strategy != "files":
+    if recipe.merge.strategy != "files" or not recipe.merge.out_dir:
         return tasks
-    if not recipe.merge.out_dir:
+    return plan_outputs(recipe, tasks, out_dir=Path(recipe.merge.out_dir))
+
+
+def _check_out_dir(recipe: Recipe) -> None:
+    """`--merge files` writes into a directory: without one, fail before anything is read."""
+    if recipe.merge.strategy == "files" and not recipe.merge.out_dir:
         raise ConfigError(
             "--merge files needs an output directory",
             hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
         )
-    return plan_outputs(recipe, tasks, out_dir=Path(recipe.merge.out_dir))

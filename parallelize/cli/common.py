@@ -18,7 +18,6 @@ from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ParallelizeError
 from ..render.lines import print_error, print_notice, say
 
 if TYPE_CHECKING:
-    from ..recipe.model import Recipe
     from ..records import RunResult
 
 
@@ -256,7 +255,6 @@ def engine_settings(
 def run_with_progress(
     runner: Callable[[Any], RunResult],
     *,
-    recipe: Recipe,
     base_url: str | None,
     timeout: float,
     max_retries: int,

@@ -350,7 +350,6 @@ def section(
             lambda options: run_section(
                 paths or [], final, options=options, stdin=sys.stdin, files_from=listed
             ),
-            recipe=final,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,

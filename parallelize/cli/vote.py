@@ -243,7 +243,6 @@ def vote(
             )
         return run_with_progress(
             lambda options: run_vote(text, final, options=options),
-            recipe=final,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
