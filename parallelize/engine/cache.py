@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CacheError
+from ..masking import mask
 from ..records import ChatRequest, Completion, Usage
 from .durations import format_duration
+from .reply import tool_call_from
 
 CACHE_FILE = "calls.sqlite3"
 #: Bumped when the key recipe changes, so old entries are never misread.
@@ -187,11 +189,13 @@ class CallCache:
         row = (
             key,
             completion.model,
-            completion.text,
+            mask(completion.text),  # already masked by the reply parser; the store checks again
             completion.finish_reason,
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,
-            json.dumps(list(completion.tool_calls)) if completion.tool_calls else None,
+            json.dumps([c.openai() for c in completion.tool_calls])
+            if completion.tool_calls
+            else None,
             int(completion.truncated),
             now,
             now,
@@ -279,7 +283,7 @@ def _completion(row: Iterable[Any]) -> Completion:
         usage=Usage(prompt, completion),
         model=model,
         cached=True,
-        tool_calls=tuple(json.loads(tool_calls)) if tool_calls else (),
+        tool_calls=tuple(tool_call_from(c) for c in json.loads(tool_calls)) if tool_calls else (),
     )
 
 

@@ -17,11 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ..defaults import DEFAULT_TIMEOUT
 from ..errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
-from ..records import ChatRequest, Completion, Usage
+from ..masking import for_people, register_secret
+from ..records import ChatRequest, Completion
+from .reply import parse_completion
 from .retry import RETRYABLE_STATUSES, rate_limit_reset_seconds, retry_after_seconds
 from .transport import CONNECT_TIMEOUT, ChatPools, Reply, timeouts, tls_context
 
@@ -64,6 +66,7 @@ class Endpoint:
         """Endpoint from flags, then OPENAI_BASE_URL / OPENAI_API_KEY; error when neither is set."""
         url = base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         key = os.environ.get(api_key_env) or None
+        check_key(key, api_key_env)
         if not url and not key:
             raise EndpointError(
                 "no model endpoint configured",
@@ -71,6 +74,13 @@ class Endpoint:
                 "OpenAI-compatible server such as http://localhost:11434/v1",
             )
         return cls((url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION"))
+
+    def __post_init__(self) -> None:
+        register_secret(self.api_key)
+        user_info = urlsplit(self.base_url).netloc.rpartition("@")[0]
+        for part in (user_info, *user_info.split(":")):
+            register_secret(part)
+            register_secret(unquote(part))
 
     @property
     def is_openai(self) -> bool:
@@ -83,6 +93,19 @@ class Endpoint:
             if ".azure.com" in self.base_url:
                 headers["api-key"] = self.api_key
         return headers
+
+
+def check_key(key: str | None, variable: str) -> None:
+    """A key with whitespace or control characters (a .env saved on Windows ends in CR) would be
+    refused by the HTTP layer with the key inside the message: say so first, never showing it."""
+    if key and (
+        key != key.strip() or any(ord(c) < 32 or c.isspace() or ord(c) == 127 for c in key)
+    ):
+        raise EndpointError(
+            f"{variable} contains whitespace or a control character",
+            hint=f"remove it from {variable} (a .env file saved with Windows line endings adds a "
+            "carriage return)",
+        )
 
 
 class ChatClient:
@@ -133,7 +156,14 @@ class ChatClient:
             if adapted:
                 return self.complete(request, timeout=timeout)
             raise error
-        return _parse_completion(reply, time.monotonic() - started, body["model"])
+        return parse_completion(
+            reply.content,
+            status=reply.status,
+            headers=reply.headers,
+            latency=time.monotonic() - started,
+            model=body["model"],
+            tools_offered=bool(body.get("tools")),
+        )
 
     def endpoint_for(self, request: ChatRequest) -> Endpoint:
         """Where this request goes (a router of several endpoints answers per model)."""
@@ -171,9 +201,7 @@ class ChatClient:
         headers = list(self._headers)
         content = b""
         if body is not None:
-            content = json.dumps(
-                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode()
+            content = encode_body(body)
             headers += [
                 (b"Content-Type", b"application/json"),
                 (b"Content-Length", str(len(content)).encode()),
@@ -203,6 +231,18 @@ class ChatClient:
                     self._adapted[(str(body.get("model")), name)] = replacement
                 return True
         return False
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """The request as compact UTF-8 JSON; text that cannot be sent fails this call, not a worker."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+        reason = for_people(str(exc), 200)
+        raise LLMError(
+            f"the request cannot be encoded as JSON: {reason}", retryable=False
+        ) from None
 
 
 def _names_a_parameter(message: str, body: Mapping[str, Any]) -> bool:
@@ -245,16 +285,16 @@ def _status_error(reply: Reply, body: Mapping[str, Any]) -> LLMError:
 
 
 def _error_message(reply: Reply) -> str:
+    """The server's own words for an error status, as one safe line (masked, capped)."""
     try:
         payload = reply.json()
-    except ValueError:
-        return reply.text.strip()[:300] or _phrase(reply.status)
+    except (ValueError, RecursionError):
+        return for_people(reply.text) or _phrase(reply.status)
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or error)
-    if isinstance(error, str):
-        return error
-    return json.dumps(payload)[:300]
+        error = error.get("message") or error
+    text = error if isinstance(error, str) else json.dumps(error if error else payload)
+    return for_people(text) or _phrase(reply.status)
 
 
 def _phrase(status: int) -> str:
@@ -262,30 +302,3 @@ def _phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return f"status {status}"
-
-
-def _parse_completion(reply: Reply, latency: float, model: str) -> Completion:
-    try:
-        payload = reply.json()
-        choice = payload["choices"][0]
-        message = choice.get("message") or {}
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise LLMError(f"malformed reply: {reply.text[:200]!r}") from None
-    usage = payload.get("usage") or {}
-    return Completion(
-        text=_content_text(message.get("content")),
-        finish_reason=choice.get("finish_reason"),
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
-        model=payload.get("model") or model,
-        status=reply.status,
-        headers=reply.headers,
-        latency=latency,
-        tool_calls=tuple(message.get("tool_calls") or ()),
-    )
-
-
-def _content_text(content: Any) -> str:
-    """Message content as text; some servers send a list of typed parts."""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""

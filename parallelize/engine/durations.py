@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 UNIT_SECONDS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -23,7 +24,7 @@ def parse_duration(text: str) -> float | None:
         if not _WHOLE.fullmatch(value):
             return None
         seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in _PART.findall(value))
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def format_duration(seconds: float) -> str:

@@ -23,16 +23,20 @@ from ..errors import (
     InterruptedRun,
     LLMError,
 )
+from ..masking import for_people
 from ..records import Completion, Event, Notice, ProgressCallback, Task, TaskResult
 from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
+from .durations import format_duration
 from .pacing import Pacer
 from .queue import WorkQueue
-from .retry import RetryPolicy
+from .retry import MAX_SERVER_WAIT, RetryPolicy
 
 #: Seconds that calls in flight may still take after an interrupt or the deadline.
 STOP_GRACE = 10.0
+#: Seconds within which a second signal counts as the first one again.
+SAME_SIGNAL = 0.2
 #: Seconds between the waiting caller's checks for signals and the deadline.
 POLL = 0.1
 
@@ -56,6 +60,16 @@ class Halt:
     def abandons(self) -> bool:
         """Whether calls still in flight are abandoned after STOP_GRACE (else awaited)."""
         return self.reason in ("interrupted", "deadline")
+
+
+def internal_error(exc: Exception) -> LLMError:
+    """An unexpected exception inside a task: that task's failure, one line, never a traceback."""
+    reason = for_people(f"{type(exc).__name__}: {exc}", 200)
+    return LLMError(
+        f"internal error: {reason}",
+        retryable=False,
+        hint="this is a bug in parallelize: please report it with the command that caused it",
+    )
 
 
 class Executor:
@@ -94,6 +108,8 @@ class Executor:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._signals = 0
+        self._first_signal = 0.0
+        self._warned: set[str] = set()
 
     @property
     def exit_code(self) -> int:
@@ -101,7 +117,16 @@ class Executor:
         return self.halt.exit_code if self.halt else 0
 
     def interrupt(self) -> None:
-        """Ask the run to stop; safe in a signal handler (it only counts, the caller acts)."""
+        """Ask the run to stop; safe in a signal handler (it only counts, the caller acts).
+
+        A signal within SAME_SIGNAL seconds of the first is the same interrupt: GNU `timeout`
+        signals the process and its group, so one timeout arrives twice.
+        """
+        now = time.monotonic()
+        if self._signals and now - self._first_signal < SAME_SIGNAL:
+            return
+        if not self._signals:
+            self._first_signal = now
         self._signals += 1
 
     def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
@@ -205,7 +230,11 @@ class Executor:
     def _worker(self, work: WorkQueue) -> None:
         try:
             while not self._stop.is_set() and (index := work.take()) is not None:
-                result = self._run_one(work.tasks[index], work.keys[index])
+                task = work.tasks[index]
+                try:
+                    result = self._run_one(task, work.keys[index])
+                except Exception as exc:  # a bug fails its task, never the worker
+                    result = TaskResult(task, error=str(internal_error(exc)), attempts=1)
                 if work.finish(index, result):
                     self._finish(result)
         finally:
@@ -233,9 +262,11 @@ class Executor:
                 self.attempts += 1
             try:
                 completion = self.client.complete(request, **self._time_left())
-            except LLMError as exc:
+            except Exception as raised:  # nothing a server sends may kill a worker
+                exc = raised if isinstance(raised, LLMError) else internal_error(raised)
+                pause = None if self._refused_wait(exc.retry_after) else exc.retry_after
                 self.pacer.release(
-                    permit, status=exc.status, headers=exc.headers, retry_after=exc.retry_after
+                    permit, status=exc.status, headers=exc.headers, retry_after=pause
                 )
                 self.ledger.settle(reserve, request.model, None)
                 error = exc
@@ -245,6 +276,9 @@ class Executor:
                 throttled += exc.status == 429
                 if not self._may_retry(exc, attempt - throttled, throttled):
                     return TaskResult(task, error=str(exc), attempts=attempt)
+                refused = self._refused_wait(exc.retry_after)
+                if refused:
+                    return TaskResult(task, error=f"{exc} ({refused})", attempts=attempt)
                 wait = self.retry.delay(max(1, attempt - throttled), exc.retry_after)
                 self.on_event(Event("retry", task, message=f"{exc}; retrying in {wait:.1f}s"))
                 if self._stop.wait(wait):
@@ -257,8 +291,29 @@ class Executor:
                 tokens_used=completion.usage.total_tokens,
             )
             self.ledger.settle(reserve, request.model, completion.usage)
+            self._warn(completion.warnings)
             self._store(key, completion)
             return TaskResult(task, completion, attempts=attempt)
+
+    def _refused_wait(self, wait: float | None) -> str | None:
+        """Why a wait the server asked for is not taken (beyond the cap or the deadline)."""
+        if wait is None:
+            return None
+        asked = f"the server asked to wait {format_duration(wait)}"
+        if wait > MAX_SERVER_WAIT:
+            return f"{asked}, more than the {MAX_SERVER_WAIT:g}s cap: not retried"
+        if self.deadline is not None and time.monotonic() + wait > self.deadline:
+            return f"{asked}, past the deadline (--deadline): not retried"
+        return None
+
+    def _warn(self, warnings: tuple[str, ...]) -> None:
+        """Tell each distinct reply anomaly once per run."""
+        for warning in warnings:
+            with self._lock:
+                if warning in self._warned:
+                    continue
+                self._warned.add(warning)
+            self.notice(f"warning: {warning}")
 
     def _may_retry(self, exc: LLMError, failures: int, throttled: int) -> bool:
         if not exc.retryable or self._stop.is_set():

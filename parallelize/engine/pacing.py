@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .retry import header_number
+
 #: Requests in flight at the very start, before anything is known about the server.
 INITIAL_WINDOW = 4
 #: Seconds for the start-up window to double (64 in flight after ~0.08 s).
@@ -82,12 +84,9 @@ def quota_headers(headers: Mapping[str, str]) -> dict[str, tuple[float, float]]:
     """(limit per minute, remaining) for requests and tokens from `x-ratelimit-*` headers."""
     found = {}
     for kind in (REQUESTS, TOKENS):
-        try:
-            limit = float(headers[f"x-ratelimit-limit-{kind}"])
-            remaining = float(headers[f"x-ratelimit-remaining-{kind}"])
-        except (KeyError, ValueError):
-            continue
-        if limit > 0:
+        limit = header_number(headers, f"x-ratelimit-limit-{kind}")
+        remaining = header_number(headers, f"x-ratelimit-remaining-{kind}")
+        if limit and remaining is not None:
             found[kind] = (limit, remaining)
     return found
 

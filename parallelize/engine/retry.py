@@ -7,6 +7,7 @@ decides.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -19,6 +20,21 @@ from .durations import parse_duration
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
+#: The longest wait a server may ask for (Retry-After, x-ratelimit-reset-*). A longer one, or one
+#: past --deadline, fails that call at once with the server's reason: a reply is never worth
+#: hours of a worker, and a hostile server must not be able to park the run.
+MAX_SERVER_WAIT = 120.0
+
+
+def header_number(headers: Mapping[str, str], name: str) -> float | None:
+    """A header's finite, non-negative number; None when absent or garbage (never trusted)."""
+    try:
+        value = float(headers.get(name, "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def rate_limit_reset_seconds(headers: Mapping[str, str]) -> float | None:
     """When an exhausted x-ratelimit-* quota refills (a 429 without Retry-After)."""
     waits = []
@@ -26,30 +42,27 @@ def rate_limit_reset_seconds(headers: Mapping[str, str]) -> float | None:
         reset = headers.get(f"x-ratelimit-reset-{kind}")
         remaining = headers.get(f"x-ratelimit-remaining-{kind}", "")
         if reset and remaining.strip() in ("0", ""):
-            seconds = parse_duration(reset)
+            seconds = parse_duration(reset[:64])
             if seconds is not None:
                 waits.append(seconds)
     return max(waits) if waits else None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked us to wait, from retry-after-ms or retry-after."""
-    if "retry-after-ms" in headers:
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
+    """How long the server asked us to wait, from retry-after-ms or retry-after (seconds or an
+    HTTP date); None when it did not say, or said something that is not a wait."""
+    millis = header_number(headers, "retry-after-ms")
+    if millis is not None:
+        return millis / 1000
+    value = headers.get("retry-after", "")[:64]
+    seconds = header_number({"v": value}, "v")
+    if seconds is not None or not value.strip():
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
+        parsed = email.utils.parsedate_to_datetime(value)
         return max(0.0, parsed.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 #: A 429 is retried at least this often: pacing makes them rare, and each one says when to return.
@@ -72,5 +85,5 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
         if retry_after is not None:
-            return min(retry_after, self.max_delay * 5)
+            return min(retry_after, MAX_SERVER_WAIT)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))

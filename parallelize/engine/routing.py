@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import EndpointError
 from ..recipe.vote import ModelEntry
 from ..records import ChatRequest, Completion
-from .client import ChatClient, Endpoint
+from .client import ChatClient, Endpoint, check_key
 from .executor import Executor
 
 
@@ -58,6 +58,7 @@ def model_endpoint(entry: ModelEntry, default: Endpoint) -> Endpoint:
     key = None
     if entry.api_key_env:
         key = os.environ.get(entry.api_key_env) or None
+        check_key(key, entry.api_key_env)
         if key is None:
             raise EndpointError(
                 f"models: {entry.name}: api_key_env {entry.api_key_env} is not set",

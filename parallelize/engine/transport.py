@@ -13,6 +13,7 @@ import os
 import re
 import ssl
 import threading
+import time
 import urllib.request
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import httpcore
 
 from ..errors import EndpointError, LLMError
+from ..masking import for_people
 
 CONNECT_TIMEOUT = 10.0
 
@@ -30,6 +32,13 @@ CONNECTIONS_PER_THREAD = 2
 
 #: Seconds an idle keep-alive connection is kept (httpx's default).
 KEEPALIVE_EXPIRY = 5.0
+
+
+#: Bytes of a reply read at most: a chat completion is far smaller; a server that sends more is
+#: cut off (one failed attempt), so no reply can fill the memory.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+#: Bytes of an error reply read at most: its message is shown capped anyway.
+MAX_ERROR_BYTES = 256 * 1024
 
 
 #: Response headers worth keeping: they drive retries, pacing and debugging.
@@ -51,7 +60,86 @@ def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
 
 def timeouts(seconds: float) -> dict[str, float]:
     """httpcore's timeout extension: CONNECT_TIMEOUT to connect, `seconds` for each later wait."""
-    return {"connect": CONNECT_TIMEOUT, "read": seconds, "write": seconds, "pool": seconds}
+    connect = min(CONNECT_TIMEOUT, seconds)
+    return {"connect": connect, "read": seconds, "write": seconds, "pool": seconds}
+
+
+class Bounded(httpcore.NetworkBackend):
+    """A network backend whose every connect, read and write ends by the request's deadline.
+
+    httpcore's timeouts bound each socket wait, so a reply trickling in a byte at a time would
+    never time out; here each wait is shortened to what is left of the whole request's time, so
+    `--timeout` bounds a request from connect to last byte. Each worker thread has its own pool,
+    so the deadline is per thread.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+        self._local = threading.local()
+
+    def start(self, seconds: float) -> None:
+        """The current thread's next request must end within `seconds`."""
+        self._local.deadline = time.monotonic() + seconds
+        self._local.limit = seconds
+
+    def left(self, timeout: float | None, kind: type[Exception]) -> float | None:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return timeout
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise kind(f"the whole request took longer than {self._local.limit:g}s")
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        wait = self.left(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, wait, local_address, socket_options)
+        return _BoundedStream(stream, self)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        wait = self.left(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._inner.connect_unix_socket(path, wait, socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, backend: Bounded) -> None:
+        self._inner = inner
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._backend.left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._backend.left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = self._backend.left(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(
+            self._inner.start_tls(ssl_context, server_hostname, wait), self._backend
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 class Reply(NamedTuple):
@@ -82,6 +170,7 @@ class ChatPools:
         self._ssl_context = ssl_context
         self._proxy = environment_proxy(url)
         self._local = threading.local()
+        self._backend = Bounded()
         self._all: list[httpcore.ConnectionPool | httpcore.HTTPProxy] = []
         self._lock = threading.Lock()
 
@@ -95,12 +184,19 @@ class ChatPools:
     ) -> Reply:
         """One request; transport failures raise LLMError, HTTP statuses come back as they are."""
         extensions = {"timeout": timeout}
+        self._backend.start(timeout["read"])
         try:
-            response = self._pool().request(
+            with self._pool().stream(
                 method, url, headers=headers, content=body, extensions=extensions
-            )
+            ) as response:
+                kept = {}
+                for name, value in response.headers[:200]:
+                    key = name.decode("latin-1").lower()
+                    if KEPT_HEADERS.match(key):
+                        kept[key] = value.decode("latin-1")[:256]
+                content = _read_capped(response)
         except httpcore.TimeoutException as exc:
-            raise LLMError(f"timed out ({type(exc).__name__})") from None
+            raise LLMError(f"timed out ({for_people(str(exc) or type(exc).__name__)})") from None
         except (
             httpcore.NetworkError,
             httpcore.ProtocolError,
@@ -108,21 +204,19 @@ class ChatPools:
             httpcore.UnsupportedProtocol,
             OSError,
         ) as exc:
-            raise LLMError(f"connection failed: {type(exc).__name__}: {exc}") from None
-        kept = {}
-        for name, value in response.headers:
-            key = name.decode("latin-1").lower()
-            if KEPT_HEADERS.match(key):
-                kept[key] = value.decode("latin-1")
-        return Reply(response.status, kept, response.content)
+            reason = for_people(f"{type(exc).__name__}: {exc}")
+            raise LLMError(f"connection failed: {reason}") from None
+        return Reply(response.status, kept, content)
 
     def _pool(self) -> httpcore.ConnectionPool | httpcore.HTTPProxy:
+        """This thread's pool (made on its first request)."""
         pool = getattr(self._local, "pool", None)
         if pool is None:
             limits: dict[str, Any] = {
                 "max_connections": CONNECTIONS_PER_THREAD,
                 "keepalive_expiry": KEEPALIVE_EXPIRY,
                 "ssl_context": self._ssl_context,
+                "network_backend": self._backend,
             }
             if self._proxy is None:
                 pool = httpcore.ConnectionPool(**limits)
@@ -139,6 +233,21 @@ class ChatPools:
             pools, self._all = self._all, []
         for pool in pools:
             pool.close()
+
+
+def _read_capped(response: httpcore.Response) -> bytes:
+    """The body, read up to MAX_REPLY_BYTES (MAX_ERROR_BYTES for an error status)."""
+    cap = MAX_ERROR_BYTES if response.status >= 400 else MAX_REPLY_BYTES
+    parts: list[bytes] = []
+    size = 0
+    for part in response.iter_stream():
+        parts.append(part)
+        size += len(part)
+        if size > cap:
+            if response.status >= 400:  # enough of an error message: keep what was read
+                return b"".join(parts)[:cap]
+            raise LLMError(f"the reply is larger than {cap // (1024 * 1024)} MiB: not read further")
+    return b"".join(parts)
 
 
 def environment_proxy(url: str) -> tuple[str, tuple[str, str] | None] | None:
