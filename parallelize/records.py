@@ -155,6 +155,20 @@ class Task:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool the model asked to run: the call's id, the tool's name, its JSON arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def openai(self) -> dict[str, Any]:
+        """The call in the chat-completions wire shape (what the cache stores)."""
+        function = {"name": self.name, "arguments": self.arguments}
+        return {"id": self.id, "type": "function", "function": function}
+
+
+@dataclass(frozen=True)
 class Completion:
     """What one successful call returned."""
 
@@ -166,7 +180,9 @@ class Completion:
     headers: Mapping[str, str] = field(default_factory=dict)
     latency: float = 0.0
     cached: bool = False
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: What was odd about the reply but did not fail it (e.g. usage figures ignored).
+    warnings: tuple[str, ...] = ()
 
     @property
     def truncated(self) -> bool:
