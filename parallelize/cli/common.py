@@ -178,6 +178,18 @@ PriceOutOpt = Annotated[
 ]
 
 
+MaxTasksOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tasks",
+        metavar="N",
+        min=1,
+        help="Refuse a run that would make more than N calls (default 100,000; recipe max_tasks).",
+        show_default=False,
+    ),
+]
+
+
 #: The engine flags: parameter name -> (Typer annotation, default).
 ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "rpm": (RpmOpt, None),
@@ -190,6 +202,7 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "max_cost": (MaxCostOpt, None),
     "price_in": (PriceInOpt, None),
     "price_out": (PriceOutOpt, None),
+    "max_tasks": (MaxTasksOpt, None),
 }
 
 
@@ -227,6 +240,7 @@ def engine_settings(
     max_cost: float | None,
     price_in: float | None,
     price_out: float | None,
+    max_tasks: int | None,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
@@ -249,6 +263,7 @@ def engine_settings(
         "max_cost": max_cost,
         "price_in": price_in,
         "price_out": price_out,
+        "max_tasks": max_tasks,  # commands fold it into the recipe, whose max_tasks the plan checks
     }
 
 

@@ -212,6 +212,7 @@ def vote(
                 "max_tokens": max_tokens,
                 "seed": seed,
                 "concurrency": concurrency,
+                "max_tasks": engine["max_tasks"],
             },
         )
         final = apply_vote_flags(

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RecipeError
+from ..errors import ConfigError, RecipeError
+from ..recipe.limits import fanout_problem
 from ..recipe.model import Recipe
 from ..recipe.section import Aspect
 from ..records import ChatRequest, SectionSource, Task, TaskSource
@@ -67,6 +68,19 @@ def matrix_clones(matrix: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*matrix.values())]
 
 
+def check_task_count(recipe: Recipe, *, chunks: int | None) -> None:
+    """Refuse a fan-out past `max_tasks` by arithmetic, before a single task is built (a
+    matrix of ten million clones fails in microseconds instead of exhausting memory).
+
+    `chunks` None: the chunks are not cut yet (at least one).
+    """
+    problem = fanout_problem(
+        chunks=chunks, aspects=len(recipe.aspects), matrix=recipe.matrix, limit=recipe.max_tasks
+    )
+    if problem:
+        raise ConfigError(problem)
+
+
 def section_variables(recipe: Recipe) -> set[str]:
     """The placeholders this recipe's section template may use."""
     allowed = set(SECTION_VARIABLES)
@@ -97,6 +111,7 @@ def check_section_template(recipe: Recipe) -> SectionTemplate:
     """Fail before any request on unknown placeholders, fan-out the template cannot see, or a
     JSON schema that is not one."""
     where = recipe.prompt_where
+    check_task_count(recipe, chunks=None)
     check_template(recipe.prompt, section_variables(recipe), where=where)
     used = set(placeholders(recipe.prompt))
     if recipe.aspects and not used & ASPECT_VARIABLES:
@@ -124,6 +139,7 @@ def section_tasks(
     """One identical task per chunk × aspect × matrix clone (clone-major, then aspect, chunk)."""
     template = checked(recipe)
     recipe, contracts = template.recipe, template.contracts
+    check_task_count(recipe, chunks=len(chunks))
     aspects: list[Aspect | None] = list(recipe.aspects) or [None]
     tasks: list[Task] = []
     for clone in matrix_clones(recipe.matrix):

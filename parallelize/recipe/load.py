@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import yaml
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+#: Bytes a recipe may hold: a prompt and settings, never data (the largest built-in is ~3 KB).
+MAX_RECIPE_BYTES = 4 * 1024 * 1024
 
 
 DEFAULT_SECTION_RECIPE = "summarize"
@@ -63,24 +65,29 @@ def load_recipe(path: str | Path) -> Recipe:
     """Parse and validate a recipe file; errors name the file, line and key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # at most one byte past the limit: never a huge read
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if len(raw) <= MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: a recipe must be UTF-8 text") from None
+        text = raw.decode("utf-8", errors="replace")  # too large: read_yaml says so
     return parse_recipe(text, source=str(path))
 
 
 def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
     """Validate recipe YAML text; `source` is used in error messages."""
-    import yaml  # here: a run without a recipe file never loads it
+    from .yamlread import read_yaml  # here: a run without a recipe file never loads YAML
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{source}{line}: invalid YAML: {problem}") from None
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"{source}: the recipe is larger than {MAX_RECIPE_BYTES // 2**20} MiB; a recipe "
+            "holds a prompt and settings, not data (pass data as PATH or TASK)"
+        )
+    root, data = read_yaml(text, source=source)
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of keys to values")
     data.setdefault("name", Path(source).stem)
@@ -107,7 +114,7 @@ def override(recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, .
         result = Recipe.model_validate({**data, "source": recipe.source})
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        key = ".".join(str(p) for p in _keys(first["loc"]))
         flag = FLAGS_FOR_KEYS.get(key, f"--{key.split('.')[-1].replace('_', '-')}")
         raise RecipeError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
     result._prompt_from = "--prompt" if "prompt" in given else recipe._prompt_from
@@ -120,7 +127,7 @@ def describe_validation_error(
     """Turn pydantic's report into `file:line: key: problem; did you mean ...`."""
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"] if p != "source")
+    loc = tuple(p for p in _keys(err["loc"]) if p != "source")
     line = _line_of(root, loc)
     where = f"{source}:{line}" if line else source
     key = ".".join(str(p) for p in loc) or "(top level)"
@@ -133,6 +140,11 @@ def describe_validation_error(
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {key}: {message}{tail}"
+
+
+def _keys(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An error's location without pydantic's `[key]` marker (a mapping key was refused)."""
+    return tuple(p for p in loc if p != "[key]")
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

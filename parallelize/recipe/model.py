@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -13,6 +14,14 @@ from pydantic import (
 )
 
 from .base import Strict
+from .limits import (
+    DEFAULT_MAX_TASKS,
+    check_matrix_paths,
+    check_matrix_text,
+    check_param_key,
+    check_reply_format,
+    fanout_problem,
+)
 from .section import Aspect, Guard, Merge, check_aspects, check_guard, check_matrix, matrix_as_text
 from .vote import ModelEntry, Vote
 
@@ -20,7 +29,9 @@ if TYPE_CHECKING:
     pass
 
 #: Command-line flags whose recipe key has another name (for error messages).
-FLAGS_FOR_KEYS = {"matrix": "--each"}
+FLAGS_FOR_KEYS = {"matrix": "--each", "chunking": "--chunks"}
+#: A request field a recipe may add: anything but the fields parallelize sets itself.
+ParamKey = Annotated[str, AfterValidator(check_param_key)]
 
 
 class Chunking(Strict):
@@ -73,13 +84,17 @@ class Recipe(Strict):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
     stop: list[str] | None = None
-    params: dict[str, Any] = Field(
+    params: dict[ParamKey, Any] = Field(
         default_factory=dict, description="extra request fields sent as they are"
     )
     concurrency: int | None = Field(None, ge=1, le=1024)
     rpm: float | None = Field(None, gt=0, description="requests per minute never to exceed")
     tpm: float | None = Field(None, gt=0, description="tokens per minute never to exceed")
     max_cost: float | None = Field(None, gt=0, description="USD budget: no call starts past it")
+    #: Declared before the fan-out keys below: their validators compare against it.
+    max_tasks: int = Field(
+        DEFAULT_MAX_TASKS, ge=1, description="most calls a run may plan (chunks x aspects x clones)"
+    )
     prices: dict[str, PriceSpec] = Field(
         default_factory=dict, description="model -> {input, output} USD per million tokens"
     )
@@ -121,19 +136,47 @@ class Recipe(Strict):
     def _matrix_values_as_text(cls, value: Any) -> Any:
         return matrix_as_text(value)
 
+    @field_validator("chunking")
+    @classmethod
+    def _chunks_within_max_tasks(cls, chunking: Chunking, info: ValidationInfo) -> Chunking:
+        _check_fanout(info.data, chunks=chunking.chunks)
+        return chunking
+
+    @field_validator("merge")
+    @classmethod
+    def _merge_json_gets_json(cls, merge: Merge, info: ValidationInfo) -> Merge:
+        if merge.strategy == "json" or merge.json_schema is not None:
+            needs = "strategy json" if merge.strategy == "json" else "a merge schema"
+            check_reply_format(info.data.get("params", {}), needs)
+        return merge
+
     @field_validator("aspects")
     @classmethod
-    def _distinct_aspects(cls, aspects: list[Aspect]) -> list[Aspect]:
+    def _distinct_aspects(cls, aspects: list[Aspect], info: ValidationInfo) -> list[Aspect]:
+        for aspect in aspects:
+            if aspect.json_schema is not None:
+                check_reply_format(info.data.get("params", {}), f"aspect {aspect.name}'s schema")
+        _check_fanout(info.data, aspects=len(aspects))
         return check_aspects(aspects)
 
     @field_validator("matrix")
     @classmethod
-    def _check_matrix(cls, matrix: dict[str, list[str]]) -> dict[str, list[str]]:
-        return check_matrix(matrix)
+    def _check_matrix(
+        cls, matrix: dict[str, list[str]], info: ValidationInfo
+    ) -> dict[str, list[str]]:
+        check_matrix(matrix)
+        check_matrix_text(matrix)
+        _check_fanout(info.data, aspects=len(info.data.get("aspects", ())), matrix=matrix)
+        merge = info.data.get("merge")
+        if matrix and merge is not None and merge.strategy == "files":
+            check_matrix_paths(matrix, merge.path or "{{ clone }}")
+        return matrix
 
     @field_validator("guard")
     @classmethod
     def _guard_names_an_aspect(cls, guard: Guard | None, info: ValidationInfo) -> Guard | None:
+        if guard is not None:
+            check_reply_format(info.data.get("params", {}), "guard (a JSON verdict)")
         return check_guard(guard, info.data.get("aspects", []))
 
     @property
@@ -151,3 +194,24 @@ class Recipe(Strict):
             "stop": self.stop,
         }
         return {k: v for k, v in params.items() if v is not None} | dict(self.params)
+
+
+def _check_fanout(
+    data: dict[str, Any],
+    *,
+    chunks: int | None = None,
+    aspects: int = 0,
+    matrix: dict[str, list[str]] | None = None,
+) -> None:
+    """The calls the recipe alone implies (chunks unknown count as one) within max_tasks."""
+    if chunks is None and data.get("chunking") is not None:
+        chunks = data["chunking"].chunks
+    problem = fanout_problem(
+        chunks=chunks,
+        aspects=aspects,
+        matrix=matrix or {},
+        limit=data.get("max_tasks", DEFAULT_MAX_TASKS),
+        flag="max_tasks",
+    )
+    if problem:
+        raise ValueError(problem)

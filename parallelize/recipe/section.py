@@ -11,9 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .base import Strict
+from .limits import check_path_text
 
 #: How a field of the workers' JSON documents may combine (`merge.rules`).
 FieldRuleName = Literal[
@@ -25,6 +26,8 @@ RESERVED_VARIABLES = frozenset(
 )
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ASPECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: An aspect's name becomes a directory of output files: well within a file name's 255 bytes.
+MAX_ASPECT_NAME = 100
 
 
 class FieldRule(Strict):
@@ -74,13 +77,18 @@ class Merge(Strict):
     out_dir: str | None = Field(None, description="files: the directory outputs are written to")
     path: str | None = Field(None, description="files: output path template inside out_dir")
 
+    @field_validator("out_dir", "path")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        return check_path_text(value)
+
 
 class Aspect(Strict):
     """One named angle every chunk is processed from; the template sees {{ aspect }}."""
 
     model_config = ConfigDict(populate_by_name=True)  # extra=forbid, frozen: from Strict
 
-    name: str = Field(pattern=ASPECT_NAME)
+    name: str = Field(pattern=ASPECT_NAME, max_length=MAX_ASPECT_NAME)
     instructions: str = Field("", description="data the template receives as {{ instructions }}")
     json_schema: dict[str, Any] | None = Field(
         None, alias="schema", description="this aspect's workers answer JSON matching it"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from .base import Strict
+from .limits import check_param_key
 
 #: Two candidates at least this similar count as the same answer (`match: similar`).
 DEFAULT_SIMILARITY = 0.8
@@ -137,7 +138,9 @@ class ModelEntry(Strict):
     )
     base_url: str | None = Field(None, description="its endpoint, when not the default one")
     api_key_env: str | None = Field(None, pattern=ENV_NAME, description="env var with its key")
-    params: dict[str, Any] = Field(default_factory=dict, description="its own request fields")
+    params: dict[Annotated[str, AfterValidator(check_param_key)], Any] = Field(
+        default_factory=dict, description="its own request fields"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -82,6 +82,12 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
             f"{where}vote.strategy rubric needs criteria",
             hint="add vote.criteria to the recipe, or pass --criterion 'TEXT::WEIGHT'",
         )
+    if vote.n > recipe.max_tasks:
+        spread = f" over {len(recipe.models)} models" if recipe.models else ""
+        raise ConfigError(
+            f"the vote would make {vote.n:,} calls ({vote.n:,} samples{spread}), more than "
+            f"--max-tasks {recipe.max_tasks:,}; lower -n, or raise --max-tasks or recipe max_tasks"
+        )
     if vote.n > 1 and vote.min_candidates > vote.n:
         raise RecipeError(
             f"{where}vote.min_candidates ({vote.min_candidates}) is more than n ({vote.n})"
