@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .defaults import DEFAULT_CONCURRENCY, UNKNOWN_MODEL
+from .defaults import DEFAULT_CONCURRENCY, UNKNOWN_MODEL, default_cache_dir
 from .engine.client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .engine.routing import route_models
 from .engine.session import (
@@ -27,6 +27,7 @@ from .errors import (
     combine_exit_codes,
     first_few,
 )
+from .inputs.bounds import Bounds, Reserved
 from .inputs.read import check_paths
 from .merge.combine import combine
 from .merge.context import MergeContext
@@ -52,15 +53,21 @@ def run_section(
     options: RunOptions | None = None,
     stdin: TextIO | None = None,
     files_from: Sequence[str] = (),
+    output: str | Path | None = None,
+    allow_outside: bool = False,
 ) -> RunResult:
     """Split the input into chunks, run the recipe on every chunk in parallel, merge the outputs.
 
-    `files_from` lists more paths (--files-from); the ones that no longer exist are skipped.
+    `files_from` lists more paths (--files-from); the ones that no longer exist are skipped, and
+    ones outside the working directory are refused unless `allow_outside`. `output` is the file
+    the caller will write the artifact to (-o): checked now, and never read as input.
     """
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
     check_paths(paths)
     _check_out_dir(recipe)
+    _check_output(output)
+    bounds = _input_bounds(recipe, options, output=output, allow_outside=allow_outside)
     template = check_section_template(recipe)
     endpoint = None if options.dry_run else (options.endpoint or Endpoint.resolve())
     model = _section_model(recipe, endpoint)
@@ -72,6 +79,7 @@ def run_section(
         model=model,
         stdin=stdin,
         files_from=files_from,
+        bounds=bounds,
         ask_later=first.ask_later,
         count_first=first.count_first,
     )
@@ -256,3 +264,32 @@ def _check_out_dir(recipe: Recipe) -> None:
             "--merge files needs an output directory",
             hint="pass --out-dir DIR, or set merge.out_dir in the recipe",
         )
+
+
+def _check_output(output: str | Path | None) -> None:
+    """`-o` must name a file in a folder (or a folder that can be made): fail before anything is
+    read or sent. An unwritable folder still fails at the end, with the result on stdout."""
+    if output is None:
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigError(f"--output {target} is a directory", hint="name a file to write")
+    folder = target.absolute().parent
+    while not folder.exists():  # missing folders are created when the result is written
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--output {target}: {folder} is not a directory", hint="choose another path"
+        )
+
+
+def _input_bounds(
+    recipe: Recipe, options: RunOptions, *, output: str | Path | None, allow_outside: bool
+) -> Bounds:
+    """Where this run writes (never read as input), and whether listed paths may be outside."""
+    reserved = [Reserved(str(output), "--output")] if output is not None else []
+    if recipe.merge.strategy == "files" and recipe.merge.out_dir:
+        reserved.append(Reserved(recipe.merge.out_dir, "--out-dir"))
+    cache = options.cache_dir or default_cache_dir()
+    reserved.append(Reserved(str(cache), "the call cache (--cache-dir)"))
+    return Bounds(allow_outside=allow_outside, reserved=tuple(reserved))

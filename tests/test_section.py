@@ -91,7 +91,7 @@ def test_dry_run_makes_no_request(llm: LLMServer, make_tree) -> None:
 def test_stdin_input(llm: LLMServer) -> None:
     result = run_section(["-"], recipe(), stdin=io.StringIO("piped MARKER-X\n"))
     assert "MARKER-X" in result.output
-    assert '<file path="<stdin>">' in llm.requests[0].last_user
+    assert '<file path="&lt;stdin&gt;">' in llm.requests[0].last_user  # attributes XML-escaped
 
 
 def test_model_is_discovered_from_a_local_server(llm: LLMServer, make_tree) -> None:

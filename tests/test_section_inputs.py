@@ -190,8 +190,9 @@ def test_files_from_stdin_with_missing_entries(llm: LLMServer, make_tree, monkey
     assert "inputs: 2 files" in result.stderr and "1 missing" in result.stderr
 
 
-def test_files_from_a_file_plus_content_on_stdin(llm, make_tree, tmp_path) -> None:
+def test_files_from_a_file_plus_content_on_stdin(llm, make_tree, tmp_path, monkeypatch) -> None:
     root = make_tree({"a.py": "A_FILE\n"})
+    monkeypatch.chdir(tmp_path)  # an absolute entry inside the working directory is fine
     listing = tmp_path / "changed.txt"
     listing.write_text(f"{root}/a.py\n")
     args = ["section", "-", "--files-from", str(listing), "--chunks", "1", "-q"]

@@ -89,6 +89,13 @@ FilesFromOpt = Annotated[
         show_default=False,
     ),
 ]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Read --files-from entries outside the working directory (refused by default).",
+    ),
+]
 MaxFileBytesOpt = Annotated[
     int | None,
     typer.Option(
@@ -268,6 +275,7 @@ def section(
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     files_from: FilesFromOpt = None,
+    allow_outside: AllowOutsideOpt = False,
     max_file_bytes: MaxFileBytesOpt = None,
     on_secret: OnSecretOpt = None,
     allow_secrets: AllowSecretsOpt = False,
@@ -348,7 +356,13 @@ def section(
         listed = read_files_from(files_from) if files_from else []
         return run_with_progress(
             lambda options: run_section(
-                paths or [], final, options=options, stdin=sys.stdin, files_from=listed
+                paths or [],
+                final,
+                options=options,
+                stdin=sys.stdin,
+                files_from=listed,
+                output=output,
+                allow_outside=allow_outside,
             ),
             base_url=base_url,
             timeout=timeout,

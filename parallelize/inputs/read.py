@@ -2,9 +2,11 @@
 
 Each PATH is walked in sorted relative-path order, honouring `.gitignore` files at every level and
 `.git/info/exclude`, `--include`/`--exclude` globs and default excludes (VCS folders, tool caches,
-files that hold secrets). Binary, oversized, unreadable and undecodable files are skipped and
-counted. Reading, decoding and the secret scan run on this thread while tiktoken counts on a small
-pool (it releases the GIL), so the tree is read once and each file is counted once.
+files that hold secrets, what this run writes). Binary, oversized, unreadable, undecodable and
+empty files are skipped and counted. A document's text is its body as framed for the model
+(lines that look like frame tags escaped, see `frames`), so its token count is what is sent.
+Reading, decoding and the secret scan run on this thread while tiktoken counts on a small pool
+(it releases the GIL), so the tree is read once and each file is counted once.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import stat
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import Literal, TextIO
 
 from ..errors import InputError, first_few
 from ..recipe.model import Recipe
+from .bounds import Bounds, Fence
+from .frames import display_name, escape_body
 from .secrets import Finding, scan
 from .tokens import TokenCounter, segment_offsets
 from .walk import STDIN, STDIN_NAME, PathRules, Source, iter_sources
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["STDIN", "STDIN_NAME", "Discovery", "Document", "InputOptions", "discover"]
 
@@ -59,8 +60,11 @@ SKIP_LABELS = {
     "undecodable": "undecodable",
     "broken-symlink": "broken symlink",
     "symlinked-dir": "symlinked folder",
+    "symlink-outside": "symlink leaving its root",
     "special": "not a regular file",
     "missing": "missing",
+    "empty": "empty",
+    "output": "written by this run",
 }
 #: charset-normalizer ranks single-byte code pages by "chaos"; on short Western text cp1257 or
 #: cp1250 often tie with cp1252 (measured: French latin-1 prose, cp1257 0.0 vs cp1252 0.085) and
@@ -78,7 +82,8 @@ _BOMS = (
 
 @dataclass(frozen=True)
 class Document:
-    """One input text (secrets already redacted) with the name the model sees for it."""
+    """One input text as the model sees it (secrets redacted, frame-like lines escaped) with the
+    name the model sees for it."""
 
     path: str
     text: str
@@ -123,13 +128,18 @@ def discover(
     options: InputOptions | None = None,
     stdin: TextIO | None = None,
     files_from: Sequence[str] = (),
+    bounds: Bounds | None = None,
 ) -> Discovery:
     """Read every text file under `paths` (sorted, deterministic); `-` reads stdin.
 
     `files_from` lists more paths (from --files-from); those that no longer exist are skipped.
+    `bounds` says which paths this run writes (never read) and whether listed paths may lie
+    outside the working directory.
     """
     options = options or InputOptions()
     check_paths(paths)
+    fence = Fence(bounds)
+    fence.check_listed(files_from)
     found = Discovery()
     rules = PathRules(
         include=options.include,
@@ -138,7 +148,7 @@ def discover(
     )
     reader = _Reader(found, counter, options, rules)
     try:
-        for source in iter_sources(paths, files_from, rules, found.skip, stdin):
+        for source in iter_sources(paths, files_from, rules, found.skip, stdin, fence):
             reader.add(source)
         reader.finish()
     finally:
@@ -146,7 +156,7 @@ def discover(
     for reason in found.skipped:
         found.skipped[reason].sort()
     if not any(doc.text.strip() for doc in found.documents):
-        where = ", ".join([*paths, *files_from]) or "(nothing)"
+        where = ", ".join(display_name(p) for p in [*paths, *files_from]) or "(nothing)"
         skipped = skip_summary(found.skipped)
         raise InputError(
             f"no readable text files in {where}" + (f" (skipped: {skipped})" if skipped else ""),
@@ -200,9 +210,13 @@ class _Reader:
         else:
             encoding = "utf-8"
             self.found.bytes += len(text.encode("utf-8", "surrogatepass"))
+            if not text:
+                self.found.skip("empty", display)
+                return
         if self.options.secrets != "allow":
             text, findings = scan(display, text)
             self.found.findings.extend(findings)
+        text = escape_body(text)  # counted as sent: the escapes cost tokens too
         self.pending.append((display, text, encoding, _submit(self.pool, self.counter, text)))
 
     def finish(self) -> None:
@@ -237,6 +251,8 @@ class _Reader:
                 decoded = decode_text(data)
                 if decoded is None:
                     reason = "binary" if b"\0" in data else "undecodable"
+                elif not decoded[0]:  # nothing to send: a request would be paid for nothing
+                    reason = "empty"
                 elif self._token_file(source.path, decoded[0]):
                     reason = "secret-file"
                 if reason is None:

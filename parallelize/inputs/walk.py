@@ -3,7 +3,8 @@
 Directories are walked with `os.scandir`, pruning VCS folders, tool caches, `--exclude`d and
 git-ignored folders before descending. `.gitignore` files apply at every level (the deepest one
 with a matching pattern decides, as in git), then `.git/info/exclude`; the gitignore semantics
-come from `pathspec`. Symlinked folders are never followed, so a symlink cycle cannot loop.
+come from `pathspec`. Symlinked folders are never followed, so a symlink cycle cannot loop, and a
+file symlink is read only when its target stays inside the root (see `bounds`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TextIO
+
+from .bounds import Fence, within
+from .frames import display_name
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -140,11 +144,14 @@ def iter_sources(
     rules: PathRules,
     skip: Skip,
     stdin: TextIO | None,
+    fence: Fence | None = None,
 ) -> Iterator[Source]:
     """Every candidate file in order, once: PATHs as given, then the --files-from list.
 
-    `files_from` entries that no longer exist are skipped as "missing" (a deleted file in a diff).
+    `files_from` entries that no longer exist are skipped as "missing" (a deleted file in a diff);
+    those that resolve outside the working directory through a symlink as "symlink-outside".
     """
+    fence = fence or Fence()
     seen: set[str] = set()
     listed = [(raw, False) for raw in paths] + [(raw, True) for raw in files_from]
     for raw, from_list in listed:
@@ -152,11 +159,15 @@ def iter_sources(
             yield Source(STDIN_NAME, STDIN, text=(stdin or sys.stdin).read())
             continue
         if from_list and not os.path.lexists(raw):
-            skip("missing", raw)
+            skip("missing", _display(raw))
             continue
+        if from_list and fence.listed_escapes(raw):
+            skip("symlink-outside", _display(os.path.normpath(raw)))
+            continue
+        fence.check_named(raw)
         root = os.path.normpath(raw)
         if os.path.isdir(root):
-            sources = _walk(root, rules, skip)
+            sources = _walk(root, rules, skip, fence)
         else:
             display = _display(root)
             target = os.path.realpath(root) if os.path.islink(root) else ""
@@ -173,12 +184,14 @@ def iter_sources(
 
 
 def _display(path: str) -> str:
-    return path.replace(os.sep, "/")
+    """The name the model sees for a path: `/` separators, valid one-line text."""
+    return display_name(path.replace(os.sep, "/"))
 
 
-def _walk(root: str, rules: PathRules, skip: Skip) -> list[Source]:
+def _walk(root: str, rules: PathRules, skip: Skip, fence: Fence) -> list[Source]:
     """Files under a directory that survive the filters, sorted by their relative path."""
     base = os.path.abspath(root)
+    real_root = os.path.realpath(base)
     files: list[tuple[str, Source]] = []
     stack: list[tuple[str, str, Ignores]] = [(base, "", _outer_ignores(base))]
     while stack:
@@ -186,7 +199,7 @@ def _walk(root: str, rules: PathRules, skip: Skip) -> list[Source]:
         try:
             entries = list(os.scandir(directory))
         except OSError:
-            skip("unreadable", _shown(root, rel) or root)
+            skip("unreadable", _shown(root, rel))
             continue
         ignores = _with_gitignore(ignores, directory, entries)
         for entry in entries:
@@ -196,11 +209,13 @@ def _walk(root: str, rules: PathRules, skip: Skip) -> list[Source]:
             try:
                 link = entry.is_symlink()
                 is_dir = not link and entry.is_dir(follow_symlinks=False)
-                reason = _symlink_reason(entry.path) if link else None
+                reason = _symlink_reason(entry.path, real_root, fence) if link else None
                 if not (link or is_dir or entry.is_file(follow_symlinks=False)):
                     reason = "special"
             except OSError:
                 reason = "unreadable"
+            if reason is None and fence.reserved_entry(entry):
+                reason = "output"
             if reason is None and entry.name in VCS_DIRS:
                 reason = "vcs"
             if reason is None and _ignored(ignores, entry.path, is_dir):
@@ -226,17 +241,22 @@ def _shown(root: str, rel: str) -> str:
     """The name the model sees: the path as given, joined with the relative part."""
     if not rel:
         return _display(root)
-    return rel if root == os.curdir else _display(os.path.join(root, rel))
+    return _display(rel if root == os.curdir else os.path.join(root, rel))
 
 
-def _symlink_reason(path: str) -> str | None:
-    """Why a symlink is skipped: broken (or a loop), or a folder (never followed: no cycles)."""
+def _symlink_reason(path: str, real_root: str, fence: Fence) -> str | None:
+    """Why a symlink is skipped: broken (or a loop), a folder (never followed: no cycles), its
+    target outside the walked root, or a path this run writes."""
     try:
         target = os.stat(path)
     except OSError:
         return "broken-symlink"
     if stat.S_ISDIR(target.st_mode):
         return "symlinked-dir"
+    if not within(os.path.realpath(path), real_root):
+        return "symlink-outside"
+    if fence.reserved_stat(path) is not None:
+        return "output"
     return None if stat.S_ISREG(target.st_mode) else "special"
 
 

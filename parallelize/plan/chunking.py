@@ -9,6 +9,11 @@ Cut points are chosen for stability: among the boundaries that keep a chunk betw
 the budget, the strongest wins, and a boundary's strength comes from the path that follows it, not
 from the sizes before it. When one file grows, the cut after it usually stays where it was, so the
 chunks after it keep their content, their ids, and their cache entries.
+
+A frame is `<file path="...">` + body + `</file>`: the path XML-escaped, the body escaped so that
+no line of it opens or closes a frame (`inputs.frames`; documents arrive escaped, and a piece cut
+mid-line gets its first line escaped here). Nothing in a frame is random: the same input gives
+byte-identical requests, and so the same cache keys.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ..errors import InputError
+from ..inputs.frames import escape_attr, escape_lead, needs_lead
 from ..inputs.read import Document
 from ..inputs.tokens import TokenCounter
 from .splitting import Piece, split_region
@@ -59,14 +65,21 @@ class Part:
     def text(self) -> str:
         return self.source[self.start : self.end]
 
+    @property
+    def lead(self) -> bool:
+        """Whether the part starts mid-line with a frame-like line (it gets escaped here)."""
+        return needs_lead(self.source, self.start)
+
     def framed(self) -> str:
         """The text as the model sees it, labelled with its path (and line range when cut)."""
-        attrs = f'path="{self.path}"'
+        attrs = f'path="{escape_attr(self.path)}"'
         if self.pieces > 1:
             attrs += (
                 f' part="{self.piece}/{self.pieces}" lines="{self.first_line}-{self.last_line}"'
             )
         text = self.text
+        if self.lead:
+            text = escape_lead(text)
         body = text if text.endswith("\n") or not text else text + "\n"
         return f"<file {attrs}>\n{body}</file>"
 
@@ -115,17 +128,20 @@ class Costs:
         self._frames: dict[str, int] = {}
         self._footer = counter.count("\n</file>") + PART_SLACK
         self._attrs = counter.count(WIDEST_ATTRS)
+        self._lead = counter.count("\\")
 
     def frame(self, path: str, *, split: bool = False) -> int:
         """Tokens around a file's text: `<file path=...>`, `</file>`, the join, the attributes."""
         if path not in self._frames:
-            header = self.counter.count(f'<file path="{path}">\n')
+            header = self.counter.count(f'<file path="{escape_attr(path)}">\n')
             listed = self.counter.count(path + "\n") if self.paths_listed else 0
             self._frames[path] = header + listed + self._footer
         return self._frames[path] + (self._attrs if split else 0)
 
     def of(self, part: Part) -> int:
-        return part.tokens + self.frame(part.path, split=part.pieces > 1)
+        """A part's tokens in a request: text, frame, and the escape of a mid-line start."""
+        lead = self._lead if part.lead else 0
+        return part.tokens + self.frame(part.path, split=part.pieces > 1) + lead
 
 
 def whole(doc: Document) -> Part:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ConfigError, InputError, first_few
+from ..inputs.bounds import Bounds
 from ..inputs.read import (
     Discovery,
     Document,
@@ -116,6 +117,7 @@ def prepare_section(
     model: str | None,
     stdin: TextIO | None = None,
     files_from: Sequence[str] = (),
+    bounds: Bounds | None = None,
     ask_later: bool = False,
     count_first: bool = True,
 ) -> Prepared:
@@ -126,7 +128,7 @@ def prepare_section(
     may know a larger window, and `refine_section` checks then). With a matrix and no PATH there
     is one empty chunk. Without `count_first` (nothing before the first request needs token
     counts), `--by file` first tries to prove with byte lengths that every file fits whole; the
-    exact counts are then left to `count_exactly`.
+    exact counts are then left to `count_exactly`. `bounds`: see `inputs.bounds`.
     """
     template = checked(recipe)  # a bad template fails here, before anything is read
     recipe = template.recipe
@@ -141,7 +143,12 @@ def prepare_section(
             )
         return Prepared(ChunkPlan([Chunk(0, ())]), Discovery(), counter, window, source)
     found = discover(
-        paths, counter=counter, options=input_options(recipe), stdin=stdin, files_from=files_from
+        paths,
+        counter=counter,
+        options=input_options(recipe),
+        stdin=stdin,
+        files_from=files_from,
+        bounds=bounds,
     )
     if bounded:
         whole = _whole_files(found, template, model, window, source)
