@@ -50,7 +50,7 @@ def limited_run(entry_point: str, *args: str, cwd: Path) -> subprocess.Completed
         [entry_point, *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
         cwd=cwd,
         preexec_fn=limit,
     )
@@ -76,18 +76,16 @@ def merge_key_bomb(levels: int = 10, width: int = 10) -> list[str]:
 BOMBS = {
     # params values pass through pydantic untouched: the blow-up comes when they are sent.
     "params": "prompt: 'x {{ input }}'\nparams:\n" + "\n".join(billion_laughs()) + "\n",
-    # stop is list[str]: pydantic would validate every expanded string.
-    "stop": "prompt: 'x {{ input }}'\nstop: &s\n  - lol\nx_unused:\n"
-    + "\n".join(billion_laughs())
-    + "\n",
-    "merge keys": "prompt: 'x {{ input }}'\nparams:\n" + "\n".join(merge_key_bomb()) + "\n",
+    # a merge schema is checked and written into every prompt.
+    "schema": "prompt: 'x {{ input }}'\nmerge:\n  strategy: json\n  schema:\n    type: object\n"
+    "    x-laughs:\n" + "\n".join("    " + line for line in billion_laughs()) + "\n",
 }
 
 
 # 1. YAML limits ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["params", "merge keys"])
+@pytest.mark.parametrize("where", sorted(BOMBS))
 def test_an_alias_bomb_fails_fast_with_file_line_and_no_request(
     where: str, llm: LLMServer, entry_point: str, make_tree, tmp_path: Path
 ) -> None:
@@ -111,6 +109,15 @@ def test_an_alias_bomb_anywhere_in_the_recipe_is_refused_while_reading() -> None
     with pytest.raises(RecipeError, match=r"^r\.yaml:9: with its YAML aliases expanded"):
         parse_recipe(text, source="r.yaml")
     assert time.monotonic() - started < 1
+
+
+def test_nested_merge_keys_count_as_expanded() -> None:
+    # Recent PyYAML merges each key once (yaml/pyyaml#937); the earlier releases that
+    # pyproject's pyyaml>=6.0 allows expand this exponentially while loading (yaml/pyyaml#897).
+    # Counting merged mappings in full refuses it before PyYAML builds anything, on any version.
+    text = "prompt: hi\nparams:\n" + "\n".join(merge_key_bomb()) + "\n"
+    with pytest.raises(RecipeError, match=r"^r\.yaml:9: with its YAML aliases expanded"):
+        parse_recipe(text, source="r.yaml")
 
 
 def test_more_than_the_alias_limit_is_refused_at_the_alias_that_crosses_it() -> None:
@@ -330,8 +337,10 @@ def test_a_json_schema_response_format_is_allowed_with_merge_json() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("de\x00DE", r"'de\x00DE' contains the control character U+0000 (NUL)"),
-     ("de\x1b[2J", r"'de\x1b[2J' contains the control character U+001B")],
+    [
+        ("de\x00DE", r"'de\x00DE' contains the control character U+0000 (NUL)"),
+        ("de\x1b[2J", r"'de\x1b[2J' contains the control character U+001B"),
+    ],
     ids=["nul", "escape"],
 )
 def test_a_control_character_in_an_each_value_is_refused_before_any_request(
