@@ -155,6 +155,13 @@ def test_a_recipe_file_larger_than_the_limit_is_refused_unread(tmp_path: Path) -
     path.write_text("prompt: |\n" + ("  " + "x" * 1000 + "\n") * 5000)  # about 5 MB
     with pytest.raises(RecipeError, match=r"big\.yaml: the recipe is larger than 4 MiB"):
         load_recipe(path)
+    # 2.5 million characters, 5 MB: the limit is in bytes, and nothing truncated is parsed
+    path.write_text("prompt: |\n" + ("  " + "é" * 1000 + "\n") * 2500, encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"big\.yaml: the recipe is larger than 4 MiB"):
+        load_recipe(path)
+    path.write_bytes(b"prompt: caf\xe9\n")
+    with pytest.raises(RecipeError, match=r"big\.yaml: a recipe must be UTF-8 text \(byte 11\)"):
+        load_recipe(path)
 
 
 # 2. --max-tasks ---------------------------------------------------------------------------

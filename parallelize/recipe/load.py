@@ -69,12 +69,12 @@ def load_recipe(path: str | Path) -> Recipe:
             raw = handle.read(MAX_RECIPE_BYTES + 1)
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise _too_large(str(path))
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if len(raw) <= MAX_RECIPE_BYTES:
-            raise RecipeError(f"{path}: a recipe must be UTF-8 text") from None
-        text = raw.decode("utf-8", errors="replace")  # too large: read_yaml says so
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: a recipe must be UTF-8 text (byte {exc.start})") from None
     return parse_recipe(text, source=str(path))
 
 
@@ -83,10 +83,7 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
     from .yamlread import read_yaml  # here: a run without a recipe file never loads YAML
 
     if len(text) > MAX_RECIPE_BYTES:
-        raise RecipeError(
-            f"{source}: the recipe is larger than {MAX_RECIPE_BYTES // 2**20} MiB; a recipe "
-            "holds a prompt and settings, not data (pass data as PATH or TASK)"
-        )
+        raise _too_large(source)
     root, data = read_yaml(text, source=source)
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of keys to values")
@@ -95,6 +92,13 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
         return Recipe.model_validate({**data, "source": source})
     except ValidationError as exc:
         raise RecipeError(describe_validation_error(exc, source=source, root=root)) from None
+
+
+def _too_large(source: str) -> RecipeError:
+    return RecipeError(
+        f"{source}: the recipe is larger than {MAX_RECIPE_BYTES // 2**20} MiB; a recipe holds "
+        "a prompt and settings, not data (pass data as PATH or TASK)"
+    )
 
 
 def override(recipe: Recipe, values: Mapping[str, Any], *, replace: tuple[str, ...] = ()) -> Recipe:
