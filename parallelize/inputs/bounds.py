@@ -8,7 +8,7 @@ directory as root. A symlink found inside a root whose target resolves outside i
 
 The `-o` file, the `--out-dir` folder and the call cache are "reserved": a walk leaves them out
 (reason "output"), so a second run with `-o src/out.md` over `src/` does not read its own last
-answer; naming one as PATH is an error.
+answer; naming one of them as PATH (the same file or folder, by any name) is an error.
 """
 
 from __future__ import annotations
@@ -51,15 +51,12 @@ class Fence:
         self.cwd = os.getcwd()
         self.real_cwd = os.path.realpath(self.cwd)
         self._stats: dict[tuple[int, int], Reserved] = {}
-        self._dirs: list[tuple[str, Reserved]] = []
         for item in bounds.reserved:
             try:
                 info = os.stat(item.path)
             except OSError:  # not written yet: nothing to leave out
                 continue
             self._stats[(info.st_dev, info.st_ino)] = item
-            if os.path.isdir(item.path):
-                self._dirs.append((os.path.realpath(item.path), item))
         self._inodes = {ino for _, ino in self._stats}
 
     def check_listed(self, entries: Sequence[str]) -> None:
@@ -83,13 +80,12 @@ class Fence:
         return not self.allow_outside and not within(os.path.realpath(raw), self.real_cwd)
 
     def check_named(self, raw: str) -> None:
-        """A PATH that is the -o file, or inside the --out-dir folder or the cache, is an error."""
-        if not (self._stats or self._dirs):
-            return
+        """A PATH that is the -o file, the --out-dir folder or the cache is an error.
+
+        Only the same file or folder: a PATH inside the out-dir was asked for by name, and a
+        cache folder may hold the inputs' folder too.
+        """
         item = self.reserved_stat(raw)
-        if item is None:
-            real = os.path.realpath(raw)
-            item = next((r for d, r in self._dirs if within(real, d)), None)
         if item is not None:
             raise InputError(
                 f"{item.flag} {display_name(item.path)}: the input {display_name(raw)} is also "
