@@ -291,5 +291,5 @@ def _input_bounds(
     if recipe.merge.strategy == "files" and recipe.merge.out_dir:
         reserved.append(Reserved(recipe.merge.out_dir, "--out-dir"))
     cache = options.cache_dir or default_cache_dir()
-    reserved.append(Reserved(str(cache), "the call cache (--cache-dir)"))
+    reserved.append(Reserved(str(cache), "--cache-dir"))
     return Bounds(allow_outside=allow_outside, reserved=tuple(reserved))
