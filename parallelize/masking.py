@@ -89,6 +89,14 @@ def _masked_value(match: re.Match[str]) -> str:
     return f"{match.group('name')}{match.group('sep')}{scheme}{REDACTED}"
 
 
+def terminal_safe(text: str) -> str:
+    """Escape sequences removed and control characters other than newline and tab made visible."""
+    text = _ESCAPES.sub("", text)
+    return _CONTROLS.sub(
+        lambda m: m.group() if m.group() in "\n\t" else f"\\x{ord(m.group()):02x}", text
+    )
+
+
 def neutralise(text: str) -> str:
     """Escape sequences removed and other control characters shown as `\\xNN`, on one line."""
     text = _ESCAPES.sub("", text)

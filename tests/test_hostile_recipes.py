@@ -239,10 +239,6 @@ def test_vote_samples_past_max_tasks_are_refused_and_the_flag_moves_the_limit(
     assert len(llm.requests) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/section.py (owned elsewhere) must pass engine['max_tasks'] to override()",
-)
 def test_the_section_flag_moves_the_limit(llm: LLMServer, cli: CliRunner) -> None:
     args = ["section", "-p", "{{ a }}", "--each", "a=1,2,3", "-q"]
     result = cli.invoke(app, [*args, "--max-tasks", "2"])
@@ -431,3 +427,13 @@ def test_an_output_directory_or_path_template_with_a_nul_is_refused(tmp_path: Pa
         parse_recipe('merge: {strategy: files, path: "{{ chunk_id }}\\0.md"}\n', source="r.yaml")
     with pytest.raises(RecipeError, match=r"r\.yaml:1: aspects\.0\.name: String should have at"):
         parse_recipe(f"aspects: [{'a' * 101}]\n", source="r.yaml")
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_numbers_in_a_recipe_are_refused(
+    llm: LLMServer, tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"prompt: 'x {{{{ input }}}}'\nmax_cost: {value}\n")
+    with pytest.raises(RecipeError, match="max_cost"):
+        load_recipe(path)

@@ -262,6 +262,7 @@ INPUT_FLAGS = [
     "--include",
     "--exclude",
     "--files-from",
+    "--allow-outside",
     "--max-file-bytes",
     "--on-secret",
     "--allow-secrets",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -177,7 +178,6 @@ PriceOutOpt = Annotated[
     ),
 ]
 
-
 MaxTasksOpt = Annotated[
     int | None,
     typer.Option(
@@ -221,11 +221,19 @@ def engine_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(**values: Any) -> None:
+        check_finite(values)
         flags = {name: values.pop(name) for name in ENGINE_FLAGS}
         command(**values, engine=engine_settings(**flags))
 
     run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
     return run
+
+
+def check_finite(values: dict[str, Any]) -> None:
+    """Refuse inf and nan in every number flag: `--timeout inf` would never time out."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            usage_error(f"--{name.replace('_', '-')}: {value} is not a finite number")
 
 
 def engine_settings(
@@ -263,7 +271,8 @@ def engine_settings(
         "max_cost": max_cost,
         "price_in": price_in,
         "price_out": price_out,
-        "max_tasks": max_tasks,  # commands fold it into the recipe, whose max_tasks the plan checks
+        # Not an engine setting: each command folds it into the recipe (the plan checks it there).
+        "max_tasks": max_tasks,
     }
 
 
@@ -283,6 +292,8 @@ def run_with_progress(
     from ..engine.session import RunOptions
     from ..render.terminal import progress_reporter
 
+    engine = {k: v for k, v in (engine or {}).items() if k != "max_tasks"}
+
     endpoint = None if dry_run else Endpoint.resolve(base_url)
     with progress_reporter(quiet=quiet or dry_run) as on_event:
         options = RunOptions(
@@ -292,7 +303,7 @@ def run_with_progress(
             dry_run=dry_run,
             on_event=on_event,
             on_notice=lambda message: print_notice(message, quiet=quiet),
-            **(engine or {}),
+            **engine,
         )
         return runner(options)
 

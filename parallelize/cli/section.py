@@ -345,6 +345,7 @@ def section(
                 "matrix": matrix or None,
                 "inputs": inputs,
                 "chunking": chunking,
+                "max_tasks": engine["max_tasks"],
             },
             replace=("chunking",),
         )

@@ -130,9 +130,6 @@ class RunOptions:
     price_in: float | None = None
     price_out: float | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
-    #: --max-tasks as given (None: the recipe's). The commands fold it into the recipe, whose
-    #: max_tasks the plan checks before any task is built; library callers set that instead.
-    max_tasks: int | None = None
 
     def for_recipe(self, recipe: Recipe) -> RunOptions:
         """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""

@@ -20,11 +20,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Literal, TextIO
 
-from ..errors import InputError, first_few
+from ..errors import InputError
 from ..recipe.model import Recipe
 from .bounds import Bounds, Fence
 from .frames import display_name, escape_body
-from .secrets import Finding, scan
+from .secrets import Finding, scan, secrets_error
 from .tokens import TokenCounter, segment_offsets
 from .walk import STDIN, STDIN_NAME, PathRules, Source, iter_sources
 
@@ -307,16 +307,6 @@ def _count_segments(counter: TokenCounter, text: str, start: int, ends: list[int
         counts.append(counter.count(text[start:end]) if end > start else 0)
         start = end
     return counts
-
-
-def secrets_error(findings: Sequence[Finding]) -> InputError:
-    """The --on-secret fail error: which secrets, where (values masked), and the ways out."""
-    shown = first_few([f.masked() for f in findings], sep="; ")
-    return InputError(
-        f"found {len(findings)} secret(s), nothing was sent: {shown}",
-        hint="remove them, or use --on-secret redact to send markers in their place, "
-        "or --allow-secrets to send them as they are",
-    )
 
 
 def _read_bytes(path: str, cap: int) -> bytes | str:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import InputError, first_few
+
 Scope = Literal["any", "config"]
 
 #: What replaces a secret in the text that is sent; newlines inside the value are kept so that
@@ -371,3 +373,13 @@ def _merged(matches: Sequence[Match]) -> list[tuple[int, int, Rule]]:
         else:
             spans.append((match.start, match.end, match.rule))
     return spans
+
+
+def secrets_error(findings: Sequence[Finding]) -> InputError:
+    """The --on-secret fail error: which secrets, where (values masked), and the ways out."""
+    shown = first_few([f.masked() for f in findings], sep="; ")
+    return InputError(
+        f"found {len(findings)} secret(s), nothing was sent: {shown}",
+        hint="remove them, or use --on-secret redact to send markers in their place, "
+        "or --allow-secrets to send them as they are",
+    )

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RecipeError
+from ..masking import mask
 from ..plan.template import check_template, placeholders, render
 from ..recipe.model import Recipe
 from ..records import SectionSource, Task, TaskResult
@@ -144,12 +145,15 @@ def confine(root: Path, rel: str, *, create: bool) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that it exists complete or not at all: temp file, fsync, rename."""
+    """Write a file so that it exists complete or not at all: temp file, fsync, rename.
+
+    Every file the tool writes goes through here, so every one is masked (masking.py)."""
+    text = mask(text)
     fd, temp = tempfile.mkstemp(
         dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
     )
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_OK, InputError
+from ..masking import mask
 from ..merge.files import write_atomic
 from ..records import RunResult, TaskResult
 from .plan import plan_text
@@ -80,7 +81,7 @@ def emit(result: RunResult, *, fmt: str, output: Path | None) -> None:
     else:
         text = result.output
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(mask(text))
         sys.stdout.flush()
         return
     if result.exit_code != EXIT_OK and not text:
@@ -89,7 +90,7 @@ def emit(result: RunResult, *, fmt: str, output: Path | None) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(output, text)
     except OSError as exc:
-        sys.stdout.write(text)  # never lose a finished result: print it instead
+        sys.stdout.write(mask(text))  # never lose a finished result: print it instead
         raise InputError(
             f"--output {output}: cannot write ({exc.strerror}); the result went to stdout"
         ) from None

@@ -9,6 +9,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from ..masking import mask, terminal_safe
+
 if TYPE_CHECKING:
     from ..records import RunResult
 
@@ -16,7 +18,9 @@ _say_lock = threading.Lock()
 
 
 def say(line: str) -> None:
-    """One plain line for people on stderr (whole lines only, whichever thread writes)."""
+    """One plain line for people on stderr (whole lines only, whichever thread writes), masked
+    and with no escape sequence left: parts of it may come from a server."""
+    line = terminal_safe(mask(line))
     with _say_lock:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -13,6 +13,7 @@ from ..errors import (
     ConfigError,
     RecipeError,
 )
+from ..inputs.secrets import Finding, scan, secrets_error
 from ..plan.tasks import make_task
 from ..plan.template import INPUT, check_template, placeholders
 from ..recipe.model import Recipe
@@ -65,6 +66,16 @@ class VoteSetup:
         return self
 
 
+def _redacted(task: str | None, on_secret: str) -> tuple[str | None, list[Finding]]:
+    """The TASK with its secrets redacted, as section redacts stdin (`fail`: nothing is sent)."""
+    if task is None or on_secret == "allow":
+        return task, []
+    text, findings = scan("TASK", task)
+    if findings and on_secret == "fail":
+        raise secrets_error(findings)
+    return text, findings
+
+
 def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> VoteSetup:
     """Check a vote before anything is sent; configuration mistakes raise ConfigError (exit 2)."""
     vote = recipe.vote
@@ -72,6 +83,7 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
     uses_input = INPUT in placeholders(recipe.prompt)
     if task is not None and not task.strip():
         raise ConfigError("TASK is empty: give the task as text, @file, or - for stdin")
+    task, redacted = _redacted(task, recipe.inputs.on_secret)
     if task is None and uses_input:
         raise ConfigError(
             "missing TASK: give the task as text, @file, or - for stdin",
@@ -92,7 +104,7 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
         raise RecipeError(
             f"{where}vote.min_candidates ({vote.min_candidates}) is more than n ({vote.n})"
         )
-    warnings = []
+    warnings = [f"secret redacted from TASK: {f.masked()}" for f in redacted]
     if recipe.mode != "vote":
         warnings.append(f"recipe '{recipe.name}' is a {recipe.mode} recipe; voting on its prompt")
     if recipe.models:
