@@ -142,9 +142,3 @@ def first_few(names: Sequence[str], shown: int = 3, *, sep: str = ", ") -> str:
     """`a, b, c (+4 more)`: the names a one-line message can hold, and how many more."""
     more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
     return sep.join(names[:shown]) + more
-
-
-def clip(text: str, limit: int) -> str:
-    """One line of at most `limit` characters, with an ellipsis when cut."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"

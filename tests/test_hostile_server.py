@@ -364,3 +364,17 @@ def test_a_secret_in_a_vote_task_is_redacted_whatever_its_source(
     assert "secret redacted from TASK: TASK:1:" in ran.stderr
     assert_clean(ran)
     assert secret not in ran.stdout + ran.stderr + _all(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_escape_sequences_in_candidates_never_reach_the_terminal(
+    hostile: HostileServer, run, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    if terminal:
+        monkeypatch.setenv("FORCE_TERMINAL", "1")  # the Rich vote table and progress bar
+    hostile.script(Act(200, completion("\x1b]0;owned\x07\x1b[2Jyes")))
+    ran = run("vote", "Is it?", "-n", "3", "--strategy", "consensus")
+    assert ran.code == 0, ran.stderr
+    assert "\x1b]" not in ran.stderr and "\x07" not in ran.stderr and "\x1b[2J" not in ran.stderr
+    assert "yes" in ran.stderr
+    assert ran.stdout.endswith("yes\n")  # the result keeps the model's bytes

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import clip
+from ..masking import for_people
 from ..records import Event, RunResult, VoteReport
 from .lines import say, stderr_is_terminal
 
@@ -202,9 +202,9 @@ def vote_table(vote: VoteReport, *, width: int = 100) -> Table:
         row = [
             WINNER_MARK if c["winner"] else "",
             str(c["index"] + 1),
-            clip(c["model"], MODEL_WIDTH),
+            for_people(c["model"], MODEL_WIDTH),
             "out" if c["excluded"] and c["status"] == "ok" else c["status"],
-            *([clip(c["answer"] or "", ANSWER_WIDTH)] if answers else []),
+            *([for_people(c["answer"] or "", ANSWER_WIDTH)] if answers else []),
             mark,
         ]
         rows.append(row)
@@ -213,7 +213,7 @@ def vote_table(vote: VoteReport, *, width: int = 100) -> Table:
     room = max(MIN_PREVIEW, min(CANDIDATE_PREVIEW, width - used))
     for row, c in zip(rows, candidates, strict=True):
         # Text cells: model output is data, never Rich markup ("[/etc/hosts]" must not crash).
-        table.add_row(*(Text(cell) for cell in row), Text(clip(c["text"], room)))
+        table.add_row(*(Text(cell) for cell in row), Text(for_people(c["text"], room)))
     return table
 
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import EXIT_NO_WINNER, clip
+from ..errors import EXIT_NO_WINNER
+from ..masking import for_people
 from ..recipe.vote import Vote
 from .ballot import Candidate, Decision, VoteContext, in_race
 from .similarity import clusters, mean_similarity, medoid, normalise, similarity_matrix
@@ -113,7 +114,9 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
     needed = f">= {vote.quorum:.0%}" if vote.quorum is not None else f"> {MAJORITY:.0%}"
     counted = f"{_fmt(top.votes)} of {_fmt(total)}" + (" weight" if weighted else "")
     if len(tied) > 1:
-        answers = " vs ".join(repr(clip(g.members[0].answer or "", ANSWER_CHARS)) for g in tied)
+        answers = " vs ".join(
+            repr(for_people(g.members[0].answer or "", ANSWER_CHARS)) for g in tied
+        )
         return Decision(
             None,
             f"{name}: tie at the top ({answers}, {counted} each)",
@@ -123,9 +126,8 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
             details=details,
         )
     reached = share >= vote.quorum - EPSILON if vote.quorum is not None else share > MAJORITY
-    summary = (
-        f"{clip(pick.answer or '', ANSWER_CHARS)!r} from {counted} ({share:.0%}, quorum {needed})"
-    )
+    answer = for_people(pick.answer or "", ANSWER_CHARS)
+    summary = f"{answer!r} from {counted} ({share:.0%}, quorum {needed})"
     if medoid_of_all:
         summary += f"; no two candidates agree, so this is the medoid (agreement {agreement:.2f})"
     elif vote.match_mode == "similar":
