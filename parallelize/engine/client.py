@@ -103,8 +103,8 @@ def check_key(key: str | None, variable: str) -> None:
     ):
         raise EndpointError(
             f"{variable} contains whitespace or a control character",
-            hint=f"remove it from {variable} (a .env file saved with Windows line endings adds a "
-            "carriage return)",
+            hint=f"remove it from {variable}; a .env file saved with Windows line endings ends "
+            "each value with a carriage return",
         )
 
 
