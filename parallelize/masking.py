@@ -25,15 +25,18 @@ REDACTED = "[REDACTED:api-key]"
 SERVER_TEXT_LIMIT = 500
 
 #: Shorter keys ("x", "ollama" for a local server) are not searched for in text: masking them
-#: would rewrite ordinary words of the results. They are still masked inside Authorization values.
+#: would rewrite ordinary words of the results. They are still masked after `Authorization:
+#: Bearer` (or Basic, Token).
 MIN_MASKED_LENGTH = 8
 
 _AUTH_VALUE = re.compile(
     r"""(?ix)
     (?P<name>\b(?:proxy-)?authorization)          # the header, as text or as a JSON/dict key
     (?P<sep>["']?\s*[:=]\s*["']?)
-    (?:(?P<scheme>bearer|basic|token)\s+)?
-    (?P<value>[^\s"',;<>&]{8,})
+    (?:
+      (?P<scheme>bearer|basic|token)\s+(?P<value>[^\s"',;<>&]+)   # any value after a scheme
+      | (?P<bare>[^\s"',;<>&]{8,})                              # else a long one
+    )
     """
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\[REDACTED)[A-Za-z0-9._~+/=:-]{8,}")
@@ -41,6 +44,13 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@\"'<>]+)@")
 #: C0/C1 controls, DEL, and the escape sequences they start (CSI, OSC ... BEL/ST).
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: What can hide inside a secret and vanish on a screen: escape sequences, controls other than
+#: line breaks and tabs, and invisible format characters (soft hyphen, zero-width, bidi marks).
+_HIDERS = re.compile(
+    _ESCAPES.pattern
+    + r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    r"\u2066-\u2069\ufeff]"
+)
 
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
@@ -70,9 +80,24 @@ def forget_secrets() -> None:
 
 
 def mask(text: str) -> str:
-    """`text` with every secret in use replaced by [REDACTED:api-key]."""
+    """`text` with every secret in use replaced by [REDACTED:api-key].
+
+    A secret split by an escape sequence or an invisible character would survive a plain search
+    and reappear on a screen; when such characters are present and hide a secret, they are
+    removed from the text before masking (only then: results otherwise keep their bytes).
+    """
     if not text:
         return text
+    masked = _mask_visible(text)
+    if _HIDERS.search(masked):
+        visible = _HIDERS.sub("", masked)
+        remasked = _mask_visible(visible)
+        if remasked != visible:
+            return remasked
+    return masked
+
+
+def _mask_visible(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
@@ -83,7 +108,8 @@ def mask(text: str) -> str:
 
 
 def _masked_value(match: re.Match[str]) -> str:
-    if match.group("value").startswith("[REDACTED"):
+    value = match.group("value") or match.group("bare")
+    if value.startswith("[REDACTED"):
         return match.group(0)
     scheme = f"{match.group('scheme')} " if match.group("scheme") else ""
     return f"{match.group('name')}{match.group('sep')}{scheme}{REDACTED}"
@@ -91,23 +117,21 @@ def _masked_value(match: re.Match[str]) -> str:
 
 def terminal_safe(text: str) -> str:
     """Escape sequences removed and control characters other than newline and tab made visible."""
-    text = _ESCAPES.sub("", text)
-    return _CONTROLS.sub(
-        lambda m: m.group() if m.group() in "\n\t" else f"\\x{ord(m.group()):02x}", text
-    )
+    return _CONTROLS.sub(_visible, _ESCAPES.sub("", text))
 
 
-def neutralise(text: str) -> str:
-    """Escape sequences removed and other control characters shown as `\\xNN`, on one line."""
-    text = _ESCAPES.sub("", text)
-    text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in "\n\t":
+        return char
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
 
 
 def for_people(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     """A server's message as one safe line for diagnostics: masked, neutralised, capped."""
     text = mask(text)[: limit * 4]  # masked whole first: a cut never leaves part of a key
-    line = " ".join(neutralise(text).split())
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    line = " ".join(terminal_safe(text).split())
     if len(line) <= limit:
         return line
     return line[: limit - 1] + "…"

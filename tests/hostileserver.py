@@ -8,8 +8,8 @@ a time, send absurd headers, or be huge. `served` keeps every request (headers a
 Modes, one per family of attack: `echo_headers` (an error page repeating the Authorization
 header), `malformed` (a 200 whose JSON has the wrong shape inside), `trickle` (headers, then a
 byte at a time), `huge` (megabytes of error message), `absurd_headers` (Retry-After of days, a
-date an hour ahead, garbage), `escapes` (terminal escape sequences in the message), plus
-helpers for odd usage and tool calls.
+date an hour ahead, garbage); `completion(...)` builds any reply field (usage, tool calls,
+escape sequences in the content). `models` is what GET /models returns.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class HostileServer:
     def __init__(self) -> None:
         self.acts: list[Act] = [Act(200, completion())]
         self.served: list[Served] = []
+        self.models: bytes = b'{"data": [{"id": "test-model"}]}'
         self._lock = threading.Lock()
         server = self
 
@@ -119,6 +120,8 @@ class HostileServer:
                 with server._lock:
                     server.served.append(Served(self.path, headers, body))
                     act = Act(404, b'{"error": "not here"}')
+                    if self.path.rstrip("/").endswith("/models"):
+                        act = Act(200, server.models)
                     if chat:
                         act = server.acts.pop(0) if len(server.acts) > 1 else server.acts[0]
                 time.sleep(act.delay)
@@ -152,6 +155,7 @@ class HostileServer:
         with self._lock:
             self.acts = list(acts)
             self.served = []
+            self.models = b'{"data": [{"id": "test-model"}]}'
 
     def chat_requests(self) -> list[Served]:
         return [s for s in self.served if s.path.rstrip("/").endswith("chat/completions")]

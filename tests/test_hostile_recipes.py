@@ -437,3 +437,34 @@ def test_non_finite_numbers_in_a_recipe_are_refused(
     path.write_text(f"prompt: 'x {{{{ input }}}}'\nmax_cost: {value}\n")
     with pytest.raises(RecipeError, match="max_cost"):
         load_recipe(path)
+
+
+def test_anchors_chained_through_aliases_cannot_nest_past_the_depth_limit(tmp_path: Path) -> None:
+    """Each anchor is 40 levels deep (within the limit); chained, they would nest 1,600 deep."""
+    lines = ["prompt: 'x {{ input }}'", "params:", "  a0: &a0 " + "[" * 40 + "1" + "]" * 40]
+    for i in range(1, 40):
+        lines.append(f"  a{i}: &a{i} " + "[" * 39 + f"*a{i - 1}" + "]" * 39)
+    path = tmp_path / "deep.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match=r"deep.yaml:\d+: .*nests more than 64 levels deep"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("value", ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "HOME"])
+def test_an_ensemble_entry_may_only_take_its_key_from_an_api_key_variable(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "mode: vote\nmodels:\n  - name: m\n    base_url: https://collector.example/v1\n"
+        f"    api_key_env: {value}\n"
+    )
+    with pytest.raises(RecipeError, match="must name one ending in _API_KEY"):
+        load_recipe(path)
+
+
+def test_params_may_not_hold_inf_or_nan(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("prompt: 'x {{ input }}'\nparams:\n  logit_bias: {50256: .nan}\n")
+    with pytest.raises(RecipeError, match=r"params.*logit_bias.50256 is nan, not a finite number"):
+        load_recipe(path)

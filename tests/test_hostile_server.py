@@ -61,8 +61,11 @@ def run(entry_point: str, tmp_path: Path, make_tree):
     """Run `parallelize ARGS` on a small tree (PATH `src`) with the cache under tmp_path."""
     make_tree(FILES)
 
-    def go(*args: str, stdin: str | None = None, timeout: float = 60) -> Ran:
-        argv = [entry_point, *args, "-m", "test-model", "--cache-dir", str(tmp_path / "cache")]
+    def go(
+        *args: str, stdin: str | None = None, timeout: float = 60, model: str | None = "test-model"
+    ) -> Ran:
+        argv = [entry_point, *args, "--cache-dir", str(tmp_path / "cache")]
+        argv += ["-m", model] if model else []
         started = time.monotonic()
         done = subprocess.run(
             argv,
@@ -153,6 +156,55 @@ def test_a_key_with_whitespace_or_a_control_character_is_exit_2_naming_the_varia
     assert hostile.chat_requests() == []
 
 
+@pytest.mark.parametrize("hider", ["\x1b[0m", "\u200b", "\x1b]0;t\x07", "\u00ad"])
+def test_a_key_split_by_an_invisible_character_is_masked_on_a_terminal_and_in_results(
+    hostile: HostileServer, run, monkeypatch: pytest.MonkeyPatch, hider: str
+) -> None:
+    monkeypatch.setenv("FORCE_TERMINAL", "1")  # the Rich progress line
+    split = KEY[:9] + hider + KEY[9:]
+    error = json.dumps({"error": {"message": f"bad key {split}"}}).encode()
+    hostile.script(Act(500, error))
+    ran = run("section", "src", "-p", "x", "--max-retries", "0")
+    assert ran.code == 1
+    hostile.script(Act(200, completion(f"the key is {split}")))
+    answered = run("section", "src", "-p", "x", "--out-dir", "out")
+    assert answered.code == 0, answered.stderr
+    for text in (ran.stderr, answered.stdout, answered.stderr, answered.written):
+        assert KEY not in text.replace(hider, "")
+    assert "[REDACTED:api-key]" in ran.stderr and "[REDACTED:api-key]" in answered.written
+
+
+def test_every_string_of_a_reply_is_masked_before_the_cache(hostile: HostileServer, run) -> None:
+    call = {"id": KEY, "type": "function", "function": {"name": KEY, "arguments": KEY}}
+    message = {"content": "text", "tool_calls": [call]}
+    body = completion(model=KEY, choices=[{"message": message, "finish_reason": KEY}])
+    hostile.script(malformed(body))
+    ran = run("section", "src", "-p", "x", "--format", "json")
+    assert ran.code == 0, ran.stderr
+    assert_clean(ran)  # the cache file included
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [b'{"data": [{"id": 1}, {"id": 2}]}', b'{"data": [{"id": {}}]}', b'{"data": "x"}', b"[1]"],
+)
+def test_a_malformed_model_listing_is_a_clear_error(
+    hostile: HostileServer, run, listing: bytes
+) -> None:
+    hostile.models = listing
+    ran = run("section", "src", "-p", "x", model=None)
+    assert ran.code == 2, ran.stderr
+    assert "no model chosen" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_a_listed_model_id_is_shown_safe_and_short(hostile: HostileServer, run) -> None:
+    ids = [{"id": "\x1b]0;t\x07" + "m" * 20_000}, {"id": "other"}]
+    hostile.models = json.dumps({"data": ids}).encode()
+    ran = run("section", "src", "-p", "x", model=None)
+    assert ran.code == 2
+    assert "\x1b" not in ran.stderr and len(ran.stderr) < 2_000
+
+
 # ---- 2. one bad reply must not kill a worker ----
 
 SHAPES = {
@@ -183,7 +235,7 @@ def test_a_malformed_reply_fails_one_attempt_and_the_worker_goes_on(
     assert_clean(ran)
     tasks = json.loads(ran.stdout)["tasks"]
     assert [t["status"] for t in tasks] == ["failed", "ok", "ok"]
-    assert "malformed reply" in tasks[0]["error"] or "error" in tasks[0]["error"]
+    assert "malformed reply" in tasks[0]["error"] and "internal error" not in tasks[0]["error"]
     assert "abandoned" not in ran.stderr and "\n" not in tasks[0]["error"]
 
 
@@ -288,6 +340,13 @@ def test_escape_sequences_from_a_server_never_reach_the_terminal(
     assert ran.code == 1
     assert "\x1b" not in ran.stderr and "\x07" not in ran.stderr and "\r" not in ran.stderr
     assert "red" in ran.stderr
+
+
+def test_a_reply_over_the_size_cap_is_one_failed_attempt(hostile: HostileServer, run) -> None:
+    hostile.script(Act(200, completion("y" * (9 * 1024 * 1024))), Act(200, completion("small")))
+    ran = run("section", "src", "-p", "x", "--max-retries", "1")
+    assert ran.code == 0, ran.stderr
+    assert "larger than 8 MiB" in ran.stderr and ran.stdout.strip().endswith("small")
 
 
 def test_a_huge_error_message_is_capped(hostile: HostileServer, run) -> None:

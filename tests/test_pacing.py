@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parallelize.engine.durations import format_duration, parse_duration
-from parallelize.engine.pacing import DECREASE, INITIAL_WINDOW, SAFETY, Pacer
+from parallelize.engine.pacing import DECREASE, INITIAL_WINDOW, MIN_RATE, SAFETY, Pacer
 
 
 class Clock:
@@ -112,3 +112,25 @@ def test_format_duration() -> None:
         "2h5m",
         "1d1h",
     ]
+
+
+@pytest.mark.parametrize("limit", ["1e-300", "0.0001"])
+def test_no_header_can_pace_slower_than_min_rate(limit: str) -> None:
+    clock = Clock()
+    pacer = Pacer(concurrency=4, clock=clock)
+    absurd = {"x-ratelimit-limit-requests": limit, "x-ratelimit-remaining-requests": "0"}
+    for status in (200, 429):  # a success that announces the quota, then a throttle
+        pacer.release(pacer.acquire(), status=status, headers=absurd)
+        assert pacer.rate() is not None and pacer.rate() >= MIN_RATE
+    clock.now += 1 / MIN_RATE
+    assert pacer._blocked_for(clock.now) <= 1 / MIN_RATE
+
+
+def test_usage_a_call_cannot_have_used_does_not_stall_the_token_pacer() -> None:
+    clock = Clock()
+    pacer = Pacer(concurrency=4, tpm=60_000, clock=clock)  # 1,000 tokens a second
+    permit = pacer.acquire(500)
+    assert permit is not None
+    pacer.release(permit, status=200, tokens_used=10**15)  # a server claiming a quadrillion
+    clock.now += 2.0  # a call of 500 tokens is charged at most twice that: 1 s of quota
+    assert pacer._blocked_for(clock.now) == 0

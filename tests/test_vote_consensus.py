@@ -172,8 +172,8 @@ def test_ensemble_entries_reach_their_own_endpoints_with_their_own_keys(
 
 
 def test_a_missing_api_key_env_stops_before_any_request(llm: LLMServer) -> None:
-    models = ["test-model", {"name": "keyed", "api_key_env": "NOT_SET_ANYWHERE"}]
-    with pytest.raises(EndpointError, match="api_key_env NOT_SET_ANYWHERE is not set"):
+    models = ["test-model", {"name": "keyed", "api_key_env": "NOT_SET_ANYWHERE_API_KEY"}]
+    with pytest.raises(EndpointError, match="api_key_env NOT_SET_ANYWHERE_API_KEY is not set"):
         run_vote(TASK, recipe(n=2, models=models))
     assert llm.requests == []
 

@@ -188,8 +188,8 @@ class CallCache:
         now = time.time()
         row = (
             key,
-            completion.model,
-            mask(completion.text),  # already masked by the reply parser; the store checks again
+            mask(completion.model),  # masked by the reply parser already; the store checks again
+            mask(completion.text),
             completion.finish_reason,
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from ..defaults import DEFAULT_TIMEOUT
 from ..errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
-from ..masking import for_people, register_secret
+from ..masking import for_people, mask, register_secret
 from ..records import ChatRequest, Completion
 from .reply import parse_completion
 from .retry import RETRYABLE_STATUSES, rate_limit_reset_seconds, retry_after_seconds
@@ -74,6 +74,9 @@ class Endpoint:
                 "OpenAI-compatible server such as http://localhost:11434/v1",
             )
         return cls((url or OPENAI_BASE_URL).rstrip("/"), key, os.environ.get("OPENAI_API_VERSION"))
+
+    def __repr__(self) -> str:
+        return f"Endpoint(base_url={mask(self.base_url)!r}, api_version={self.api_version!r})"
 
     def __post_init__(self) -> None:
         register_secret(self.api_key)
@@ -172,10 +175,11 @@ class ChatClient:
     def list_models(self) -> list[str]:
         """Model ids the endpoint lists (empty when it does not answer)."""
         payload = self._metadata("GET", f"{self.endpoint.base_url}/models{self._query}")
-        try:
-            return [m["id"] for m in payload.get("data", []) if "id" in m]
-        except (KeyError, TypeError, AttributeError):
+        listed = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(listed, list):
             return []
+        ids = (m.get("id") for m in listed[:1000] if isinstance(m, dict))
+        return [for_people(i, 200) for i in ids if isinstance(i, str) and i.strip()]
 
     def get_json(self, path: str) -> Any:
         """GET a JSON document relative to the server root (e.g. llama.cpp `/props`), or None."""

@@ -264,7 +264,8 @@ class Executor:
                 completion = self.client.complete(request, **self._time_left())
             except Exception as raised:  # nothing a server sends may kill a worker
                 exc = raised if isinstance(raised, LLMError) else internal_error(raised)
-                pause = None if self._refused_wait(exc.retry_after) else exc.retry_after
+                refused = self._refused_wait(exc.retry_after)
+                pause = None if refused else exc.retry_after
                 self.pacer.release(
                     permit, status=exc.status, headers=exc.headers, retry_after=pause
                 )
@@ -276,7 +277,6 @@ class Executor:
                 throttled += exc.status == 429
                 if not self._may_retry(exc, attempt - throttled, throttled):
                     return TaskResult(task, error=str(exc), attempts=attempt)
-                refused = self._refused_wait(exc.retry_after)
                 if refused:
                     return TaskResult(task, error=f"{exc} ({refused})", attempts=attempt)
                 wait = self.retry.delay(max(1, attempt - throttled), exc.retry_after)

@@ -253,6 +253,8 @@ class Pacer:
             self._cond.notify()
 
     def _settle_tokens(self, permit: Permit, used: int) -> None:
+        if permit.tokens:  # a call cannot use more than its prompt and output cap: a server
+            used = min(used, int(2 * permit.tokens))  # that says so must not stall the pacer
         self._tokens_per_call = _ewma(self._tokens_per_call, float(used))
         for kind, slots in (*self._quota.items(), *self._learned.items()):
             if kind == TOKENS:
@@ -292,9 +294,9 @@ class Pacer:
 
     def _follow_headers(self, quotas: dict[str, tuple[float, float]]) -> None:
         """Pace at the announced rate while the remaining quota is low; stop when it is ample."""
-        for kind, (limit, remaining) in quotas.items():
+        for kind, (_, remaining) in quotas.items():
             headroom = self.concurrency if kind == REQUESTS else self._token_headroom()
-            ceiling = limit / SECONDS_PER_MINUTE * SAFETY
+            ceiling = max(self._announced(quotas, kind) or 0.0, self._floor(kind))
             if remaining < headroom:
                 self._ceiling[kind] = ceiling
                 current = self._learned.get(kind)
@@ -323,11 +325,17 @@ class Pacer:
         return quotas[kind][0] / SECONDS_PER_MINUTE * SAFETY
 
     def _set_rate(self, kind: str, rate: float) -> None:
+        """Pace `kind` at `rate`, never below MIN_RATE calls a second (whatever a header says)."""
+        rate = max(rate, self._floor(kind))
         slots = self._learned.get(kind)
         if slots is None:
             self._learned[kind] = slots = Slots(rate)
         slots.rate = rate
         self._recovery[kind] = (rate, self._clock())
+
+    def _floor(self, kind: str) -> float:
+        """The slowest pace a server can make us take: MIN_RATE calls a second."""
+        return MIN_RATE * (1.0 if kind == REQUESTS else max(self._tokens_per_call or 1.0, 1.0))
 
     def _unbounded_rate(self, kind: str) -> float:
         """A rate so high that the concurrency cap binds first: pacing is moot beyond it."""

@@ -53,14 +53,12 @@ def parse_completion(
     tool_calls = tuple(_tool_call(call, i) for i, call in enumerate(_list(message, "tool_calls")))
     if tool_calls and not tools_offered and not text.strip():
         raise LLMError(NO_TOOLS, retryable=False)
-    finish = choice.get("finish_reason")
     usage, warnings = parse_usage(payload.get("usage"))
-    name = payload.get("model")
     return Completion(
         text=mask(text),
-        finish_reason=finish if isinstance(finish, str) else None,
+        finish_reason=_label(choice.get("finish_reason"), 64),
         usage=usage,
-        model=name[:200] if isinstance(name, str) and name else model,
+        model=_label(payload.get("model"), 200) or model,
         status=status,
         headers=headers,
         latency=latency,
@@ -148,12 +146,17 @@ def _tool_call(raw: Any, index: int) -> ToolCall:
     arguments = function.get("arguments", "")
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments)
-    call_id = raw.get("id")
     return ToolCall(
-        id=call_id if isinstance(call_id, str) else f"call_{index}",
-        name=name,
+        id=_label(raw.get("id"), 256) or f"call_{index}",
+        name=_label(name, 256) or "",
         arguments=mask(arguments),
     )
+
+
+def _label(value: Any, limit: int) -> str | None:
+    """A short string field of a reply (model, finish_reason, a tool call's id or name): one
+    safe masked line, or None when it is not a string. These are shown and cached too."""
+    return for_people(value, limit) or None if isinstance(value, str) else None
 
 
 def _kind(value: Any) -> str:

@@ -84,6 +84,6 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
-        if retry_after is not None:
-            return min(retry_after, MAX_SERVER_WAIT)
+        if retry_after is not None:  # within MAX_SERVER_WAIT: the executor refuses longer
+            return retry_after
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, default_cache_dir
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
+from ..masking import mask
 from ..recipe.model import Recipe
 from ..records import EngineReport, Notice, ProgressCallback, RunResult
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
@@ -189,6 +190,6 @@ def default_model(client: ChatClient) -> str:
         return listed[0]
     choices = f" (the server lists: {', '.join(listed[:10])})" if listed else ""
     raise EndpointError(
-        f"no model chosen for {client.endpoint.base_url}{choices}",
+        f"no model chosen for {mask(client.endpoint.base_url)}{choices}",
         hint="pass --model NAME or set PARALLELIZE_MODEL",
     )

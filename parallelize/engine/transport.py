@@ -35,8 +35,8 @@ KEEPALIVE_EXPIRY = 5.0
 
 
 #: Bytes of a reply read at most: a chat completion is far smaller; a server that sends more is
-#: cut off (one failed attempt), so no reply can fill the memory.
-MAX_REPLY_BYTES = 16 * 1024 * 1024
+#: cut off (one failed attempt). Parsing JSON can take ~25x its size in memory, so this stays low.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
 #: Bytes of an error reply read at most: its message is shown capped anyway.
 MAX_ERROR_BYTES = 256 * 1024
 
@@ -70,7 +70,8 @@ class Bounded(httpcore.NetworkBackend):
     httpcore's timeouts bound each socket wait, so a reply trickling in a byte at a time would
     never time out; here each wait is shortened to what is left of the whole request's time, so
     `--timeout` bounds a request from connect to last byte. Each worker thread has its own pool,
-    so the deadline is per thread.
+    so the deadline is per thread. Not covered: name resolution (the system resolver's own
+    timeout bounds it), and a host with several addresses gets the time left for each.
     """
 
     def __init__(self) -> None:
@@ -83,6 +84,7 @@ class Bounded(httpcore.NetworkBackend):
         self._local.limit = seconds
 
     def left(self, timeout: float | None, kind: type[Exception]) -> float | None:
+        """`timeout` shortened to the time the request has left; raises `kind` when none is."""
         deadline = getattr(self._local, "deadline", None)
         if deadline is None:
             return timeout

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, RecipeError
+from ..inputs.frames import escape_body
 from ..recipe.limits import fanout_problem
 from ..recipe.model import Recipe
 from ..recipe.section import Aspect
@@ -149,7 +150,8 @@ def section_tasks(
             if contract is not None:
                 params.setdefault("response_format", contract.response_format())
             for chunk in chunks:
-                values = {INPUT: chunk.text, "paths": "\n".join(chunk.paths), "chunk_id": chunk.id}
+                listed = escape_body("\n".join(chunk.paths))  # a name may look like a frame tag
+                values = {INPUT: chunk.text, "paths": listed, "chunk_id": chunk.id}
                 source = SectionSource(
                     chunk.id,
                     tuple(chunk.paths),

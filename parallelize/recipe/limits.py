@@ -11,7 +11,9 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 #: Calls a run may plan unless `--max-tasks` / recipe `max_tasks` says otherwise: far above any
 #: real fan-out, far below a matrix that would exhaust memory or a budget by accident.
@@ -35,6 +37,8 @@ JSON_FORMATS = ("json_object", "json_schema")
 NAME_MAX = 255
 #: Whitespace control characters a matrix value may hold when it is only prompt text.
 TEXT_CONTROLS = frozenset("\t\n")
+#: The environment variables an ensemble entry may take its key from.
+KEY_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -46,6 +50,41 @@ def check_param_key(key: str) -> str:
             "remove it from params"
         )
     return key
+
+
+def check_finite_values(params: dict[str, Any]) -> dict[str, Any]:
+    """No inf or nan anywhere in `params`: such a request cannot even be encoded as JSON."""
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} is {value}, not a finite number")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    for key, value in params.items():
+        walk(value, key)
+    return params
+
+
+#: A request field a recipe may add: anything but the fields parallelize sets itself.
+ParamKey = Annotated[str, AfterValidator(check_param_key)]
+#: A recipe's (or an ensemble entry's) extra request fields.
+Params = Annotated[dict[ParamKey, Any], AfterValidator(check_finite_values)]
+
+
+def check_key_env(name: str | None) -> str | None:
+    """An ensemble entry's `api_key_env` names an API key, nothing else: a recipe in a pull
+    request must not be able to send GITHUB_TOKEN or a cloud secret to a base_url it chose."""
+    if name is not None and not KEY_ENV.fullmatch(name):
+        raise ValueError(
+            f"'{name}' is not an API key variable: api_key_env must name one ending in _API_KEY "
+            "(e.g. ANTHROPIC_API_KEY), so a recipe cannot send other secrets to its base_url"
+        )
+    return name
 
 
 def check_reply_format(params: Mapping[str, Any], needs: str) -> None:

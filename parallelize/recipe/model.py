@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -16,22 +15,17 @@ from pydantic import (
 from .base import Strict
 from .limits import (
     DEFAULT_MAX_TASKS,
+    Params,
     check_matrix_paths,
     check_matrix_text,
-    check_param_key,
     check_reply_format,
     fanout_problem,
 )
 from .section import Aspect, Guard, Merge, check_aspects, check_guard, check_matrix, matrix_as_text
 from .vote import ModelEntry, Vote
 
-if TYPE_CHECKING:
-    pass
-
 #: Command-line flags whose recipe key has another name (for error messages).
 FLAGS_FOR_KEYS = {"matrix": "--each", "chunking": "--chunks"}
-#: A request field a recipe may add: anything but the fields parallelize sets itself.
-ParamKey = Annotated[str, AfterValidator(check_param_key)]
 
 
 class Chunking(Strict):
@@ -84,7 +78,7 @@ class Recipe(Strict):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
     stop: list[str] | None = None
-    params: dict[ParamKey, Any] = Field(
+    params: Params = Field(
         default_factory=dict, description="extra request fields sent as they are"
     )
     concurrency: int | None = Field(None, ge=1, le=1024)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from .base import Strict
-from .limits import check_param_key
+from .limits import Params, check_key_env
 
 #: Two candidates at least this similar count as the same answer (`match: similar`).
 DEFAULT_SIMILARITY = 0.8
@@ -23,7 +23,6 @@ DEFAULT_VOTE_N = 3
 DEFAULT_MIN_CANDIDATES = 2
 #: Judge rounds are parallel calls; more than this is a mistake rather than a vote.
 MAX_JUDGE_ROUNDS = 15
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -137,10 +136,10 @@ class ModelEntry(Strict):
         1.0, gt=0, allow_inf_nan=False, description="how much its vote counts (weighted)"
     )
     base_url: str | None = Field(None, description="its endpoint, when not the default one")
-    api_key_env: str | None = Field(None, pattern=ENV_NAME, description="env var with its key")
-    params: dict[Annotated[str, AfterValidator(check_param_key)], Any] = Field(
-        default_factory=dict, description="its own request fields"
+    api_key_env: Annotated[str | None, AfterValidator(check_key_env)] = Field(
+        None, description="env var with its key (a name ending in _API_KEY)"
     )
+    params: Params = Field(default_factory=dict, description="its own request fields")
 
     @model_validator(mode="before")
     @classmethod

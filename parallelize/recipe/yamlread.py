@@ -87,34 +87,51 @@ def read_yaml(text: str, *, source: str) -> tuple[yaml.Node | None, Any]:
 def expanded_size(root: yaml.Node, budget: int = MAX_EXPANDED) -> int:
     """Nodes plus scalar characters with every alias expanded, measured without expanding.
 
-    Each node is measured once and its size reused wherever an alias points at it, so a
-    document that would expand to 10^30 nodes costs no more than its text to measure. A size
-    past `budget`, or an alias that contains itself, raises before anything is built.
+    Each node is measured once and its size and height reused wherever an alias points at it,
+    so a document that would expand to 10^30 nodes costs no more than its text to measure. A
+    size past `budget`, nesting past MAX_DEPTH once aliases are followed (anchors chained into
+    each other), or an alias that contains itself, raises before anything is built.
     """
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}  # node -> (expanded size, expanded height)
     open_nodes: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
         key = id(node)
-        if key in sizes:
-            return sizes[key]
         if key in open_nodes:
             raise _Refused(node.start_mark, "a YAML alias refers to the value that contains it")
-        open_nodes.add(key)
-        if isinstance(node, yaml.ScalarNode):
-            total = 1 + len(node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(item) for item in node.value)
-        else:
-            total = 1 + sum(size(k) + size(v) for k, v in node.value)
-        open_nodes.discard(key)
+        found = measured.get(key)
+        if found is None:
+            open_nodes.add(key)
+            found = _combine(node, [measure(child, level + 1) for child in _children(node)])
+            open_nodes.discard(key)
+            measured[key] = found
+        total, height = found
+        if level + height > MAX_DEPTH:
+            deeper = f"more than {MAX_DEPTH} levels deep"
+            raise _Refused(
+                node.start_mark, f"with its YAML aliases followed the recipe nests {deeper}"
+            )
         if total > budget:
             raise _Refused(
                 node.start_mark,
                 f"with its YAML aliases expanded the recipe would exceed {budget:,} nodes and "
                 "characters (an alias bomb?); write the values out",
             )
-        sizes[key] = total
-        return total
+        return found
 
-    return size(root)
+    return measure(root, 0)[0]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.ScalarNode):
+        return []
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return [part for pair in node.value for part in pair]
+
+
+def _combine(node: yaml.Node, parts: list[tuple[int, int]]) -> tuple[int, int]:
+    """A node's expanded size and height from its children's."""
+    own = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+    height = 1 + max((h for _, h in parts), default=0)
+    return own + sum(size for size, _ in parts), height

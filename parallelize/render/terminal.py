@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..masking import for_people
+from ..masking import for_people, mask, terminal_safe
 from ..records import Event, RunResult, VoteReport
 from .lines import say, stderr_is_terminal
 
@@ -93,7 +93,8 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
                 progress.advance(bar)
                 if event.kind == "failed":
                     error = event.result.error if event.result else ""
-                    console.print(Text.assemble(("failed", "red"), f" {event.task.label}: {error}"))
+                    line = terminal_safe(mask(f" {event.task.label}: {error}"))
+                    console.print(Text.assemble(("failed", "red"), line))
             elif event.kind == "retry":
                 progress.update(bar, note=f"retrying {event.task.label}")
 
