@@ -437,3 +437,25 @@ def test_escape_sequences_in_candidates_never_reach_the_terminal(
     assert "\x1b]" not in ran.stderr and "\x07" not in ran.stderr and "\x1b[2J" not in ran.stderr
     assert "yes" in ran.stderr
     assert ran.stdout.endswith("yes\n")  # the result keeps the model's bytes
+
+
+def test_a_second_interrupt_after_200_ms_still_stops_at_once(
+    hostile: HostileServer, entry_point: str, make_tree, tmp_path: Path
+) -> None:
+    make_tree(FILES)
+    hostile.script(Act(200, completion("late"), delay=5.0))
+    argv = [entry_point, "section", "src", "-p", "x", "-m", "test-model", "--no-cache"]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    limit = time.monotonic() + 20
+    while not hostile.chat_requests() and time.monotonic() < limit:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # a person pressing Ctrl-C again: stop now
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 3  # did not wait for the 5 s reply
+    assert "0 of 1 calls finished" in stderr and "Traceback" not in stderr
