@@ -62,6 +62,8 @@ class SectionSource:
     json: bool = False
     #: Where `--merge files` writes the answer, relative to the output directory.
     out_path: str | None = None
+    #: How many parts the chunk was sent in after the server refused it as too long.
+    split: int | None = None
 
     def record(self) -> dict[str, Any]:
         """The task's fields in `--format json` (keys present only when they apply)."""
@@ -78,6 +80,8 @@ class SectionSource:
             out["format"] = "json"
         if self.out_path is not None:
             out["out_path"] = self.out_path
+        if self.split is not None:
+            out["split"] = self.split
         return out
 
 
@@ -200,6 +204,8 @@ class TaskResult:
     completion: Completion | None = None
     error: str | None = None
     attempts: int = 0
+    #: The server refused the request as longer than its context window (the run may split it).
+    overflow: bool = False
 
     @property
     def status(self) -> Status:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .defaults import DEFAULT_CONCURRENCY, UNKNOWN_MODEL, default_cache_dir
 from .engine.client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
+from .engine.executor import Executor
 from .engine.routing import route_models
 from .engine.session import (
     RunOptions,
@@ -29,12 +32,18 @@ from .errors import (
 )
 from .inputs.bounds import Bounds, Reserved
 from .inputs.read import check_paths
+from .inputs.tokens import BYTES_BOUND, TokenCounter, get_counter
 from .merge.combine import combine
 from .merge.context import MergeContext
 from .merge.files import OutputWriter, plan_outputs
-from .merge.mapreduce import check_reduce
+from .merge.jsonmerge import JsonMerger
+from .merge.mapreduce import check_reduce, reduce_budget
+from .merge.reduceplan import budget_record, output_ratio, plan_reduce
 from .plan.chunking import Chunk
+from .plan.healing import Healer, Healing
+from .plan.jsonreply import JSONReplyError, parse_json_reply
 from .plan.sections import (
+    RESERVED_OUTPUT_TOKENS,
     ExactCounts,
     Prepared,
     first_pass,
@@ -43,7 +52,7 @@ from .plan.sections import (
 )
 from .plan.tasks import SectionTemplate, check_section_template, section_tasks
 from .recipe.model import Recipe
-from .records import Event, ProgressCallback, RunResult, Task, VotePlan
+from .records import Event, ProgressCallback, RunResult, Task, TaskResult, VotePlan
 
 
 def run_section(
@@ -86,6 +95,7 @@ def run_section(
     tasks = plan_section(template, prepared.plan.chunks, model=model or UNKNOWN_MODEL)
     if endpoint is None:
         dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
+        dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
         return estimate_plan(_with_inputs(dry, prepared), options.price_book(), options.max_cost)
     if model is None or first.ask_later:
         model, prepared, tasks = _ask_endpoint(template, prepared, tasks, model, endpoint, options)
@@ -179,10 +189,15 @@ def _execute(
             on_event = _listeners(on_event, writer.on_event)
     with engine(replace(options, on_event=on_event), concurrency=concurrency) as executor:
         try:
-            results = executor.run(tasks)
-            outcome = combine(results, MergeContext(recipe, model, executor, writer=writer))
+            results = executor.run(tasks, keep_overflows=True)
+            healing = _heal(template, prepared, model, results, executor, on_event)
+            results = healing.results
+            context = _merge_context(recipe, prepared, model, executor, writer, results)
+            outcome = combine(results, context)
         except ContextOverflowError as exc:
             raise _naming_task(exc, failed.get(str(exc)), prepared, options) from None
+    if context.plans and "merge" in outcome.details:
+        outcome.details["merge"]["plan"] = max(context.plans.values(), key=lambda p: p["calls"])
     prepared, tasks, results = counts.result(tasks, outcome.results or results)
     result = RunResult(
         "section",
@@ -192,7 +207,7 @@ def _execute(
         results,
         output=outcome.text,
         aggregate_calls=outcome.calls,
-        warnings=outcome.warnings,
+        warnings=healing.warnings + outcome.warnings,
         merge=outcome.details,
     )
     broken = result.failed or any(not c.succeeded for c in result.aggregate_calls)
@@ -293,3 +308,96 @@ def _input_bounds(
     cache = options.cache_dir or default_cache_dir()
     reserved.append(Reserved(str(cache), "--cache-dir"))
     return Bounds(allow_outside=allow_outside, reserved=tuple(reserved))
+
+
+def _heal(
+    template: SectionTemplate,
+    prepared: Prepared,
+    model: str,
+    results: list[TaskResult],
+    executor: Executor,
+    on_event: ProgressCallback,
+) -> Healing:
+    """Send the chunks the server refused as too long in parts, and join their answers."""
+    if not any(r.overflow for r in results):
+        return Healing(results)
+    healer = Healer(
+        template,
+        prepared.plan.chunks,
+        model=model,
+        counter=prepared.counter,
+        join_json=_json_joiner(template.recipe),
+    )
+    healing = healer.heal(results, lambda tasks: executor.run(tasks, keep_overflows=True))
+    for healed in healing.healed:  # the chunk's own call finishes now, for progress and files
+        on_event(Event("done" if healed.succeeded else "failed", healed.task, healed))
+    return healing
+
+
+def _json_joiner(recipe: Recipe) -> Callable[[Sequence[str]], str]:
+    """JSON answers of a healed chunk's parts merged into one document, by the merge's rules."""
+
+    def join(texts: Sequence[str]) -> str:
+        try:
+            values = [parse_json_reply(text) for text in texts]
+        except JSONReplyError:
+            return "\n\n".join(texts)  # the JSON check repairs or fails it as any answer
+        merged = JsonMerger(recipe.merge.rules, recipe.merge.dedupe_by).merge(values)
+        return json.dumps(merged, indent=2, ensure_ascii=False)
+
+    return join
+
+
+def _reduce_counter(prepared: Prepared) -> TokenCounter | None:
+    """The run's counter for the reduce tree (None for a byte bound: the model's own)."""
+    return None if prepared.counter is BYTES_BOUND else prepared.counter
+
+
+def _merge_context(
+    recipe: Recipe,
+    prepared: Prepared,
+    model: str,
+    executor: Executor,
+    writer: OutputWriter | None,
+    results: list[TaskResult],
+) -> MergeContext:
+    """What the merge may use: for a map-reduce, the run's window and counter, and how our
+    counter measures the server's output tokens."""
+    counter = _reduce_counter(prepared)
+    ratio = output_ratio(results, counter or get_counter(model))
+    return MergeContext(
+        recipe,
+        model,
+        executor,
+        writer=writer,
+        window=prepared.window,
+        window_source=prepared.window_source,
+        counter=counter,
+        ratio=ratio if recipe.merge.strategy == "llm" else 1.0,
+    )
+
+
+def _reduce_preview(
+    template: SectionTemplate, prepared: Prepared, tasks: Sequence[Task], model: str
+) -> dict[str, Any]:
+    """The map-reduce tree at worst (every output at its max_tokens) in the run's window, for
+    the dry run. The run plans it again with the real outputs, before its first reduce call."""
+    recipe = template.recipe
+    if recipe.merge.strategy != "llm" or not tasks:
+        return {}
+    budget = reduce_budget(
+        recipe,
+        model=model,
+        window=prepared.window,
+        window_source=prepared.window_source,
+        counter=_reduce_counter(prepared),
+        sources=[path for task in tasks for path in task.paths],
+    )
+    groups = Counter((t.section.clone, t.section.aspect) for t in tasks if t.section)
+    size = (recipe.max_tokens or RESERVED_OUTPUT_TOKENS) + budget.heading
+    outputs = max(groups.values(), default=1)
+    try:
+        plan = plan_reduce([size] * outputs, budget, worst_case=True)
+    except ConfigError as exc:  # shorter outputs may still converge: the run decides
+        return {"reduce_plan": {**budget_record(budget), "worst_case": True, "error": str(exc)}}
+    return {"reduce_plan": plan.record()}

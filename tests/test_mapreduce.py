@@ -8,6 +8,7 @@ import pytest
 from llmserver import LLMServer
 
 from parallelize import RunOptions, run_section
+from parallelize.errors import ConfigError
 from parallelize.recipe.load import parse_recipe
 
 REDUCE = "REDUCE these notes"
@@ -83,15 +84,15 @@ def test_outputs_that_fit_take_one_reduce(llm: LLMServer, make_tree) -> None:
     assert len(reduces(llm)) == 1 and result.details["merge"]["depth"] == 1
 
 
-def test_max_depth_falls_back_to_ordered_concatenation(llm: LLMServer, make_tree) -> None:
+def test_a_tree_deeper_than_max_depth_is_an_error_before_any_reduce(
+    llm: LLMServer, make_tree
+) -> None:
     llm.script(REDUCE, markers_reply)
     llm.script(None, worker_reply)
-    result = run_section([tree(make_tree)], recipe("  max_depth: 1\n"))
+    with pytest.raises(ConfigError, match=r"needs \d levels in a context window of 256") as err:
+        run_section([tree(make_tree)], recipe("  max_depth: 1\n"))
     assert reduces(llm) == []  # nothing fits one call and no second level is allowed
-    positions = [result.output.index(f"found MARKER-{i}") for i in range(8)]
-    assert positions == sorted(positions)
-    assert any("merge.max_depth" in w and "ordered concatenation" in w for w in result.warnings)
-    assert result.exit_code == 0
+    assert err.value.exit_code == 2 and "merge.max_depth" in err.value.hint
 
 
 def test_a_level_that_does_not_shrink_stops_the_tree(llm: LLMServer, make_tree) -> None:

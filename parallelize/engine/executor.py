@@ -19,6 +19,7 @@ from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     CacheError,
+    ContextOverflowError,
     FatalLLMError,
     InterruptedRun,
     LLMError,
@@ -29,6 +30,7 @@ from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
 from .durations import format_duration
+from .overflows import OverflowMemory
 from .pacing import Pacer
 from .queue import WorkQueue
 from .retry import MAX_SERVER_WAIT, RetryPolicy
@@ -39,6 +41,9 @@ STOP_GRACE = 10.0
 SAME_SIGNAL = 0.2
 #: Seconds between the waiting caller's checks for signals and the deadline.
 POLL = 0.1
+
+#: What the progress shows for a request refused as too long, while it is split.
+_SPLITTING = "longer than the server's context window: splitting it"
 
 HaltReason = Literal["interrupted", "deadline", "budget", "max_failures", "fatal"]
 
@@ -95,6 +100,9 @@ class Executor:
         self.retry = retry or RetryPolicy()
         self.on_event = on_event or (lambda event: None)
         self.cache = cache
+        #: Requests refused as too long, remembered beside the cache (see `run(keep_overflows)`).
+        self.overflows = OverflowMemory(cache.path.parent) if cache is not None else None
+        self._keep_overflows = False
         self.refresh = refresh
         self.pacer = pacer or Pacer(concurrency=self.concurrency)
         self.ledger = ledger or Ledger(PriceBook())
@@ -129,9 +137,15 @@ class Executor:
             self._first_signal = now
         self._signals += 1
 
-    def run(self, tasks: Sequence[Task]) -> list[TaskResult]:
-        """Every task's result in task order; raises a fatal error or InterruptedRun at the end."""
+    def run(self, tasks: Sequence[Task], *, keep_overflows: bool = False) -> list[TaskResult]:
+        """Every task's result in task order; raises a fatal error or InterruptedRun at the end.
+
+        `keep_overflows`: a request the server refuses as too long fails only its task (a result
+        with `overflow` set, for the caller to split) instead of halting the run, and is
+        remembered so that a re-run answers it without sending it again.
+        """
         self._forget_fatal()
+        self._keep_overflows = keep_overflows
         work = WorkQueue(list(tasks))
         self.queued += len(work.tasks)
         for task in work.tasks:
@@ -181,6 +195,21 @@ class Executor:
                 self.cached += 1
                 self.finished += 1
                 self.on_event(Event("done", task, result))
+        self._recall_overflows(work)
+
+    def _recall_overflows(self, work: WorkQueue) -> None:
+        """Answer the requests a server already refused as too long, without sending them."""
+        if not self._keep_overflows or self.overflows is None:
+            return
+        missing = [k for k, r in zip(work.keys, work.results, strict=True) if k and r is None]
+        known = self.overflows.recall(missing) if missing else {}
+        for index, key in enumerate(work.keys):
+            if key in known and work.results[index] is None:
+                task = work.tasks[index]
+                message = f"{known[key]} (remembered from an earlier run)"
+                work.results[index] = result = TaskResult(task, error=message, overflow=True)
+                self.finished += 1
+                self.on_event(Event("retry", task, result, message=_SPLITTING))
 
     def _work(self, work: WorkQueue, *, workers: int) -> None:
         """Start the workers and wait for them, watching for signals and the deadline."""
@@ -271,6 +300,9 @@ class Executor:
                 )
                 self.ledger.settle(reserve, request.model, None)
                 error = exc
+                if isinstance(exc, ContextOverflowError) and self._keep_overflows:
+                    self._remember_overflow(key, exc)
+                    return TaskResult(task, error=str(exc), attempts=attempt, overflow=True)
                 if isinstance(exc, FatalLLMError):
                     self._fail_fast(exc)
                     return TaskResult(task, error=str(exc), attempts=attempt)
@@ -294,6 +326,11 @@ class Executor:
             self._warn(completion.warnings)
             self._store(key, completion)
             return TaskResult(task, completion, attempts=attempt)
+
+    def _remember_overflow(self, key: str | None, exc: ContextOverflowError) -> None:
+        memory = self.overflows
+        if memory is not None and key is not None and self.cache is not None:
+            memory.remember(key, str(exc))
 
     def _refused_wait(self, wait: float | None) -> str | None:
         """Why a wait the server asked for is not taken (beyond the cap or the deadline)."""
@@ -360,6 +397,11 @@ class Executor:
         self.notice(f"warning: {exc}; continuing without the cache")
 
     def _finish(self, result: TaskResult) -> None:
+        if result.overflow:  # not a failure yet: the caller splits it
+            with self._lock:
+                self.finished += 1
+            self.on_event(Event("retry", result.task, result, message=_SPLITTING))
+            return
         with self._lock:
             if result.succeeded:
                 self.finished += 1

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.executor import Executor
 from ..errors import EXIT_OK
+from ..inputs.tokens import TokenCounter
 from ..recipe.model import Recipe
 from ..records import TaskResult
 
@@ -45,6 +46,15 @@ class MergeContext:
     #: Parsed, validated JSON answers by task index.
     values: Mapping[int, Any] = field(default_factory=dict)
     writer: OutputWriter | None = None
+    #: The run's context window and where it came from: the reduce tree is planned in it.
+    window: int | None = None
+    window_source: str = "the run"
+    #: The run's token counter (None: the reduce model's default).
+    counter: TokenCounter | None = None
+    #: Our count of one of the server's output tokens, measured on the worker outputs.
+    ratio: float = 1.0
+    #: Filled by the llm merge: each group's reduce plan record, made before its first call.
+    plans: dict[str, Any] = field(default_factory=dict)
 
 
 def section_header(result: TaskResult) -> str:

@@ -2,25 +2,43 @@
 
 Level by level, the parts are packed in order into batches that fit, the batches are reduced in
 parallel, and the outputs become the next level's parts, until one batch holds everything and a
-final call answers. It always terminates: every intermediate reduce has its output capped well
-under the batch budget (so any two outputs fit together next time), the number of levels is
-bounded, and a level that does not shrink falls back to ordered concatenation with a warning.
-Every part carries the files it came from, so each reduce sees its sources.
+final call answers. The tree is planned before the first reduce call, in the run's own context
+window (`reduceplan`: output caps that make every level shrink and reach one output within
+merge.max_depth, else an error), and planned again at each level with the real sizes. A batch
+the server still refuses as too long is split and its parts reduced instead; only a reduce call
+that fails for another reason falls back to ordered concatenation, with a warning. Every part
+carries the files it came from (the first few named), so each reduce sees its sources.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_OK, ConfigError, FatalLLMError
+from ..errors import EXIT_OK, EXIT_USAGE, ConfigError, FatalLLMError
 from ..inputs.tokens import TokenCounter, get_counter
+from ..plan.healing import HEAL_FILL, overflow_sizes
 from ..plan.tasks import make_task
 from ..plan.template import INPUT, check_template, render
 from ..plan.window import context_window
 from ..recipe.model import Recipe
 from ..records import ReduceSource, Task, TaskResult
+from .reduceplan import (
+    DEFAULT_RATIO,
+    MIN_REDUCE_TOKENS,
+    PART_JOIN,
+    SHOWN_SOURCES,
+    Budget,
+    Part,
+    ReducePlan,
+    output_ratio,
+    pack,
+    part_sizes,
+    plan_reduce,
+    split_part,
+)
 
 if TYPE_CHECKING:
     from .context import MergeContext
@@ -29,8 +47,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_DEPTH = 6
 #: Output cap of an intermediate reduce when merge.max_tokens is not set.
 DEFAULT_REDUCE_TOKENS = 1_024
-#: Below this an intermediate reduce cannot say anything useful: the window is too small.
-MIN_REDUCE_TOKENS = 32
+#: Times a batch the server refuses as too long is split again.
+MAX_BATCH_SPLITS = 3
 #: Tokens a chat message costs beyond its text (role, separators), counted generously.
 MESSAGE_OVERHEAD = 8
 #: Share of the window kept free for counting error: small with tiktoken, larger with estimates.
@@ -49,35 +67,6 @@ Instruction: {{ instruction }}
 MERGE_VARIABLES = frozenset({INPUT, "instruction"})
 
 
-@dataclass(frozen=True)
-class Part:
-    """One text to reduce: a worker output or an earlier reduce, with the chunks and files
-    it covers."""
-
-    text: str
-    first: int
-    last: int
-    sources: tuple[str, ...]
-
-    def rendered(self) -> str:
-        span = (
-            f"chunk {self.first}" if self.first == self.last else f"chunks {self.first}-{self.last}"
-        )
-        files = f" (files: {', '.join(self.sources)})" if self.sources else ""
-        return f"## {span}{files}\n\n{self.text.strip()}"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much a reduce call may read and write in the reduce model's context."""
-
-    model: str
-    counter: TokenCounter
-    input_tokens: int
-    output_tokens: int
-    max_depth: int
-
-
 @dataclass
 class Tree:
     """One group's reduction: its current parts, and its final text once done."""
@@ -88,6 +77,8 @@ class Tree:
     text: str | None = None
     depth: int = 0
     fallback: str | None = None
+    #: Our count of an output token of the server's (see output_ratio).
+    ratio: float = DEFAULT_RATIO
 
 
 @dataclass
@@ -100,6 +91,8 @@ class ReduceReport:
     warnings: list[str] = field(default_factory=list)
     #: A fatal error in the reduce calls (e.g. an unknown merge.model) makes the run exit 2.
     exit_code: int = EXIT_OK
+    #: Each tree's plan, made before its first reduce call.
+    plans: dict[str, ReducePlan] = field(default_factory=dict)
 
     @property
     def depth(self) -> int:
@@ -120,19 +113,36 @@ def check_reduce(recipe: Recipe, *, model: str) -> None:
     reduce_budget(recipe, model=model)
 
 
-def reduce_budget(recipe: Recipe, *, model: str) -> Budget:
-    """The reduce model's context, less the prompt around the input, split into read and write."""
+def reduce_budget(
+    recipe: Recipe,
+    *,
+    model: str,
+    window: int | None = None,
+    window_source: str = "the run",
+    counter: TokenCounter | None = None,
+    sources: Sequence[str] = (),
+) -> Budget:
+    """The reduce model's context, less the prompt around the input: what a call may read and
+    write. `window` and `counter` are the run's (used unless merge.model names another model);
+    `sources` are the files whose names part headings may show."""
     merge = recipe.merge
+    own = merge.model is None or merge.model == model
     model = merge.model or model
-    window = merge.context_window or (None if merge.model else recipe.context_window)
-    window = window or context_window(model)
-    counter = get_counter(model)
+    if merge.context_window:
+        window, window_source = merge.context_window, "merge.context_window"
+    elif window and own:
+        pass
+    elif recipe.context_window and own:
+        window, window_source = recipe.context_window, "context_window"
+    else:
+        window, window_source = context_window(model), "the built-in table"
+    counter = counter if counter is not None and own else get_counter(model)
     margin = MARGIN_EXACT if counter.exact else MARGIN_ESTIMATE
     template = merge.prompt or DEFAULT_MERGE_PROMPT
     frame = render(template, {INPUT: "", "instruction": recipe.prompt}, append_input=False)
     overhead = counter.count(frame) + counter.count(_system(recipe) or "") + 2 * MESSAGE_OVERHEAD
     room = int(window * (1 - margin)) - overhead
-    # Room kept for the answer; any two intermediate outputs then fit one batch of the next level.
+    # Room kept for the final answer; an intermediate output is capped at most at half the rest.
     reserve = min(merge.max_tokens or recipe.max_tokens or DEFAULT_REDUCE_TOKENS, room // 2)
     cap = min(reserve, (room - reserve) // 2)
     if cap < MIN_REDUCE_TOKENS:
@@ -142,51 +152,66 @@ def reduce_budget(recipe: Recipe, *, model: str) -> Budget:
             hint="raise merge.context_window, choose a larger merge.model, or shorten merge.prompt",
         )
     depth = merge.max_depth or DEFAULT_MAX_DEPTH
-    return Budget(model, counter, room - reserve, cap, depth)
+    widest = sorted(set(sources), key=len, reverse=True)[:SHOWN_SOURCES]
+    heading = f"## chunks 99999-99999 (files: {', '.join(widest)} (+99999 more))\n\n"
+    return Budget(
+        model,
+        counter,
+        room,
+        reserve,
+        cap,
+        depth,
+        window,
+        window_source,
+        counter.count(heading) + PART_JOIN,
+    )
 
 
 def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> ReduceReport:
-    """Reduce every group to one text; the batches of all groups at one level run together."""
+    """Reduce every group to one text; the batches of all groups at one level run together.
+
+    Each tree is planned before its first reduce call (a tree that cannot converge is a
+    ConfigError) and planned again at every level with the parts' real sizes.
+    """
     check_reduce(context.recipe, model=context.model)
-    budget = reduce_budget(context.recipe, model=context.model)
+    sources = [s for parts in groups.values() for part in parts for s in part.sources]
+    budget = reduce_budget(
+        context.recipe,
+        model=context.model,
+        window=context.window,
+        window_source=context.window_source,
+        counter=context.counter,
+        sources=sources,
+    )
     trees = [Tree(name, parts, list(parts)) for name, parts in groups.items() if parts]
     report = ReduceReport({name: "" for name in groups})
+    for tree in trees:
+        tree.ratio = context.ratio
+        plan = plan_reduce(part_sizes(tree.parts, budget.counter), budget, ratio=tree.ratio)
+        report.plans[tree.name] = plan
+        context.plans[tree.name] = plan.record()
     level = 0
     while pending := [t for t in trees if t.text is None]:
         level += 1
-        batches_of: dict[str, list[list[Part]]] = {}
-        tasks: list[Task] = []
+        work: list[_Call] = []
         for tree in pending:
-            batches = pack([p for part in tree.parts for p in split_part(part, budget)], budget)
-            if len(batches) > 1 and level >= budget.max_depth:
-                _fall_back(
-                    tree,
-                    f"merge: {_named(tree)}still {len(batches)} batches at reduce level {level} "
-                    f"(merge.max_depth is {budget.max_depth})",
-                )
-                continue
-            batches_of[tree.name] = batches
-            final = len(batches) == 1
-            for batch in batches:
-                tasks.append(_reduce_task(len(tasks), batch, tree, level, final, context, budget))
-        if not tasks:
+            work.extend(_level_calls(tree, level, context, budget, len(work)))
+        if not work:
             break
-        report.levels.append([len(b) for bs in batches_of.values() for b in bs])
+        report.levels.append([len(call.batch) for call in work])
         try:
-            results = context.executor.run(tasks)
+            _run_calls(work, context, budget, report)
         except FatalLLMError as exc:  # no retry helps: keep the worker outputs, exit 2
             report.exit_code = exc.exit_code
             for tree in pending:
                 if tree.text is None:
                     _fall_back(tree, f"merge: {_named(tree)}the reduce calls cannot work ({exc})")
             break
-        report.calls.extend(results)
-        by_tree: dict[str, list[TaskResult]] = {}
-        for result in results:
-            by_tree.setdefault(_reduced(result).group, []).append(result)
+        report.calls.extend(call.result for call in work if call.result is not None)
         for tree in pending:
-            if tree.name in by_tree:
-                _advance(tree, by_tree[tree.name], budget, report)
+            done = [c.result for c in work if c.tree is tree and c.result is not None]
+            if done and tree.text is None:
+                _advance(tree, done, budget, report)
     for tree in trees:
         report.texts[tree.name] = tree.text or ""
         if tree.fallback:
@@ -196,63 +221,104 @@ def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> Reduc
     return report
 
 
-def pack(parts: Sequence[Part], budget: Budget) -> list[list[Part]]:
-    """Consecutive parts into as few batches as fit the input budget, sizes balanced, in order."""
-    sizes = [budget.counter.count(part.rendered()) + 2 for part in parts]
-    fewest = len(_greedy(sizes, budget.input_tokens))
-    low, high = max(sizes, default=0), budget.input_tokens
-    while low < high:  # the smallest batch limit that still needs no more batches than `fewest`
-        middle = (low + high) // 2
-        if len(_greedy(sizes, middle)) <= fewest:
-            high = middle
-        else:
-            low = middle + 1
-    groups = _greedy(sizes, max(low, 1))
-    return [[parts[i] for i in group] for group in groups]
+@dataclass
+class _Call:
+    """One reduce call of a level: its tree, the parts it reads, its task and result."""
+
+    tree: Tree
+    batch: list[Part]
+    task: Task
+    final: bool
+    cap: int
+    result: TaskResult | None = None
 
 
-def _greedy(sizes: Sequence[int], limit: int) -> list[list[int]]:
-    """Indices packed in order, a new batch whenever the next one would pass `limit`."""
-    groups: list[list[int]] = [[]]
-    used = 0
-    for index, size in enumerate(sizes):
-        if groups[-1] and used + size > limit:
-            groups.append([])
-            used = 0
-        groups[-1].append(index)
-        used += size
-    return groups
+def _level_calls(
+    tree: Tree, level: int, context: MergeContext, budget: Budget, first: int
+) -> list[_Call]:
+    """This level's calls for one tree, as its plan (made again with the real sizes) says."""
+    left = replace(budget, max_depth=max(1, budget.max_depth - tree.depth))
+    try:
+        plan = plan_reduce(part_sizes(tree.parts, budget.counter), left, ratio=tree.ratio)
+    except ConfigError as exc:  # outputs longer than their cap (a server that ignores it)
+        shrank = f"reduce level {tree.depth} did not shrink enough to finish"
+        _fall_back(tree, f"merge: {_named(tree)}{shrank}: {exc.message}")
+        return []
+    step = plan.levels[0]
+    if step.final:
+        batches = [list(tree.parts)]
+    else:
+        limit = budget.input_for(plan.cap)
+        pieces = [p for part in tree.parts for p in split_part(part, budget.counter, limit)]
+        batches = pack(pieces, budget.counter, limit)
+    calls = []
+    for batch in batches:
+        index = first + len(calls)
+        task = _reduce_task(index, batch, tree, level, step.final, context, budget, plan.cap)
+        calls.append(_Call(tree, batch, task, step.final, plan.cap))
+    return calls
 
 
-def split_part(part: Part, budget: Budget) -> list[Part]:
-    """A part too large for any batch, cut at line boundaries into pieces that fit."""
-    if budget.counter.count(part.rendered()) <= budget.input_tokens:
-        return [part]
-    header = budget.counter.count(Part("", part.first, part.last, part.sources).rendered())
-    room = max(MIN_REDUCE_TOKENS, budget.input_tokens - header - 2)
-    pieces, current, used = [], [], 0
-    for line in _lines_within(part.text, room, budget.counter):
-        size = budget.counter.count(line)
-        if current and used + size > room:
-            pieces.append("".join(current))
-            current, used = [], 0
-        current.append(line)
-        used += size
-    pieces.append("".join(current))
-    return [Part(text, part.first, part.last, part.sources) for text in pieces if text.strip()]
+def _run_calls(
+    work: list[_Call], context: MergeContext, budget: Budget, report: ReduceReport
+) -> None:
+    """Run one level's calls; a batch the server refuses as too long is split and its parts
+    run instead (at most MAX_BATCH_SPLITS times), their outputs read at the next level."""
+    todo = list(work)
+    for splits in range(MAX_BATCH_SPLITS + 1):
+        results = context.executor.run([c.task for c in todo], keep_overflows=True)
+        for call, result in zip(todo, results, strict=True):
+            call.result = result
+        refused = [c for c in todo if c.result is not None and c.result.overflow]
+        if not refused or splits == MAX_BATCH_SPLITS:
+            break
+        todo = []
+        for call in refused:
+            halves = _split_batch(call, budget)
+            if len(halves) < 2:
+                continue
+            at = work.index(call)
+            level = _reduced(call.result).level if call.result else 0
+            parts = [
+                _Call(call.tree, half, _again(call, half, level, context, budget), False, call.cap)
+                for half in halves
+            ]
+            work[at : at + 1] = parts
+            todo.extend(parts)
+        if not todo:
+            break
+    for call in work:
+        if call.result is not None and call.result.overflow:  # no split could help: fails
+            if _prompt_too_long(call, budget):
+                report.exit_code = EXIT_USAGE
+            call.result = replace(call.result, overflow=False)
 
 
-def _lines_within(text: str, room: int, counter: TokenCounter) -> list[str]:
-    """The text's lines, with any single line longer than `room` tokens cut by characters."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        tokens = counter.count(line)
-        if tokens <= room:
-            out.append(line)
-            continue
-        step = max(1, len(line) * room // tokens)
-        out.extend(line[i : i + step] for i in range(0, len(line), step))
-    return out
+def _again(
+    call: _Call, half: list[Part], level: int, context: MergeContext, budget: Budget
+) -> Task:
+    """A part of a refused batch as its own (capped, intermediate) reduce call."""
+    index = call.task.index
+    return _reduce_task(index, half, call.tree, level, False, context, budget, call.cap)
+
+
+def _split_batch(call: _Call, budget: Budget) -> list[list[Part]]:
+    """A refused batch as smaller batches: as many as the server's numbers call for."""
+    sizes = overflow_sizes(call.result.error or "") if call.result else None
+    wanted = 2
+    if sizes is not None:
+        requested, window = sizes
+        wanted = max(2, math.ceil(requested / max(1, HEAL_FILL * window - call.cap)))
+    counter = budget.counter
+    total = sum(part_sizes(call.batch, counter))
+    limit = max(MIN_REDUCE_TOKENS, math.ceil(total / wanted))
+    pieces = [p for part in call.batch for p in split_part(part, counter, limit)]
+    return pack(pieces, counter, limit) if len(pieces) > 1 else [call.batch]
+
+
+def _prompt_too_long(call: _Call, budget: Budget) -> bool:
+    """Whether the merge prompt itself (with the smallest batch) is what does not fit."""
+    return sum(part_sizes(call.batch, budget.counter)) <= 2 * MIN_REDUCE_TOKENS
 
 
 def _reduce_task(
@@ -263,6 +329,7 @@ def _reduce_task(
     final: bool,
     context: MergeContext,
     budget: Budget,
+    cap: int,
 ) -> Task:
     recipe, merge = context.recipe, context.recipe.merge
     reducer = recipe.model_copy(
@@ -271,8 +338,8 @@ def _reduce_task(
     params: dict[str, Any] = recipe.worker_params()
     if merge.max_tokens:
         params["max_tokens"] = merge.max_tokens
-    if not final:  # capped so that every level shrinks
-        params["max_tokens"] = budget.output_tokens
+    if not final:  # capped as planned, so that every level shrinks
+        params["max_tokens"] = cap
     sources = tuple(dict.fromkeys(s for part in batch for s in part.sources))
     first, last = batch[0].first, batch[-1].last
     span = f"{first}-{last}" if first != last else f"{first}"
@@ -305,6 +372,7 @@ def _advance(
     if len(results) == 1 and _reduced(results[0]).final:
         tree.text = results[0].text
         return
+    tree.ratio = max(tree.ratio, output_ratio(results, budget.counter))
     new = [Part(r.text, _reduced(r).first, _reduced(r).last, r.task.paths) for r in results]
     before = sum(budget.counter.count(p.rendered()) for p in tree.parts)
     after = sum(budget.counter.count(p.rendered()) for p in new)

@@ -266,6 +266,28 @@ def chunk_files(
     return ChunkPlan(chunks)
 
 
+def split_chunk(chunk: Chunk, n: int, counter: TokenCounter, costs: Costs) -> list[Chunk]:
+    """A chunk the server refused as too long, as up to `n` chunks of similar size: cut between
+    files where possible, else inside them at natural boundaries (mid-line only for a line
+    that alone is too long). Each keeps the chunk's index; fewer when there are too few lines."""
+    target = max(1, math.ceil(chunk.cost / max(1, n)))
+    parts: list[Part] = []
+    for part in chunk.parts:
+        room = target - costs.frame(part.path, split=True)
+        if costs.of(part) <= target or room < 1:
+            parts.append(part)
+            continue
+        end = len(part.source) if part.end is None else part.end
+        pieces = split_region(part.source, part.start, end, (), part.tokens, room, counter)
+        cut = _parts(part.path, part.source, pieces) if len(pieces) > 1 else [part]
+        if part.pieces > 1:  # a piece of a piece keeps its label; its lines tell them apart
+            cut = [replace(p, pieces=part.pieces, piece=part.piece) for p in cut]
+        parts.extend(cut)
+    weights = [costs.of(p) for p in parts]
+    cuts = _partition(weights, _strengths(parts), min(n, len(parts)))
+    return [replace(c, index=chunk.index) for c in _chunks(parts, weights, cuts)]
+
+
 def _parts(path: str, source: str, pieces: Sequence[Piece]) -> list[Part]:
     """Pieces of one file as numbered parts with their line ranges."""
     out = []
