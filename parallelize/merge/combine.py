@@ -6,15 +6,16 @@ applies the guardrail gate, groups results per clone and aspect, then calls the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, combine_exit_codes
-from ..plan.jsonmode import JsonCheck, JsonContract, contract_for, enforce_json
+from ..inputs.tokens import ESTIMATE
+from ..plan.jsonmode import JsonCheck, JsonContract, RepairRoom, contract_for, enforce_json
+from ..plan.window import context_window
 from ..recipe.model import Recipe
-from ..recipe.section import Guard
+from ..recipe.section import Aspect, Guard
 from ..records import TaskResult
 from .context import (
     MergeContext,
@@ -25,8 +26,9 @@ from .context import (
     section_header,
     titled,
 )
+from .files import by_file
 from .guard import Verdict, screen_verdict
-from .jsonmerge import JsonMerger
+from .jsonmerge import JsonMerger, dumps_strict
 from .mapreduce import DEFAULT_MERGE_PROMPT, MERGE_VARIABLES, parts_of, reduce_groups
 
 if TYPE_CHECKING:
@@ -74,15 +76,19 @@ def merge_llm(results: Sequence[TaskResult], context: MergeContext) -> MergeOutc
 
 
 def merge_json(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
-    """Valid JSON answers merged per group (arrays concatenated, objects deep-merged, rules)."""
-    merge = context.recipe.merge
-    merger = JsonMerger(merge.rules, merge.dedupe_by)
+    """Valid JSON answers merged per group (arrays concatenated, objects deep-merged, rules).
+
+    The output is always one strict JSON document: a group whose every worker failed is an
+    empty document of its schema's type (`{}` or `[]`), and no number JSON cannot carry is
+    written (see jsonmerge.dumps_strict)."""
+    recipe = context.recipe
+    merger = JsonMerger(recipe.merge.rules, recipe.merge.dedupe_by)
+    aspects = {a.name: a for a in recipe.aspects}
     docs: dict[tuple[str, str], Any] = {}
     for key, members in grouped(results).items():
         values = [context.values[r.task.index] for r in members if r.task.index in context.values]
-        docs[key] = merger.merge(values)
-    if not any(v is not None for v in docs.values()):
-        return MergeOutcome("", warnings=merger.warnings())
+        doc = merger.merge(values)
+        docs[key] = _empty_document(recipe, aspects.get(key[1])) if doc is None else doc
     if len(docs) == 1:
         merged = next(iter(docs.values()))
     else:
@@ -92,23 +98,34 @@ def merge_json(results: Sequence[TaskResult], context: MergeContext) -> MergeOut
                 merged.setdefault(clone, {})[aspect] = doc
             else:
                 merged[clone or aspect] = doc
-    text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
-    return MergeOutcome(text, warnings=merger.warnings(), details={"merge": {"strategy": "json"}})
+    problems: list[str] = []
+    text = dumps_strict(merged, problems) + "\n"
+    warnings = merger.warnings() + problems
+    return MergeOutcome(text, warnings=warnings, details={"merge": {"strategy": "json"}})
+
+
+def _empty_document(recipe: Recipe, aspect: Aspect | None) -> Any:
+    """What a group with no valid answer merges to: `[]` when its schema wants an array, else
+    `{}`, so stdout stays one JSON document even when every worker failed."""
+    contract = contract_for(recipe, aspect)
+    schema = contract.schema if contract is not None else None
+    return [] if isinstance(schema, Mapping) and schema.get("type") == "array" else {}
 
 
 def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
-    """Every section to its own file under --out-dir, a manifest, and the written paths."""
+    """Every section to its own file under --out-dir (the parts of one split input into one
+    file), a manifest, and the written paths."""
     writer = context.writer
     assert writer is not None, "run.plan_section checks that --merge files has --out-dir"
-    for result in results:
-        if result.task.index in context.values:
-            text = json.dumps(context.values[result.task.index], indent=2, ensure_ascii=False)
-            writer.write(result, text=text)
-        else:
-            writer.write(result)
+    writer.expect([r.task for r in results])
+    for members in by_file(results).values():
+        texts = _json_texts(members, context)
+        for result in members:
+            writer.write(result, text=texts.get(result.task.index))
     manifest = writer.write_manifest(results, recipe=context.recipe.name, model=context.model)
     written = [r for r in results if r.task.index in writer.written]
-    lines = [writer.display(r.task.section.out_path) for r in written if r.task.section]
+    paths = dict.fromkeys(r.task.section.out_path for r in written if r.task.section)
+    lines = [writer.display(rel) for rel in paths if rel is not None]
     missing = len(results) - len(written)
     details = {
         "strategy": "files",
@@ -124,6 +141,21 @@ def merge_files(results: Sequence[TaskResult], context: MergeContext) -> MergeOu
         details={"merge": details},
         exit_code=EXIT_FAILED if missing else EXIT_OK,
     )
+
+
+def _json_texts(members: Sequence[TaskResult], context: MergeContext) -> dict[int, str]:
+    """The text each JSON answer writes: its document, or, for the parts of one file, the
+    parts' documents merged by the recipe's rules (first part), so the file is one document."""
+    values = context.values
+    if not any(r.task.index in values for r in members):
+        return {}
+    if len(members) == 1:
+        return {members[0].task.index: dumps_strict(values[members[0].task.index])}
+    merge = context.recipe.merge
+    merged = JsonMerger(merge.rules, merge.dedupe_by).merge(
+        [values[r.task.index] for r in members if r.task.index in values]
+    )
+    return {r.task.index: dumps_strict(merged) if n == 0 else "" for n, r in enumerate(members)}
 
 
 Merger = Callable[[Sequence[TaskResult], MergeContext], MergeOutcome]
@@ -147,11 +179,20 @@ def json_contracts(recipe: Recipe, results: Sequence[TaskResult]) -> dict[int, J
     return contracts
 
 
-def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
-    """Check JSON answers, apply the guardrail gate, then merge with the recipe's strategy."""
+def combine(
+    results: Sequence[TaskResult], context: MergeContext, *, room: RepairRoom | None = None
+) -> MergeOutcome:
+    """Check JSON answers, apply the guardrail gate, then merge with the recipe's strategy.
+
+    `room` is the run's context window and token counter, which JSON repair calls must fit;
+    without it, the recipe's window or the model's known one, counted with the estimate."""
     recipe = context.recipe
     contracts = json_contracts(recipe, results)
-    check = enforce_json(results, contracts, context.executor) if contracts else None
+    check = None
+    if contracts:
+        window = recipe.context_window or context_window(context.model)
+        room = room or RepairRoom(window, ESTIMATE)
+        check = enforce_json(results, contracts, context.executor, room=room)
     checked = check.results if check else list(results)
     context = replace(context, values=check.values if check else {})
     merger = MERGERS[recipe.merge.strategy]

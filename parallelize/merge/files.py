@@ -1,10 +1,12 @@
 """Fan-out to files: one output per section under an output directory, confined and atomic.
 
 Target paths come from a template and are checked when the plan is built (absolute paths, `..`,
-symlinks that escape, and two sections sharing a path are refused before any request). Each file
-is written to a temporary name in its own directory and renamed into place, so a file either
-exists complete or not at all, even if the run is killed. `manifest.json` records every clone,
-every file written and every failure.
+symlinks that escape, and two sections sharing a path are refused before any request). The parts
+of ONE input file that was split into several chunks may share a path: they are written into
+that one file, in order, once every part is done. Each file is written to a temporary name in
+its own directory and renamed into place, so a file either exists complete or not at all, even
+if the run is killed, with the mode `open(path, "w")` would give it (0666 less the umask).
+`manifest.json` records every clone, every file written (with its parts) and every failure.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -34,6 +36,10 @@ MANIFEST_VERSION = 1
 TEMP_PREFIX = ".parallelize-"
 TEMP_SUFFIX = ".tmp"
 SEPARATORS = ("/", "\\")
+#: What open(path, "w") asks for; the kernel takes the umask off, as for any other file.
+FILE_MODE = 0o666
+#: Temporary names tried before giving up (each is random: a clash means someone is racing).
+TEMP_ATTEMPTS = 100
 
 
 def default_path_template(recipe: Recipe) -> str:
@@ -80,7 +86,15 @@ def plan_outputs(recipe: Recipe, tasks: Sequence[Task], *, out_dir: Path) -> lis
             )
         rel = target_path(template, values)
         key = rel.casefold()  # two names that differ only in case collide on macOS and Windows
-        if key in seen:
+        if key in seen and _parts_of_one_file(seen[key], task):
+            if recipe.chunking.overlap:
+                raise ConfigError(
+                    f"--out-dir: {seen[key].label} and {task.label} are parts of one file, "
+                    f"joined into '{rel}', and --overlap {recipe.chunking.overlap} would repeat "
+                    "lines at every join",
+                    hint="drop --overlap (or chunking.overlap) when parts are joined into files",
+                )
+        elif key in seen:
             raise ConfigError(
                 f"--out-dir: {seen[key].label} and {task.label} would both write '{rel}'",
                 hint="make merge.path distinct per section with {{ clone }}, {{ aspect }} "
@@ -90,6 +104,13 @@ def plan_outputs(recipe: Recipe, tasks: Sequence[Task], *, out_dir: Path) -> lis
         confine(root, rel, create=False)
         planned.append(replace(task, source=replace(_section(task), out_path=rel)))
     return planned
+
+
+def _parts_of_one_file(first: Task, other: Task) -> bool:
+    """Whether two sections are pieces of the same single input file (same clone and aspect):
+    their answers join into one output, where two different inputs would overwrite."""
+    a, b = _section(first), _section(other)
+    return len(a.paths) == 1 and a.paths == b.paths and (a.clone, a.aspect) == (b.clone, b.aspect)
 
 
 def target_path(template: str, values: Mapping[str, str]) -> str:
@@ -147,11 +168,11 @@ def confine(root: Path, rel: str, *, create: bool) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so that it exists complete or not at all: temp file, fsync, rename.
 
-    Every file the tool writes goes through here, so every one is masked (masking.py)."""
+    Every file the tool writes goes through here, so every one is masked (masking.py). The temp
+    file is made with FILE_MODE (not mkstemp's 0600), so the result is as readable as any file
+    the user's umask allows."""
     text = mask(text)
-    fd, temp = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
-    )
+    fd, temp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
             handle.write(text)
@@ -163,45 +184,91 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside `path`, opened for writing (exclusive: never an existing file
+    or a planted link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(TEMP_ATTEMPTS):
+        name = f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        temp = path.parent / name
+        try:
+            return os.open(temp, flags, FILE_MODE), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 class OutputWriter:
-    """Writes each finished section to its target as soon as it is final, from any thread."""
+    """Writes each finished section to its target as soon as it is final, from any thread.
+
+    A file made of several parts (one input split into chunks) is written once its last part is
+    done; the parts are known from the executor's "queued" events, or from `expect`."""
 
     def __init__(self, out_dir: Path) -> None:
         self.shown = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.root = out_dir.resolve()
+        #: The record of the file each written section went into (every part has its file's).
         self.written: dict[int, dict[str, Any]] = {}
         self.errors: dict[int, str] = {}
+        self._parts: dict[str, list[int]] = {}
+        self._ready: dict[int, tuple[TaskResult, str | None]] = {}
         self._lock = threading.Lock()
 
+    def expect(self, tasks: Sequence[Task]) -> None:
+        """Learn which sections write which file (a file waits for all of its parts)."""
+        with self._lock:
+            for task in tasks:
+                rel = task.section.out_path if task.section else None
+                if rel is not None and task.index not in self._parts.setdefault(rel, []):
+                    self._parts[rel].append(task.index)
+
     def on_event(self, event: Event) -> None:
-        """Executor callback: write a free-text section the moment its call succeeds."""
+        """Executor callback: learn the planned sections, and write a free-text file the moment
+        its (last) call succeeds."""
         result = event.result
-        if event.kind == "done" and result is not None and not _section(result.task).json:
+        if event.kind == "queued":
+            self.expect([event.task])
+        elif event.kind == "done" and result is not None and not _section(result.task).json:
             self.write(result)
 
     def write(self, result: TaskResult, *, text: str | None = None) -> bool:
-        """Write one section's output (unless written already); False when it cannot be."""
+        """Write one section's output (unless written already); False when it is not written
+        (yet: a part waits for the other parts of its file)."""
         task = result.task
         rel = _section(task).out_path
+        if rel is None:
+            return False
+        self.expect([task])
         with self._lock:
-            if rel is None or task.index in self.written:
-                return task.index in self.written
-        if result.status != "ok":
+            if task.index in self.written:
+                return True
+            self._ready[task.index] = (result, text)
+            parts = self._parts[rel]
+            if any(index not in self._ready for index in parts):
+                return False
+            group = [self._ready[index] for index in parts]
+        return self._write_file(rel, group)
+
+    def _write_file(self, rel: str, group: list[tuple[TaskResult, str | None]]) -> bool:
+        """The parts' answers, in order, as one file: only when every part is whole."""
+        if any(result.status != "ok" for result, _ in group):
             return False  # a failed or truncated answer never leaves a partial file
-        body = result.text if text is None else text
-        body = body if body.endswith("\n") else body + "\n"
+        body = "".join(_ended(result.text if text is None else text) for result, text in group)
+        indices = [result.task.index for result, _ in group]
         try:
             write_atomic(confine(self.root, rel, create=True), body)
         except (OSError, ConfigError) as exc:
             with self._lock:
-                self.errors[task.index] = str(exc)
+                self.errors.update(dict.fromkeys(indices, str(exc)))
             return False
-        data = body.encode("utf-8")
+        data = body.encode("utf-8", "surrogateescape")
         record = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         with self._lock:
-            self.written[task.index] = record
-            self.errors.pop(task.index, None)
+            for index in indices:
+                self.written[index] = record
+                self.errors.pop(index, None)
         return True
 
     def display(self, rel: str) -> str:
@@ -209,39 +276,39 @@ class OutputWriter:
         return os.path.join(self.shown, rel)
 
     def write_manifest(self, results: Sequence[TaskResult], *, recipe: str, model: str) -> Path:
-        """manifest.json: every clone with its status, every file and every failure."""
+        """manifest.json: every clone with its status, every file (once, with its parts when it
+        has several) and every failure."""
         files, failures = [], []
         clones: dict[str, dict[str, Any]] = {}
-        for result in results:
-            section = _section(result.task)
+        for members in by_file(results).values():
+            first = members[0]
+            section = _section(first.task)
             origin = {
                 "clone": section.clone,
                 "matrix": dict(section.matrix or {}),
                 **({"aspect": section.aspect} if section.aspect is not None else {}),
                 "chunk_id": section.chunk_id,
                 "inputs": section.paths,
-                "label": result.task.label,
+                "label": first.task.label,
             }
+            if len(members) > 1:
+                origin["parts"] = [_part(result) for result in members]
             clone = clones.setdefault(
                 origin["clone"],
                 {"clone": origin["clone"], "matrix": origin["matrix"], "files": 0, "failed": 0},
             )
-            if result.task.index in self.written:
-                files.append(
-                    {"path": section.out_path, **origin, **self.written[result.task.index]}
-                )
+            if first.task.index in self.written:
+                record = self.written[first.task.index]
+                files.append({"path": section.out_path, **origin, **record})
                 clone["files"] += 1
-            else:
-                error = self.errors.get(result.task.index) or result.error or _why_not(result)
-                failures.append(
-                    {
-                        "path": section.out_path,
-                        **origin,
-                        "status": result.status,
-                        "error": error,
-                    }
-                )
-                clone["failed"] += 1
+                continue
+            worst = next((r for r in members if r.status != "ok"), first)
+            error = self.errors.get(worst.task.index) or worst.error or _why_not(worst)
+            if len(members) > 1 and worst.status != "ok":
+                error = f"{worst.task.label}: {error}"
+            failure = {"path": section.out_path, **origin, "status": worst.status, "error": error}
+            failures.append(failure)
+            clone["failed"] += 1
         for clone in clones.values():
             clone["status"] = (
                 "ok" if not clone["failed"] else "failed" if not clone["files"] else "partial"
@@ -257,6 +324,26 @@ class OutputWriter:
         path = self.root / MANIFEST
         write_atomic(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         return path
+
+
+def by_file(results: Sequence[TaskResult]) -> dict[str | int, list[TaskResult]]:
+    """Results per output file, in order (a file's parts in chunk order); a section with no
+    output path stands alone, under its task index."""
+    files: dict[str | int, list[TaskResult]] = {}
+    for result in results:
+        rel = _section(result.task).out_path
+        files.setdefault(result.task.index if rel is None else rel, []).append(result)
+    return files
+
+
+def _part(result: TaskResult) -> dict[str, Any]:
+    section = _section(result.task)
+    return {"chunk_id": section.chunk_id, "label": result.task.label, "status": result.status}
+
+
+def _ended(text: str) -> str:
+    """A part's text ending with a newline (an empty text stays empty)."""
+    return text if not text or text.endswith("\n") else text + "\n"
 
 
 def _why_not(result: TaskResult) -> str:

@@ -3,11 +3,17 @@
 Default: arrays are concatenated in chunk order, objects are merged key by key (recursively),
 equal values stay, and scalars that disagree keep the first value with a warning that names the
 field, so the recipe can declare the rule it means (`merge.rules`).
+
+The result is always strict RFC 8259 JSON: a rule whose result is not a finite number a JSON
+reader can take (a `sum` that overflows to infinity) gives null, with a warning, and
+`dumps_strict` checks the whole document once more before it is written.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -26,9 +32,13 @@ class JsonMerger:
     rules: Mapping[str, FieldRule] = field(default_factory=dict)
     dedupe_by: str | None = None
     conflicts: dict[str, str] = field(default_factory=dict)
+    #: Fields whose rule gave no finite number: they stay null (a later chunk must not restart
+    #: a sum that overflowed, which would report a part as the whole).
+    nulled: set[str] = field(default_factory=set)
 
     def merge(self, documents: Sequence[Any]) -> Any:
         """One document from many, in order."""
+        self.nulled = set()
         if not documents:
             return None
         return reduce(lambda a, b: self.combine(a, b, ""), documents)
@@ -62,6 +72,8 @@ class JsonMerger:
 
     def apply(self, rule: FieldRule, a: Any, b: Any, path: str) -> Any:
         """A declared rule; a value the rule cannot use keeps the first, with a warning."""
+        if path in self.nulled:
+            return None
         if a is None:
             return b
         if b is None:
@@ -88,14 +100,54 @@ class JsonMerger:
         check, op = RULE_OPERATIONS[name]
         same_kind = (_number(a) and _number(b)) or type(a) is type(b)
         if check(a) and check(b) and same_kind:
-            return op(a, b)
+            result = op(a, b)
+            if _number(result) and not representable(result):
+                self.nulled.add(path)
+                self.conflict(
+                    path,
+                    f"rule '{name}' gives {_short(result)}, not a finite JSON number; null instead",
+                )
+                return None
+            return result
         self.conflict(
             path, f"rule '{name}' cannot combine {_short(a)} and {_short(b)}; kept the first"
         )
         return a
 
     def conflict(self, path: str, message: str) -> None:
+        """Remember the first problem of a field, for `warnings`."""
         self.conflicts.setdefault(path or "(root)", f"json merge: '{path or '(root)'}': {message}")
+
+
+def representable(number: float) -> bool:
+    """Whether a number can be written as JSON and read back: finite, and an integer short
+    enough for Python to print (sys.get_int_max_str_digits)."""
+    if isinstance(number, float):
+        return math.isfinite(number)
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    return not limit or number.bit_length() < limit * 3  # 3 bits < one decimal digit
+
+
+def strict(value: Any, path: str = "", problems: list[str] | None = None) -> Any:
+    """The value with every number JSON cannot carry replaced by null (each one named in
+    `problems`): the last guard before a document is written."""
+    if isinstance(value, dict):
+        return {k: strict(v, _join(path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if _number(value) and not representable(value):
+        if problems is not None:
+            problems.append(
+                f"json merge: '{path or '(root)'}': {_short(value)} is not a finite "
+                "JSON number; null instead"
+            )
+        return None
+    return value
+
+
+def dumps_strict(value: Any, problems: list[str] | None = None) -> str:
+    """One RFC 8259 document, indented: json.dumps(allow_nan=False) cannot fail on it."""
+    return json.dumps(strict(value, "", problems), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def dedupe(items: Sequence[Any], key: str | None, *, by_value: bool = True) -> list[Any]:
@@ -158,5 +210,9 @@ def _join(path: str, key: str) -> str:
 
 
 def _short(value: Any) -> str:
+    if _number(value) and not representable(value):
+        return (
+            repr(value) if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
+        )
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -3,6 +3,10 @@
 The endpoint's JSON mode (or structured outputs when a schema is known) is requested; an endpoint
 that rejects the parameter gets instructions only (client.PARAM_ADAPTATIONS drops it). Either way
 every answer is parsed and validated here, because no server's promise is taken on trust.
+
+A repair call echoes the chunk, the bad answer and the error, so it is larger than the call that
+fit: it is measured with the run's token counter against the run's context window
+(`RepairRoom`), and what it echoes is cut until it fits with the answer's max_tokens.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, FatalLLMError, RecipeError
+from ..inputs.tokens import ESTIMATE, ESTIMATE_MARGIN, TokenCounter
 from ..records import ChatRequest, Task, TaskResult, Usage
 from .jsonreply import JSONReplyError, parse_json_reply
 
@@ -27,6 +32,17 @@ SCHEMA_NAME = "answer"
 REPAIR_PROMPT = """\
 Your previous reply could not be used: {problem}.
 Reply again with only the corrected JSON document: no explanation, no code fence."""
+
+#: Said when the answer ran out of max_tokens: a shorter answer is the only fix.
+CUT_OFF = "your reply was cut off at the output limit, so answer more briefly"
+#: The error is echoed up to this many characters (a schema error may quote a whole value).
+MAX_PROBLEM_CHARS = 600
+#: Output tokens kept for a repair whose request sets no max_tokens (as the planner keeps).
+DEFAULT_RESERVE = 1_024
+#: Tokens kept free besides the answer, as the planner does (chat-template rounding).
+REQUEST_SLACK = 8
+#: Measure-and-cut rounds before a repair that still does not fit is given up.
+FIT_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,27 @@ def contract_for(recipe: Recipe, aspect: Aspect | None) -> JsonContract | None:
 
 
 @dataclass(frozen=True)
+class RepairRoom:
+    """The run's context window and token counter, which every repair call must fit."""
+
+    window: int
+    counter: TokenCounter
+
+    def limit(self, request: ChatRequest) -> int:
+        """Tokens the repair's messages may take: the window less the answer and slack (and
+        the estimate's margin, as the planner keeps it)."""
+        usable = self.window if self.counter.exact else int(self.window * (1 - ESTIMATE_MARGIN))
+        return usable - reserve_of(request) - REQUEST_SLACK
+
+
+def reserve_of(request: ChatRequest) -> int:
+    """The output tokens a request keeps for its answer."""
+    params = request.params
+    value = params.get("max_tokens") or params.get("max_completion_tokens")
+    return value if isinstance(value, int) and value > 0 else DEFAULT_RESERVE
+
+
+@dataclass(frozen=True)
 class CheckedResult(TaskResult):
     """A result whose JSON needed a repair call: it carries both calls' usage."""
 
@@ -135,8 +172,12 @@ def enforce_json(
     results: Sequence[TaskResult],
     contracts: Mapping[int, JsonContract],
     executor: Executor,
+    *,
+    room: RepairRoom | None = None,
 ) -> JsonCheck:
-    """Validate every JSON answer; run one repair call for each bad one (in parallel)."""
+    """Validate every JSON answer; run one repair call for each bad one (in parallel).
+
+    Each repair fits `room` (the run's window and counter); without it, nothing is cut."""
     check = JsonCheck(list(results))
     problems: dict[int, str] = {}
     for position, result in enumerate(results):
@@ -149,12 +190,18 @@ def enforce_json(
             problems[position] = str(exc)
     if not problems:
         return check
-    repairs = [repair_task(results[p], problem) for p, problem in problems.items()]
+    planned = {p: repair_task(results[p], problem, room=room) for p, problem in problems.items()}
+    repairs = [task for task in planned.values() if task is not None]
     try:
-        done = executor.run(repairs)
-    except FatalLLMError as exc:  # e.g. context overflow: the repairs fail, the rest is kept
+        ran = executor.run(repairs)
+    except FatalLLMError as exc:  # no retry helps: the repairs fail, the rest is kept
         check.exit_code, check.fatal = exc.exit_code, str(exc)
-        done = [TaskResult(task, error=str(exc)) for task in repairs]
+        ran = [TaskResult(task, error=str(exc)) for task in repairs]
+    finished = iter(ran)
+    done = [
+        next(finished) if task is not None else TaskResult(results[p].task, error=NO_ROOM)
+        for p, task in planned.items()
+    ]
     for position, repair in zip(problems, done, strict=True):
         first = results[position]
         contract = contracts[first.task.index]
@@ -169,24 +216,122 @@ def enforce_json(
             else:
                 check.repaired += 1
                 check.results[position] = CheckedResult(
-                    first.task, repair.completion, None, attempts, spent, repaired=True
+                    first.task, repair.completion, attempts=attempts, spent=spent, repaired=True
                 )
                 continue
         else:
             problem = f"{problem}; the repair call failed: {repair.error}"
         check.invalid += 1
         error = f"invalid JSON after one repair: {problem}"
-        check.results[position] = CheckedResult(first.task, None, error, attempts, spent)
+        check.results[position] = CheckedResult(
+            first.task, None, error=error, attempts=attempts, spent=spent
+        )
     return check
 
 
-def repair_task(result: TaskResult, problem: str) -> Task:
-    """The same conversation plus the bad answer and the parse error: one chance to fix it."""
+#: Why a repair was not sent: even with its echoes cut it would not fit the window.
+NO_ROOM = "not sent: it does not fit the context window even with the echoed text cut"
+
+
+def repair_task(result: TaskResult, problem: str, *, room: RepairRoom | None = None) -> Task | None:
+    """The same conversation plus the bad answer and the parse error: one chance to fix it.
+
+    The echoed answer is cut first (its head is kept), then the middle of the chunk, at line
+    boundaries so every framed line stays as escaped; None when nothing makes it fit."""
     request = result.task.request
-    messages = (
-        *request.messages,
-        {"role": "assistant", "content": result.text},
-        {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
-    )
+    if result.status == "truncated":
+        problem = f"{problem}; {CUT_OFF}"
+    if len(problem) > MAX_PROBLEM_CHARS:
+        problem = problem[: MAX_PROBLEM_CHARS - 3] + "..."
+    if room is None:
+        messages = _fitted(request.messages, result.text, problem, ESTIMATE, None)
+    else:
+        messages = _fitted(
+            request.messages, result.text, problem, room.counter, room.limit(request)
+        )
+    if messages is None:
+        return None
     repaired = ChatRequest(request.model, messages, request.params, request.sample)
     return Task(result.task.index, f"{result.task.label} (repair)", repaired, result.task.source)
+
+
+Conversation = tuple[Mapping[str, Any], ...]
+
+
+def _fitted(
+    original: Conversation, answer: str, problem: str, counter: TokenCounter, limit: int | None
+) -> Conversation | None:
+    """The repair conversation cut until the counter says it fits `limit` (None: no limit),
+    or None when it cannot."""
+    chunk_at = max((i for i, m in enumerate(original) if m.get("role") == "user"), default=-1)
+    chunk = str(original[chunk_at].get("content") or "") if chunk_at >= 0 else ""
+    prompt = REPAIR_PROMPT.format(problem=problem)
+
+    def build(chunk_text: str, answer_text: str) -> Conversation:
+        messages = list(original)
+        if chunk_at >= 0:
+            messages[chunk_at] = {**original[chunk_at], "content": chunk_text}
+        return (
+            *messages,
+            {"role": "assistant", "content": answer_text},
+            {"role": "user", "content": prompt},
+        )
+
+    kept, shown, cut = len(answer), len(chunk), chunk
+    if limit is None:
+        return build(chunk, answer)
+    for _ in range(FIT_ROUNDS):
+        over = counter.request_tokens(build(cut, _left_out(answer, kept))) - limit
+        if over <= 0:
+            return build(cut, _left_out(answer, kept))
+        if kept:
+            kept = _share(answer[:kept], over, counter)
+            continue
+        shown = min(shown, _share(cut, over, counter)) - len(_note(len(chunk)))
+        cut = _cut_middle(chunk, shown)
+        if not cut:
+            return None
+    return None
+
+
+def _share(text: str, over: int, counter: TokenCounter) -> int:
+    """How many characters of `text` to keep so that about `over` tokens (plus a margin for
+    uneven density) go."""
+    tokens = max(counter.count(text), 1)
+    keep = 1 - (over * 1.1 + 8) / tokens
+    return max(0, int(len(text) * keep))
+
+
+def _left_out(answer: str, kept: int) -> str:
+    """The echoed answer: its first `kept` characters and a note of what is left out."""
+    if kept >= len(answer):
+        return answer
+    note = f"[... {len(answer) - kept:,} more characters of this reply left out ...]"
+    return f"{answer[:kept]}\n{note}" if kept else note
+
+
+def _note(lines: int) -> str:
+    return f"[... {lines:,} lines left out here to fit the context window ...]\n"
+
+
+def _cut_middle(text: str, keep: int) -> str:
+    """The text with at most `keep` of its characters, in whole lines: middle lines go, so its
+    opening (the instructions) and end (the answer's format) stay; "" when nothing would."""
+    lines = text.splitlines(keepends=True)
+    head: list[str] = []
+    tail: list[str] = []
+    size = 0
+    for line in lines:  # two thirds from the start
+        if size + len(line) > keep * 2 // 3:
+            break
+        head.append(line)
+        size += len(line)
+    for line in reversed(lines[len(head) :]):
+        if size + len(line) > keep:
+            break
+        tail.insert(0, line)
+        size += len(line)
+    dropped = len(lines) - len(head) - len(tail)
+    if not head or not tail or dropped <= 0:
+        return ""
+    return "".join([*head, _note(dropped), *tail])
