@@ -108,16 +108,21 @@ def plan_reduce(
 ) -> ReducePlan:
     """The tree for parts of these sizes (tokens with their headings), within max_depth.
 
-    The largest intermediate cap up to the budget's that converges wins; none: ConfigError.
+    The intermediate cap is the largest (up to the budget's) whose tree is at most one level
+    deeper than the shallowest possible; no tree within max_depth: ConfigError.
     """
     ratio = min(max(ratio, DEFAULT_RATIO), MAX_RATIO)
     caps = [budget.output_tokens]
     while caps[-1] // 2 > MIN_REDUCE_TOKENS:
         caps.append(caps[-1] // 2)
-    for cap in [*caps, MIN_REDUCE_TOKENS]:
-        levels = _levels(list(sizes), budget, cap, ratio)
-        if levels is not None:
-            return ReducePlan(budget, cap, tuple(levels), worst_case)
+    trees = {cap: _levels(list(sizes), budget, cap, ratio) for cap in [*caps, MIN_REDUCE_TOKENS]}
+    converging = {cap: levels for cap, levels in trees.items() if levels is not None}
+    if converging:
+        # Every level is a lossy summary: at most one level more than the shallowest tree,
+        # with the largest cap that allows (the most said per output).
+        shallowest = min(len(levels) for levels in converging.values())
+        cap = max(c for c, levels in converging.items() if len(levels) <= shallowest + 1)
+        return ReducePlan(budget, cap, tuple(converging[cap]), worst_case)
     deepest = _levels(list(sizes), budget, MIN_REDUCE_TOKENS, ratio, depth=10_000)
     need = f"needs {len(deepest)} levels" if deepest else "cannot shrink to one output"
     raise ConfigError(

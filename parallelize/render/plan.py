@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import first_few
 from ..records import RunResult, VotePlan
 from .terminal import masked, usd
@@ -29,6 +32,7 @@ def plan_text(result: RunResult) -> str:
             f"estimate: {planned.input_tokens:,} tokens in, up to "
             f"{planned.output_tokens:,} out (at max_tokens): {cost}"
         )
+    lines.extend(reduce_plan_lines(result.merge.get("reduce_plan")))
     for task in result.tasks:
         shown = first_few(task.paths, 5)
         section = task.section
@@ -72,3 +76,26 @@ def vote_plan_text(result: RunResult) -> str:
         for message in result.tasks[0].request.messages:
             lines += [f"[{message['role']}]", str(message["content"])]
     return "\n".join(lines) + "\n"
+
+
+def reduce_plan_lines(plan: Mapping[str, Any] | None) -> list[str]:
+    """The map-reduce tree a `--merge llm` dry run plans, level by level, at worst."""
+    if not plan:
+        return []
+    window = (
+        f"context window {plan['context_window']:,} tokens (from {plan['context_window_source']})"
+    )
+    if "error" in plan:
+        return [f"reduce plan: {window}; at worst it does not converge: {plan['error']}"]
+    levels = plan["levels"]
+    lines = [
+        f"reduce plan: at most {plan['calls']} reduce call(s) in {len(levels)} level(s) "
+        f"(merge.max_depth {plan['max_depth']}), {window}"
+    ]
+    for number, level in enumerate(levels, start=1):
+        kind = "final answer" if level["final"] else "output"
+        lines.append(
+            f"  level {number}: {level['calls']} call(s) reading {level['parts']} part(s), "
+            f"{kind} capped at {level['max_tokens']:,} tokens"
+        )
+    return lines
