@@ -255,12 +255,18 @@ class InputsReport:
     encodings: Mapping[str, str]
     #: `12 files, 340 KB, 81,000 tokens (o200k_base); ...`
     summary: str
+    #: Share of the window kept free because the counter is not the model's own tokenizer.
+    margin: float = 0.0
+    #: Which endpoint the window and counter came from (asked, or remembered); "": not asked.
+    facts: str = ""
 
     def record(self) -> dict[str, Any]:
         """Its keys in `--format json`."""
         inputs = ("files", "bytes", "tokens", "skipped", "secrets", "encodings", "summary")
         return {
             "counter": self.counter,
+            "counter_margin": self.margin,
+            "plan_facts": self.facts,
             "context_window": self.context_window,
             "context_window_source": self.context_window_source,
             "inputs": {name: getattr(self, name) for name in inputs},

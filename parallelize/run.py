@@ -7,6 +7,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +21,7 @@ from .engine.session import (
     default_model,
     engine,
     estimate_plan,
+    open_cache,
     record_engine,
 )
 from .errors import (
@@ -27,6 +29,7 @@ from .errors import (
     EXIT_OK,
     ConfigError,
     ContextOverflowError,
+    EndpointError,
     combine_exit_codes,
     first_few,
 )
@@ -51,6 +54,7 @@ from .plan.sections import (
     refine_section,
 )
 from .plan.tasks import SectionTemplate, check_section_template, section_tasks
+from .plan.window import ServerFacts, server_facts
 from .recipe.model import Recipe
 from .records import Event, ProgressCallback, RunResult, Task, TaskResult, VotePlan
 
@@ -78,9 +82,9 @@ def run_section(
     _check_output(output)
     bounds = _input_bounds(recipe, options, output=output, allow_outside=allow_outside)
     template = check_section_template(recipe)
-    endpoint = None if options.dry_run else (options.endpoint or Endpoint.resolve())
+    endpoint = _endpoint(options)
     model = _section_model(recipe, endpoint)
-    needs_counts = options.max_cost is not None or bool(options.tpm)
+    needs_counts = options.dry_run or options.max_cost is not None or bool(options.tpm)
     first = first_pass(recipe, endpoint, needs_counts=needs_counts)
     prepared = prepare_section(
         paths,
@@ -93,13 +97,16 @@ def run_section(
         count_first=first.count_first,
     )
     tasks = plan_section(template, prepared.plan.chunks, model=model or UNKNOWN_MODEL)
-    if endpoint is None:
-        dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
-        dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
-        return estimate_plan(_with_inputs(dry, prepared), options.price_book(), options.max_cost)
-    if model is None or first.ask_later:
-        model, prepared, tasks = _ask_endpoint(template, prepared, tasks, model, endpoint, options)
-    result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
+    with ExitStack() as stack:  # the endpoint's counter stays usable while the run lasts
+        if endpoint is not None and (model is None or first.ask_later):
+            asked = _ask_endpoint(template, prepared, tasks, model, endpoint, options, stack)
+            model, prepared, tasks = asked
+        if endpoint is None or options.dry_run or model is None:
+            dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
+            dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
+            dry = _with_inputs(dry, prepared)
+            return estimate_plan(dry, options.price_book(), options.max_cost)
+        result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
     result.wall_time = time.monotonic() - started
     return result
 
@@ -152,6 +159,16 @@ def _section_model(recipe: Recipe, endpoint: Endpoint | None) -> str | None:
     return model
 
 
+def _endpoint(options: RunOptions) -> Endpoint | None:
+    """Where the run goes; a dry run without a configured endpoint plans locally (None)."""
+    try:
+        return options.endpoint or Endpoint.resolve()
+    except EndpointError:
+        if options.dry_run:
+            return None
+        raise
+
+
 def _ask_endpoint(
     template: SectionTemplate,
     prepared: Prepared,
@@ -159,13 +176,39 @@ def _ask_endpoint(
     model: str | None,
     endpoint: Endpoint,
     options: RunOptions,
-) -> tuple[str, Prepared, list[Task]]:
-    """The model, plan and tasks after asking the endpoint (metadata only, never a chat)."""
-    with ChatClient(endpoint, timeout=options.timeout) as client:
-        chosen = model or default_model(client)
-        refined = refine_section(prepared, template, model=chosen, client=client)
+    stack: ExitStack,
+) -> tuple[str | None, Prepared, list[Task]]:
+    """The model, plan and tasks after asking the endpoint (metadata and token counts, never a
+    chat), or after reading what it said from the cache; the dry run and the run alike.
+
+    A dry run whose endpoint does not answer plans locally and says so.
+    """
+    client = stack.enter_context(ChatClient(endpoint, timeout=options.timeout))
+    store = open_cache(options.cache, options.cache_dir, options.on_notice or (lambda _: None))
+    if store is not None:
+        stack.enter_context(store)
+    chosen, refresh = model, options.refresh
+    try:
+        chosen = model or default_model(client, store=store, refresh=refresh)
+        facts = server_facts(client, chosen, store=store, refresh=refresh)
+        near = client if facts.answered else None
+        where = facts.describe()
+        refined = refine_section(
+            prepared, template, model=chosen, client=near, facts=facts, store=store, where=where
+        )
+    except EndpointError as exc:
+        if not options.dry_run:
+            raise
+        chosen, facts = model, ServerFacts(answered=False)
+        where = facts.describe()
+        local = refine_section(
+            prepared, template, model=model or UNKNOWN_MODEL, client=None, facts=facts, where=where
+        )
+        refined = replace(
+            local, warnings=[*local.warnings, f"dry run planned locally: {exc.message}"]
+        )
     if refined.plan is not prepared.plan or model is None:
-        tasks = plan_section(template, refined.plan.chunks, model=chosen)
+        tasks = plan_section(template, refined.plan.chunks, model=chosen or UNKNOWN_MODEL)
     return chosen, refined, tasks
 
 

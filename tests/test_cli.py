@@ -59,12 +59,12 @@ def test_output_file_keeps_stdout_empty(llm: LLMServer, cli, make_tree, tmp_path
     assert "MARKER-1" in out.read_text()
 
 
-def test_dry_run_prints_plan_and_sends_nothing(llm: LLMServer, cli, make_tree) -> None:
+def test_dry_run_prints_plan_and_makes_no_model_call(llm: LLMServer, cli, make_tree) -> None:
     result = cli.invoke(app, ["section", src(make_tree), "--chunks", "2", "--dry-run"])
     assert result.exit_code == 0
     assert result.stdout.startswith("plan: 2 section task(s)")
     assert "--- rendered prompt of chunk 1/2 ---" in result.stdout
-    assert llm.all_requests == []
+    assert llm.requests == []  # metadata only (the window, the tokenizer): no chat
 
 
 @pytest.mark.parametrize(

@@ -80,12 +80,12 @@ def test_truncated_replies_are_marked(llm: LLMServer, make_tree) -> None:
     assert len(result.truncated) == 1 and result.exit_code == 0
 
 
-def test_dry_run_makes_no_request(llm: LLMServer, make_tree) -> None:
+def test_dry_run_makes_no_model_call(llm: LLMServer, make_tree) -> None:
     result = run_section(
         [str(tree(make_tree, 4))], recipe(chunking={"chunks": 2}), options=RunOptions(dry_run=True)
     )
     assert result.dry_run and len(result.tasks) == 2
-    assert llm.all_requests == []
+    assert llm.requests == []  # only the endpoint's metadata was asked (its window, tokenizer)
 
 
 def test_stdin_input(llm: LLMServer) -> None:

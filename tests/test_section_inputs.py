@@ -125,7 +125,7 @@ def test_allow_secrets_sends_them_and_fail_sends_nothing(llm: LLMServer, make_tr
 def test_dry_run_shows_masked_findings_and_the_redacted_prompt(llm, make_tree) -> None:
     root = planted_tree(make_tree)
     result = CliRunner().invoke(app, ["section", str(root), "--chunks", "1", "--dry-run"])
-    assert result.exit_code == 0 and llm.all_requests == []
+    assert result.exit_code == 0 and llm.requests == []  # no model call
     out = result.stdout
     assert "secrets redacted before sending (values masked):" in out
     assert f"{root}/src/aws.py:2:aws-access-key-id (AWS access key id, 20 chars)" in out
@@ -138,7 +138,7 @@ def test_a_chunk_too_big_for_the_window_fails_before_any_request(llm, make_tree)
     root = make_tree({"big.py": "x = 1\n" * 2000, "small.py": "y = 2\n"})
     args = ["section", str(root), "--chunks", "1", "--context-window", "2000", "-q"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and llm.all_requests == []
+    assert result.exit_code == 2 and llm.requests == []  # the endpoint may count: asked, no chat
     assert f"chunk 1/1 ({root}/big.py, {root}/small.py) needs about" in result.stderr
 
 
@@ -291,9 +291,13 @@ def test_a_larger_window_from_the_server_is_asked_before_judging_the_fit(llm, ma
     root = make_tree({"big.py": "value = compute(1, 2, 3)\n" * 1000})  # about 9,000 tokens
     result = run_section([str(root)], recipe(chunking={"chunks": 1}, max_tokens=64))
     assert result.exit_code == 0 and result.details["context_window"] == 20_000
-    llm.llama = False
+    llm.llama = False  # the window is remembered for a day: --refresh asks again
     with pytest.raises(InputError, match="needs about"):
-        run_section([str(root)], recipe(chunking={"chunks": 1}, max_tokens=64))
+        run_section(
+            [str(root)],
+            recipe(chunking={"chunks": 1}, max_tokens=64),
+            options=RunOptions(refresh=True),
+        )
     assert len(llm.requests) == 1  # the first run's one chunk; the second sent nothing
 
 

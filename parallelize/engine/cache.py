@@ -1,5 +1,11 @@
 """SQLite store of finished calls, keyed by a hash of the request: re-runs and resumes read it.
 
+It also remembers what endpoints said about themselves (model list, context window, tokenizer:
+`facts`, for FACTS_TTL) and the token counts of their tokenizers by text hash, so a dry run, the
+run and a re-run plan from the same facts, and a fully cached re-run needs no server. The file
+carries its schema version (`PRAGMA user_version`): an older file is migrated in place in one
+transaction, a newer one is read but never written.
+
 Each finished call is committed within milliseconds, so an interrupted run loses nothing it paid
 for: a writer thread commits whatever finished meanwhile in one transaction (64 workers finishing
 together wait for none of it, where a commit each queued them one behind the other), and closing
@@ -23,15 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..defaults import default_cache_dir
 from ..errors import CacheError
 from ..masking import mask
 from ..records import ChatRequest, Completion, Usage
 from .durations import format_duration
+from .facts import FACTS_SCHEMA, KnownFacts
 from .reply import tool_call_from
 
 CACHE_FILE = "calls.sqlite3"
 #: Bumped when the key recipe changes, so old entries are never misread.
 KEY_VERSION = 1
+#: The file's layout (`PRAGMA user_version`): 0 is the calls table alone (files written before
+#: the version was kept), 1 adds `facts` and `token_counts`.
+SCHEMA_VERSION = 1
 #: Seconds a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT = 30.0
 #: Keys per SELECT when looking many up at once (SQLite's variable limit is 999 on old builds).
@@ -41,7 +52,8 @@ NOT_IN_KEY = frozenset(
     {"stream", "stream_options", "user", "metadata", "store", "service_tier", "prompt_cache_key"}
 )
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS calls (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -56,6 +68,8 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_used ON calls (used);
 """
+    + FACTS_SCHEMA
+)
 
 
 def request_key(base_url: str, request: ChatRequest, *, api_version: str | None = None) -> str:
@@ -88,7 +102,7 @@ class CacheInfo:
     completion_tokens: int
 
 
-class CallCache:
+class CallCache(KnownFacts):
     """One SQLite file of finished calls, shared by every worker thread of this process."""
 
     def __init__(self, directory: str | Path) -> None:
@@ -100,6 +114,9 @@ class CallCache:
         self._closing = False
         self._writer: threading.Thread | None = None
         self._write_error: CacheError | None = None
+        #: A file written by a newer parallelize: read, never written (`warning` says so).
+        self.read_only = False
+        self.warning: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not self.path.exists():
@@ -128,13 +145,32 @@ class CallCache:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(SCHEMA)
+                self._migrate()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+
+    def _migrate(self) -> None:
+        """Bring an older (or new, empty) file to SCHEMA_VERSION in one transaction."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self.read_only = True
+            self.warning = (
+                f"the cache {self.path} was written by a newer parallelize (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}): reading it, storing nothing"
+            )
+            return
+        if version == SCHEMA_VERSION:
+            return
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # another process may be migrating it too
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for statement in SCHEMA.split(";"):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __enter__(self) -> CallCache:
         return self
@@ -174,7 +210,7 @@ class CallCache:
                     batch,
                 ).fetchall()
                 found.update((row[0], _completion(row)) for row in rows)
-            if found:
+            if found and not self.read_only:
                 now = time.time()
                 with self._db:  # one transaction for all the updates, not one commit each
                     self._db.execute("BEGIN")
@@ -185,6 +221,8 @@ class CallCache:
 
     def put(self, key: str, completion: Completion) -> None:
         """Hand one finished call to the writer thread; raises if an earlier write failed."""
+        if self.read_only:
+            return
         now = time.time()
         row = (
             key,
@@ -256,6 +294,9 @@ class CallCache:
             else:
                 cutoff = time.time() - older_than
                 removed = self._db.execute("DELETE FROM calls WHERE used < ?", (cutoff,)).rowcount
+            cutoff = time.time() - (older_than or 0.0)
+            self._db.execute("DELETE FROM facts WHERE created < ?", (cutoff,))
+            self._db.execute("DELETE FROM token_counts WHERE used < ?", (cutoff,))
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.execute("VACUUM")
@@ -273,6 +314,13 @@ class CallCache:
                     f"cannot {action} the cache {self.path}: {exc}",
                     hint="pass --no-cache, or `parallelize cache clear` to start it afresh",
                 ) from None
+
+
+def forget_window(base_url: str, model: str | None, *, directory: str | Path | None = None) -> int:
+    """Forget the cached window and tokenizer facts of a model (every model: None), after an
+    overflow reply say, so the next plan asks the endpoint again; returns how many were dropped."""
+    with CallCache(directory or default_cache_dir()) as cache:
+        return cache.forget_facts(base_url, model)
 
 
 def _completion(row: Iterable[Any]) -> Completion:

@@ -40,10 +40,19 @@ def open_cache(
     from .cache import CallCache  # here: sqlite3 is loaded only when the cache is on
 
     try:
-        return CallCache(directory or default_cache_dir())
+        cache = CallCache(directory or default_cache_dir())
     except CacheError as exc:
         notice(f"warning: {exc}; running without the cache")
         return None
+    if cache.warning and cache.path not in _WARNED:  # a newer file: said once per process
+        _WARNED.add(cache.path)
+        notice(f"warning: {cache.warning}")
+    return cache
+
+
+_WARNED: set[Path] = set()
+#: The kind of fact the model list is kept under (per endpoint, model "").
+MODELS_FACT = "models"
 
 
 def record_engine(result: RunResult, executor: Executor) -> RunResult:
@@ -181,11 +190,14 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
         yield executor
 
 
-def default_model(client: ChatClient) -> str:
-    """OpenAI's default model, or the only model a local server lists."""
+def default_model(
+    client: ChatClient, *, store: CallCache | None = None, refresh: bool = False
+) -> str:
+    """OpenAI's default model, or the only model a local server lists (the list is kept in
+    `store` for a day, so a re-run needs no server to choose)."""
     if client.endpoint.is_openai:
         return DEFAULT_OPENAI_MODEL
-    listed = client.list_models()
+    listed = list_models(client, store=store, refresh=refresh)
     if len(listed) == 1:
         return listed[0]
     choices = f" (the server lists: {', '.join(listed[:10])})" if listed else ""
@@ -193,3 +205,20 @@ def default_model(client: ChatClient) -> str:
         f"no model chosen for {mask(client.endpoint.base_url)}{choices}",
         hint="pass --model NAME or set PARALLELIZE_MODEL",
     )
+
+
+def list_models(
+    client: ChatClient, *, store: CallCache | None = None, refresh: bool = False
+) -> list[str]:
+    """The models an endpoint lists: remembered (a day) unless `refresh`, else asked and kept."""
+    base = client.endpoint.base_url
+    try:
+        kept = store.get_fact(base, "", MODELS_FACT) if store and not refresh else None
+        if kept is not None and isinstance(kept[0], list):
+            return [str(name) for name in kept[0]]
+        listed = client.list_models()
+        if listed and store is not None:
+            store.put_fact(base, "", MODELS_FACT, listed)
+        return listed
+    except CacheError:  # a broken cache only costs the request
+        return client.list_models()

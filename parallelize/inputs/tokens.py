@@ -15,11 +15,11 @@ import re
 import string
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..defaults import default_cache_dir
-from ..errors import EndpointError
+from .servercount import CountStore, PostJson, ServerCounts, probe_tokenizer
 
 TOKENIZERS = ("o200k", "cl100k", "estimate", "server")
 ENCODINGS = {"o200k": "o200k_base", "cl100k": "cl100k_base"}
@@ -54,6 +54,19 @@ _NON_ASCII_WEIGHT = 0.32
 #: Share of a context window the planner keeps free when it counts with the estimate.
 ESTIMATE_MARGIN = 0.15
 
+# How many tokens real models' tokenizers count per tiktoken token, measured with llama.cpp's
+# own tokenizers on the Python 3.11 standard library's .py sources (tools/realserver/margin.py:
+# 1,783 files, 30 MB; per file: files of at least 1,000 tiktoken tokens). cl100k column
+# (o200k counts about 2% fewer still), corpus / 95th percentile / worst file:
+#   FOREIGN_TABLE
+# FOREIGN_RATIO covers the 95th percentile of today's chat families; the rare file past it (long
+# runs of digits, which some vocabularies split one by one) and old vocabularies (Baichuan, 2.1x)
+# still end in the server's "exceeds the context" error naming the chunk: use --tokenizer server
+# (where the server counts) or --context-window there.
+FOREIGN_RATIO = 1.40
+#: Share of the window kept free when counting with tiktoken for a model that is not OpenAI's.
+FOREIGN_MARGIN = 1 - 1 / FOREIGN_RATIO
+
 
 def estimate_tokens(text: str) -> int:
     """A deterministic token estimate from byte classes; linear, so it adds up over pieces."""
@@ -87,6 +100,11 @@ class TokenCounter:
     note: str | None = None
     #: Tokens of a whole chat request, when the server can render its own chat template.
     render: Callable[[Messages], int] | None = None
+    #: Share of the context window the planner keeps free: counts that may fall short of the
+    #: model's (the estimate; tiktoken for a model that is not OpenAI's). 0: the model's own.
+    margin: float = 0.0
+    #: Counts of many texts at once (the server: concurrent requests, cached counts first).
+    count_many: Callable[[Sequence[str]], list[int]] | None = None
 
     def request_tokens(self, messages: Messages) -> int:
         """Tokens a chat request takes in the context window, framing included."""
@@ -96,7 +114,31 @@ class TokenCounter:
         return body + REPLY_TOKENS
 
 
-ESTIMATE = TokenCounter("estimate", estimate_tokens, exact=False, additive=True)
+ESTIMATE = TokenCounter(
+    "estimate", estimate_tokens, exact=False, additive=True, margin=ESTIMATE_MARGIN
+)
+
+
+def is_openai_model(model: str | None) -> bool:
+    """Whether tiktoken is this model's own tokenizer (OpenAI's model families)."""
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    return name.startswith((*O200K_PREFIXES, "gpt-4", "gpt-3.5", "gpt-35"))
+
+
+def for_model(counter: TokenCounter, model: str | None) -> TokenCounter:
+    """The counter with the margin it needs for this model: tiktoken and the estimate are
+    OpenAI's tokenizers (or close to them), so other models' counts may be higher."""
+    if counter.name == "server" or counter.name == BYTES_BOUND.name or is_openai_model(model):
+        return counter
+    margin = 1 - (1 - counter.margin) / FOREIGN_RATIO
+    return replace(counter, margin=round(margin, 3))
+
+
+def describe_margin(counter: TokenCounter) -> str:
+    """`the model's own, no margin` or `15% of the window kept free`, for plans and summaries."""
+    if counter.margin <= 0:
+        return "no margin" if counter.exact else "no margin (an estimate)"
+    return f"margin {counter.margin:.0%} of the window"
 
 
 def utf8_bytes(text: str) -> int:
@@ -227,7 +269,7 @@ def _load_tiktoken(encoding: str, timeout: float) -> TokenCounter:
             f"downloaded ({box.get('error', 'unknown error')}); connect once, or set "
             "TIKTOKEN_CACHE_DIR to a directory that holds it"
         )
-        return TokenCounter("estimate", estimate_tokens, exact=False, additive=True, note=note)
+        return replace(ESTIMATE, note=note)
     return TokenCounter(encoding, encoders.count, exact=True, additive=True)
 
 
@@ -334,34 +376,28 @@ def _is_cached(encoding: str) -> bool:
     return os.path.exists(os.path.join(cache, key))
 
 
-PostJson = Callable[[str, Mapping[str, Any]], Any]
+def server_counter(
+    post_json: PostJson,
+    *,
+    fallback: TokenCounter,
+    model: str | None = None,
+    tokenizer: Mapping[str, Any] | None = None,
+    store: CountStore | None = None,
+) -> TokenCounter:
+    """Count with the server's own tokenizer, else `fallback` (with a note).
 
-
-def server_counter(post_json: PostJson, *, fallback: TokenCounter) -> TokenCounter:
-    """Count with the server's own tokenizer (llama.cpp `POST /tokenize`), else `fallback`."""
-    probe = post_json("tokenize", {"content": "hello"})
-    if not isinstance(probe, dict) or not isinstance(probe.get("tokens"), list):
+    `tokenizer` is what `probe_tokenizer` found (probed here when not given); counts are looked
+    up in, and added to, `store` under its fingerprint, so counting a text again needs no server.
+    """
+    found = tokenizer if tokenizer is not None else probe_tokenizer(post_json, model)
+    if not found:
         note = (
             f"the server has no tokenize endpoint; counting with {fallback.name} instead "
             "(pass --tokenizer o200k, cl100k or estimate to choose)"
         )
-        return TokenCounter(
-            fallback.name, fallback.count, fallback.exact, fallback.additive, note, None
-        )
-
-    def count(text: str) -> int:
-        if not text:
-            return 0
-        reply = post_json("tokenize", {"content": text})
-        if not isinstance(reply, dict) or not isinstance(reply.get("tokens"), list):
-            raise EndpointError("the server's tokenize endpoint stopped answering")
-        return len(reply["tokens"])
-
-    def render(messages: Messages) -> int:
-        reply = post_json("apply-template", {"messages": [dict(m) for m in messages]})
-        if isinstance(reply, dict) and isinstance(reply.get("prompt"), str):
-            return count(reply["prompt"])
-        body = sum(count(str(m.get("content") or "")) + MESSAGE_TOKENS for m in messages)
-        return body + REPLY_TOKENS
-
-    return TokenCounter("server", count, exact=True, additive=False, render=render)
+        return replace(fallback, note=note)
+    counts = ServerCounts(post_json, found, model, store)
+    render = counts.render if counts.template else None
+    return TokenCounter(
+        "server", counts.count, exact=True, render=render, count_many=counts.count_many
+    )

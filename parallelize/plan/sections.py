@@ -26,21 +26,13 @@ from ..inputs.read import (
     replace_documents,
     secret_warnings,
 )
-from ..inputs.tokens import (
-    BYTES_BOUND,
-    ESTIMATE_MARGIN,
-    TokenCounter,
-    get_counter,
-    server_counter,
-)
+from ..inputs.tokens import BYTES_BOUND, CountStore, TokenCounter
 from ..recipe.model import Recipe
 from ..records import InputsReport, Task, TaskResult
 from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
 from .tasks import SectionTemplate, checked, section_tasks
 from .template import placeholders
-from .window import (
-    resolve_window,
-)
+from .window import ServerFacts, choose_counter, resolve_window
 
 if TYPE_CHECKING:
     from ..engine.client import ChatClient, Endpoint
@@ -68,6 +60,8 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     #: False when the fit in the context window is left for `refine_section` to check.
     checked: bool = True
+    #: Where the window and the counter came from when the endpoint was asked (or remembered).
+    facts: str = ""
 
     def report(self) -> InputsReport:
         """What was read, for the summary and `--format json`."""
@@ -83,6 +77,8 @@ class Prepared:
             secrets=[vars(f) for f in found.findings],
             encodings={d.path: d.encoding for d in found.documents if d.encoding != "utf-8"},
             summary=inputs_summary(found, self.counter),
+            margin=self.counter.margin,
+            facts=self.facts,
         )
 
 
@@ -106,7 +102,9 @@ def first_pass(recipe: Recipe, endpoint: Endpoint | None, *, needs_counts: bool)
     """How much the local pass must prove for this endpoint (None: a dry run)."""
     if endpoint is None:
         return FirstPass()
-    server = recipe.tokenizer == "server" or not (recipe.context_window or endpoint.is_openai)
+    # The endpoint's own counter is the default wherever it has one; it may know the window.
+    counts = recipe.tokenizer in (None, "server")
+    server = not endpoint.is_openai and (counts or not recipe.context_window)
     return FirstPass(ask_later=server, count_first=needs_counts)
 
 
@@ -160,34 +158,52 @@ def prepare_section(
 
 
 def refine_section(
-    prepared: Prepared, template: SectionTemplate, *, model: str, client: ChatClient
+    prepared: Prepared,
+    template: SectionTemplate,
+    *,
+    model: str,
+    client: ChatClient | None,
+    facts: ServerFacts | None = None,
+    store: CountStore | None = None,
+    where: str = "",
 ) -> Prepared:
-    """Ask the endpoint what the local pass guessed (tokenizer, context window); re-plan if needed.
+    """Re-plan with what the endpoint said (its window, its tokenizer); `facts` is what
+    `server_facts` found (asked here when None), `where` says where it came from.
 
-    Only metadata is asked (llama.cpp /props and /tokenize, the model list), never a chat.
+    Only metadata is asked (llama.cpp /props, /tokenize and /apply-template, the model list,
+    vLLM /tokenize), never a chat; counts are kept in `store`.
     """
     recipe = template.recipe
-    window, source = resolve_window(recipe, model, client)
+    window, source = resolve_window(recipe, model, client, facts=facts)
     found = prepared.discovery
     if prepared.counter is BYTES_BOUND:
         if window == prepared.window:
-            return replace(prepared, window_source=source)
+            return replace(prepared, window_source=source, facts=where)
         whole = _whole_files(found, template, model, window, source)
         if whole is not None:
-            return whole
-        counter = choose_counter(recipe.tokenizer, model, client)
-        found = replace_documents(found, recount(found.documents, counter))
-        return _planned(found, template, counter, model, window, source)
-    counter = choose_counter(recipe.tokenizer, model, client)
+            return replace(whole, facts=where)
+        counter = choose_counter(recipe.tokenizer, model, client, facts=facts, store=store)
+        found = replace_documents(found, _recount(found.documents, counter))
+        return replace(_planned(found, template, counter, model, window, source), facts=where)
+    counter = choose_counter(recipe.tokenizer, model, client, facts=facts, store=store)
     same_counts = counter.name == prepared.counter.name and counter.render is None
+    same_plan = counter.margin == prepared.counter.margin and counter.note == prepared.counter.note
     same_window = window == prepared.window and prepared.checked
-    if same_counts and counter.note == prepared.counter.note and same_window:
-        return prepared
+    if same_counts and same_plan and same_window:
+        return replace(prepared, facts=where)
     if not same_counts and found.documents:
-        found = replace_documents(found, recount(found.documents, counter))
+        found = replace_documents(found, _recount(found.documents, counter))
     if not found.documents:  # a matrix without input: nothing to cut
-        return Prepared(prepared.plan, found, counter, window, source, prepared.warnings)
-    return _planned(found, template, counter, model, window, source)
+        planned = Prepared(prepared.plan, found, counter, window, source, prepared.warnings)
+        return replace(planned, facts=where)
+    return replace(_planned(found, template, counter, model, window, source), facts=where)
+
+
+def _recount(documents: Sequence[Document], counter: TokenCounter) -> list[Document]:
+    """The documents counted again; a server counts them all at once first (concurrently)."""
+    if counter.count_many is not None:
+        counter.count_many([doc.text for doc in documents])  # then each count is remembered
+    return recount(documents, counter)
 
 
 def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prepared:
@@ -198,8 +214,7 @@ def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prep
     counter = choose_counter(recipe.tokenizer, model, None)
     found = replace_documents(prepared.discovery, recount(prepared.discovery.documents, counter))
     notes = [counter.note] if counter.note else []
-    window, source = prepared.window, prepared.window_source
-    return Prepared(prepared.plan, found, counter, window, source, notes + prepared.warnings)
+    return replace(prepared, discovery=found, counter=counter, warnings=notes + prepared.warnings)
 
 
 class ExactCounts:
@@ -314,19 +329,6 @@ def _planned(
     return Prepared(plan, found, counter, window, source, every)
 
 
-def choose_counter(
-    tokenizer: str | None, model: str | None, client: ChatClient | None
-) -> TokenCounter:
-    """The counter the recipe asks for; `server` needs the endpoint, and counts locally before."""
-    if tokenizer != "server":
-        return get_counter(model, tokenizer)
-    fallback = get_counter(model)
-    if client is None:
-        note = f"--tokenizer server needs the endpoint; a dry run counts with {fallback.name}"
-        return replace(fallback, note=fallback.note or note)
-    return server_counter(client.post_json, fallback=fallback)
-
-
 def prompt_overhead(template: SectionTemplate, counter: TokenCounter) -> int:
     """Tokens of the largest request with an empty chunk (any aspect or clone): the fixed cost,
     measured once per counter."""
@@ -353,7 +355,7 @@ def plan_chunks(
     window = window or resolve_window(recipe, model, None)[0]
     reserve = recipe.max_tokens or RESERVED_OUTPUT_TOKENS
     overhead = prompt_overhead(template, counter)
-    usable = window if counter.exact else int(window * (1 - ESTIMATE_MARGIN))
+    usable = int(window * (1 - counter.margin))
     room = usable - reserve - overhead
     if room < MIN_INPUT_TOKENS:
         raise ConfigError(

@@ -1,10 +1,25 @@
-"""The context window of a request: the recipe's, the server's (llama.cpp /props), the table's."""
+"""The context window of a request: the recipe's, the server's (llama.cpp /props), the table's.
+
+What a server says about a model (its window, whether and how it counts tokens) is asked once by
+`server_facts` and kept in a `FactStore` (the call cache) for a day, so the dry run, the run and
+a re-run plan from the same facts, and a re-run needs no server to plan.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..inputs.tokens import (
+    CountStore,
+    TokenCounter,
+    for_model,
+    get_counter,
+    probe_tokenizer,
+    server_counter,
+)
 from ..recipe.model import Recipe
 
 if TYPE_CHECKING:
@@ -69,11 +84,102 @@ def probe_context_window(get_json: GetJson, model: str | None) -> tuple[int, str
     return None
 
 
-def resolve_window(recipe: Recipe, model: str | None, client: ChatClient | None) -> tuple[int, str]:
-    """The context window and where it came from: recipe/flag, server, built-in table."""
+class FactStore(Protocol):
+    """Where what endpoints said is kept between runs (the call cache: `engine.facts`)."""
+
+    def get_fact(self, endpoint: str, model: str, kind: str) -> tuple[Any, float] | None: ...
+
+    def put_fact(self, endpoint: str, model: str, kind: str, value: Any) -> None: ...
+
+
+#: The kind of fact `server_facts` keeps per endpoint and model.
+SERVER_FACTS = "server"
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What an endpoint said about a model: its context window and how it counts tokens."""
+
+    window: int | None = None
+    window_source: str | None = None
+    #: `inputs.tokens.probe_tokenizer`'s answer; None: the server does not count tokens.
+    tokenizer: dict[str, Any] | None = None
+    #: Whether the server answered at all (unreachable: nothing is known, nothing kept).
+    answered: bool = True
+    #: Seconds since the server said it, when it came from the store.
+    age: float | None = None
+
+    def describe(self) -> str:
+        """Where the plan's window and counter came from, for the plan and the summary."""
+        if not self.answered:
+            return "the endpoint did not answer: planned locally"
+        if self.age is not None:
+            return f"remembered from the endpoint {_ago(self.age)} ago (--refresh asks again)"
+        if self.tokenizer:
+            return "asked the endpoint: the redacted text went to its tokenizer (no model call)"
+        return "asked the endpoint for its window (it counts no tokens)"
+
+
+def server_facts(
+    client: ChatClient, model: str, *, store: FactStore | None = None, refresh: bool = False
+) -> ServerFacts:
+    """The endpoint's window and tokenizer for a model: from the store (a day), else asked
+    (metadata only, never a chat) and kept; an endpoint that does not answer is not kept."""
+    base = client.endpoint.base_url
+    if store is not None and not refresh:
+        kept = store.get_fact(base, model, SERVER_FACTS)
+        if kept is not None and isinstance(kept[0], dict):
+            value, when = kept
+            return ServerFacts(
+                window=value.get("window"),
+                window_source=value.get("window_source"),
+                tokenizer=value.get("tokenizer"),
+                age=max(0.0, time.time() - when),
+            )
+    answers: list[bool] = []
+
+    def get_json(path: str) -> Any:
+        reply = client.get_json(path)
+        answers.append(reply is not None)
+        return reply
+
+    probed = probe_context_window(get_json, model)
+    tokenizer = probe_tokenizer(client.post_json, model)
+    if not (any(answers) or tokenizer or get_json("v1/models") is not None):
+        return ServerFacts(answered=False)
+    window, source = probed or (None, None)
+    facts = ServerFacts(window, source, tokenizer)
+    if store is not None:
+        value = {"window": window, "window_source": source, "tokenizer": tokenizer}
+        store.put_fact(base, model, SERVER_FACTS, value)
+    return facts
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def resolve_window(
+    recipe: Recipe,
+    model: str | None,
+    client: ChatClient | None,
+    *,
+    facts: ServerFacts | None = None,
+) -> tuple[int, str]:
+    """The context window and where it came from: recipe/flag, server, built-in table.
+
+    With `facts` the server was asked already (or its answer is remembered): no request here.
+    """
     if recipe.context_window:
         return recipe.context_window, "context_window"
-    if client is not None and not client.endpoint.is_openai:
+    if facts is not None:
+        if facts.window and facts.window_source:
+            return facts.window, facts.window_source
+    elif client is not None and not client.endpoint.is_openai:
         probed = probe_context_window(client.get_json, model)
         if probed:
             return probed
@@ -81,3 +187,39 @@ def resolve_window(recipe: Recipe, model: str | None, client: ChatClient | None)
     if known:
         return known, "the built-in table"
     return DEFAULT_CONTEXT_WINDOW, "the default for unknown models"
+
+
+def choose_counter(
+    tokenizer: str | None,
+    model: str | None,
+    client: ChatClient | None,
+    *,
+    facts: ServerFacts | None = None,
+    store: CountStore | None = None,
+) -> TokenCounter:
+    """The counter the recipe asks for; by default (and with `server`) the endpoint's own where
+    it has one, else tiktoken, with a margin when that is not the model's own tokenizer.
+
+    Without `client` (the local pass, or an endpoint that did not answer) it counts locally.
+    """
+    if tokenizer not in (None, "server"):
+        return for_model(get_counter(model, tokenizer), model)
+    fallback = for_model(get_counter(model), model)
+    if client is None or client.endpoint.is_openai:
+        if tokenizer == "server" and client is None:
+            note = f"--tokenizer server needs the endpoint; counting with {fallback.name}"
+            return replace(fallback, note=fallback.note or note)
+        return fallback
+    if facts is not None and not facts.tokenizer:
+        if tokenizer != "server" or not facts.answered:
+            return fallback
+        note = (
+            f"the server has no tokenize endpoint; counting with {fallback.name} instead "
+            "(pass --tokenizer o200k, cl100k or estimate to choose)"
+        )
+        return replace(fallback, note=note)
+    known = facts.tokenizer if facts is not None else None
+    counter = server_counter(
+        client.post_json, fallback=fallback, model=model, tokenizer=known, store=store
+    )
+    return counter if tokenizer == "server" or counter.name == "server" else fallback

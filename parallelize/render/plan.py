@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import first_few
 from ..records import RunResult, VotePlan
-from .terminal import masked, usd
+from .terminal import masked, sizing, usd
 
 
 def plan_text(result: RunResult) -> str:
@@ -23,8 +23,7 @@ def plan_text(result: RunResult) -> str:
     if inputs:
         lines.append(f"inputs: {inputs.summary}")
         if inputs.context_window:
-            window, source = inputs.context_window, inputs.context_window_source
-            lines.append(f"context window: {window:,} tokens (from {source})")
+            lines.append(f"sizing: {sizing(inputs)}")
     planned = result.estimate
     if planned:
         cost = "no price known" if planned.cost is None else f"about {usd(planned.cost)}"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..masking import for_people, mask, terminal_safe
-from ..records import Event, RunResult, VoteReport
+from ..records import Event, InputsReport, RunResult, VoteReport
 from .lines import say, stderr_is_terminal
 
 if TYPE_CHECKING:
@@ -223,8 +223,9 @@ def print_inputs(result: RunResult, *, quiet: bool = False, verbose: bool = Fals
     inputs = result.inputs
     if quiet or inputs is None:
         return
-    if not result.dry_run:  # a dry run's plan on stdout has this line already
+    if not result.dry_run:  # a dry run's plan on stdout has these lines already
         say(f"inputs: {inputs.summary}")
+        say(f"sizing: {sizing(inputs)}")
     if not verbose:
         return
     for reason, paths in sorted(inputs.skipped.items()):
@@ -234,6 +235,16 @@ def print_inputs(result: RunResult, *, quiet: bool = False, verbose: bool = Fals
         say(f"  decoded as {encoding}: {path}")
     for found in inputs.secrets:
         say(f"  secret redacted: {masked(found)}")
+
+
+def sizing(inputs: InputsReport) -> str:
+    """Which window, counter and margin the plan used, and which endpoint said so."""
+    margin = f"margin {inputs.margin:.0%} of the window" if inputs.margin > 0 else "no margin"
+    text = (
+        f"context window {inputs.context_window:,} tokens (from {inputs.context_window_source}), "
+        f"counted with {inputs.counter}, {margin}"
+    )
+    return f"{text}; {inputs.facts}" if inputs.facts else text
 
 
 def masked(found: Mapping[str, Any]) -> str:
