@@ -7,6 +7,8 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 │   ├── EndpointError            no endpoint configured
 │   ├── CacheError               the call cache cannot be opened or read
 │   └── FatalLLMError            401/403/404, bad parameter, context overflow: no retry helps
+│       └── UnreachableError     also an EndpointError: no connection before any reply (refused,
+│                                DNS, TLS); exit 2 after one quick retry
 ├── LLMError                     transport failure of one call (retried, then reported per task)
 ├── BudgetError                  exit 5: budget or deadline exceeded
 └── InterruptedRun               exit 130: SIGINT / SIGTERM
@@ -124,6 +126,17 @@ class FatalLLMError(LLMError, ConfigError):
 
 class ContextOverflowError(FatalLLMError):
     """A request larger than the model's context window."""
+
+
+class UnreachableError(FatalLLMError, EndpointError):
+    """The endpoint could not be connected to before it ever replied (refused, DNS, TLS).
+
+    Retrying for a minute would only hide a wrong URL or a stopped server; once the endpoint has
+    answered, a failed connection is an ordinary retryable LLMError again.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
 
 
 class BudgetError(ParallelizeError):

@@ -310,10 +310,10 @@ def section(
 
     def job() -> RunResult:
         # Imported here, in the command: --help loads none of the pipeline.
-        from ..recipe.load import DEFAULT_SECTION_RECIPE, find_recipe, override
+        from ..recipe.load import DEFAULT_SECTION_RECIPE, override, section_recipe
         from ..run import run_section
 
-        base = find_recipe(recipe or DEFAULT_SECTION_RECIPE)
+        base = section_recipe(recipe, prompt=prompt)
         if not recipe and not prompt:
             print_notice(
                 f"using the built-in '{DEFAULT_SECTION_RECIPE}' recipe "

@@ -17,15 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from ..defaults import DEFAULT_TIMEOUT
-from ..errors import ContextOverflowError, EndpointError, FatalLLMError, LLMError
+from ..errors import (
+    ContextOverflowError,
+    EndpointError,
+    FatalLLMError,
+    LLMError,
+    UnreachableError,
+)
 from ..masking import for_people, mask, register_secret
 from ..records import ChatRequest, Completion
 from .reply import parse_completion
 from .retry import RETRYABLE_STATUSES, rate_limit_reset_seconds, retry_after_seconds
-from .transport import CONNECT_TIMEOUT, ChatPools, Reply, timeouts, tls_context
+from .transport import CONNECT_TIMEOUT, ChatPools, ConnectFailed, Reply, timeouts, tls_context
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -41,6 +47,13 @@ UNSUPPORTED_PARAM = re.compile(
 )
 #: A 429 that no wait cures: the account has no quota left (OpenAI's `insufficient_quota`).
 QUOTA_EXHAUSTED = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+#: Seconds before the one retry of a first connection that failed: a server still binding its
+#: port gets a moment, and a wrong URL or a stopped server is said within seconds, not after a
+#: minute of retries.
+FIRST_CONTACT_RETRY = 1.0
+#: Base URLs that have replied (any status) in this process: their failed connections are
+#: ordinary retryable failures (a restart, a blip), no longer a sign of a wrong URL.
+_ANSWERED: set[str] = set()
 #: How to adapt a request whose parameter a model rejects: drop it, or rename it.
 PARAM_ADAPTATIONS: dict[str, str | None] = {
     "max_tokens": "max_completion_tokens",
@@ -131,6 +144,8 @@ class ChatClient:
         self._pools = ChatPools(self._chat_url, ssl_context=tls_context() if tls else None)
         # (model, parameter) -> its replacement (None: drop it); learned per model.
         self._adapted: dict[tuple[str, str], str | None] = {}
+        #: Set once a first contact failed twice: later calls say so without waiting again.
+        self._unreachable = False
         self._lock = threading.Lock()
 
     def __enter__(self) -> ChatClient:
@@ -194,14 +209,19 @@ class ChatClient:
         return f"{root}/{path.lstrip('/')}{self._query}"
 
     def _metadata(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
-        """A side request's JSON reply, or None when it fails in any way (it is only a hint)."""
+        """A side request's JSON reply, or None when it fails (it is only a hint); an endpoint
+        that cannot be reached at all is said at once, not hidden behind a fallback."""
         try:
             reply = self._send(method, url, body, self.timeout if body else CONNECT_TIMEOUT)
             return reply.json() if reply.status == 200 else None
+        except UnreachableError:
+            raise
         except (LLMError, ValueError):
             return None
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, limit: float) -> Reply:
+        """One exchange; before the endpoint's first reply, a failed connection is retried once
+        after FIRST_CONTACT_RETRY and then raises UnreachableError (exit 2)."""
         headers = list(self._headers)
         content = b""
         if body is not None:
@@ -210,7 +230,34 @@ class ChatClient:
                 (b"Content-Type", b"application/json"),
                 (b"Content-Length", str(len(content)).encode()),
             ]
-        return self._pools.request(method, url, headers, content, timeouts(limit))
+        send = timeouts(limit)
+        try:
+            return self._exchange(method, url, headers, content, send)
+        except ConnectFailed as exc:
+            if self.endpoint.base_url in _ANSWERED:
+                raise  # it answered before: one retryable failure, like any other
+            if self._unreachable:  # found so already: no second wait per call
+                raise unreachable(self.endpoint, exc) from None
+        time.sleep(FIRST_CONTACT_RETRY)
+        try:
+            return self._exchange(method, url, headers, content, send)
+        except ConnectFailed as exc:
+            if self.endpoint.base_url in _ANSWERED:
+                raise
+            self._unreachable = True
+            raise unreachable(self.endpoint, exc) from None
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes,
+        limits: dict[str, float],
+    ) -> Reply:
+        reply = self._pools.request(method, url, headers, content, limits)
+        _ANSWERED.add(self.endpoint.base_url)
+        return reply
 
     def _adapt(self, body: dict[str, Any]) -> dict[str, Any]:
         model = str(body.get("model"))
@@ -235,6 +282,28 @@ class ChatClient:
                     self._adapted[(str(body.get("model")), name)] = replacement
                 return True
         return False
+
+
+def public_url(url: str) -> str:
+    """`url` as it may be shown: without user-info (a password), query or fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return for_people(urlunsplit((parts.scheme, host, parts.path, "", "")), 300)
+
+
+def unreachable(endpoint: Endpoint, failed: ConnectFailed) -> UnreachableError:
+    """`cannot reach URL: connection refused`, with the fix for that kind of failure."""
+    reason = failed.reason
+    if reason.startswith("cannot resolve"):
+        hint = "check the host name in OPENAI_BASE_URL or --base-url"
+    elif reason.startswith("TLS"):
+        hint = (
+            "check http:// versus https:// in the URL; for a private certificate authority "
+            "set SSL_CERT_FILE"
+        )
+    else:
+        hint = "is the server running? check the host and port in OPENAI_BASE_URL or --base-url"
+    return UnreachableError(f"cannot reach {public_url(endpoint.base_url)}: {reason}", hint=hint)
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:

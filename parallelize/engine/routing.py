@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from ..errors import EndpointError
+from ..errors import EndpointError, LLMError, UnreachableError
 from ..recipe.vote import ModelEntry
 from ..records import ChatRequest, Completion
 from .client import ChatClient, Endpoint, check_key
@@ -34,8 +34,19 @@ class ModelRouter:
         return self.default.endpoint
 
     def complete(self, request: ChatRequest, *, timeout: float | None = None) -> Completion:
-        """Send one request to its model's endpoint."""
-        return self.routes.get(request.model, self.default).complete(request, timeout=timeout)
+        """Send one request to its model's endpoint.
+
+        An ensemble member's endpoint that cannot be reached fails that member's calls only
+        (a plain, unretried failure): the other members' candidates can still decide the vote.
+        """
+        client = self.routes.get(request.model, self.default)
+        try:
+            return client.complete(request, timeout=timeout)
+        except UnreachableError as exc:
+            if client is self.default:
+                raise
+            hint = f"check models: {request.model}: base_url in the recipe"
+            raise LLMError(exc.message, retryable=False, hint=hint) from None
 
     def endpoint_for(self, request: ChatRequest) -> Endpoint:
         """The endpoint of the request's model: part of its cache key."""

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -159,6 +160,38 @@ class Reply(NamedTuple):
         return json.loads(self.content)
 
 
+class ConnectFailed(LLMError):
+    """No connection was made, so the request never reached the server: refused, host name not
+    resolved, TLS handshake refused, or connecting timed out. The client decides whether that
+    means the endpoint is unreachable (nothing ever answered) or is one retryable failure."""
+
+    def __init__(self, reason: str, *, via: str | None = None) -> None:
+        proxy = f" (via the proxy {via})" if via else ""
+        super().__init__(f"cannot connect{proxy}: {reason}")
+        #: A few words on why, e.g. "connection refused".
+        self.reason = f"{reason}{proxy}"
+
+
+def connect_reason(exc: Exception) -> str:
+    """Why a connection failed, in the words a person looks for ("connection refused")."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+    cause = inner or exc.__cause__ or exc.__context__
+    if isinstance(exc, httpcore.ConnectTimeout) or isinstance(cause, TimeoutError):
+        return "connection timed out"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host name ({for_people(cause.strerror or str(cause), 200)})"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or cause.reason or str(cause)
+        return f"TLS certificate verification failed ({for_people(str(detail), 200)})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed ({for_people(str(cause.reason or cause), 200)})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return for_people(cause.strerror, 200).lower()
+    return for_people(f"{type(exc).__name__}: {exc}", 200)
+
+
 class ChatPools:
     """Each worker thread keeps its own keep-alive connections to the chat endpoint.
 
@@ -197,6 +230,9 @@ class ChatPools:
                     if KEPT_HEADERS.match(key):
                         kept[key] = value.decode("latin-1")[:256]
                 content = _read_capped(response)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            via = self._proxy[0] if self._proxy else None
+            raise ConnectFailed(connect_reason(exc), via=via) from None
         except httpcore.TimeoutException as exc:
             raise LLMError(f"timed out ({for_people(str(exc) or type(exc).__name__)})") from None
         except (

@@ -25,6 +25,8 @@ MAX_RECIPE_BYTES = 4 * 1024 * 1024
 
 
 DEFAULT_SECTION_RECIPE = "summarize"
+#: The name of the recipe a `--prompt` without `--recipe` makes (plan, summary, JSON).
+PROMPT_RECIPE = "custom"
 
 
 def builtin_dirs() -> list[Path]:
@@ -41,6 +43,16 @@ def builtin_recipes() -> dict[str, Path]:
             if path.suffix in RECIPE_SUFFIXES:
                 found.setdefault(path.stem, path)
     return found
+
+
+def section_recipe(name_or_path: str | None, *, prompt: str | None = None) -> Recipe:
+    """The recipe a section run starts from: the one named; else, with a --prompt, a bare one
+    (no built-in system prompt or temperature the user never asked for); else `summarize`."""
+    if name_or_path:
+        return find_recipe(name_or_path)
+    if prompt is not None:
+        return Recipe(name=PROMPT_RECIPE)
+    return find_recipe(DEFAULT_SECTION_RECIPE)
 
 
 def find_recipe(name_or_path: str) -> Recipe:
