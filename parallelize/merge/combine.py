@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, combine_exit_codes
-from ..inputs.tokens import ESTIMATE
+from ..inputs.tokens import get_counter
 from ..plan.jsonmode import JsonCheck, JsonContract, RepairRoom, contract_for, enforce_json
 from ..plan.window import context_window
 from ..recipe.model import Recipe
@@ -179,19 +179,13 @@ def json_contracts(recipe: Recipe, results: Sequence[TaskResult]) -> dict[int, J
     return contracts
 
 
-def combine(
-    results: Sequence[TaskResult], context: MergeContext, *, room: RepairRoom | None = None
-) -> MergeOutcome:
-    """Check JSON answers, apply the guardrail gate, then merge with the recipe's strategy.
-
-    `room` is the run's context window and token counter, which JSON repair calls must fit;
-    without it, the recipe's window or the model's known one, counted with the estimate."""
+def combine(results: Sequence[TaskResult], context: MergeContext) -> MergeOutcome:
+    """Check JSON answers, apply the guardrail gate, then merge with the recipe's strategy."""
     recipe = context.recipe
     contracts = json_contracts(recipe, results)
     check = None
     if contracts:
-        window = recipe.context_window or context_window(context.model)
-        room = room or RepairRoom(window, ESTIMATE)
+        room = repair_room(context)
         check = enforce_json(results, contracts, context.executor, room=room)
     checked = check.results if check else list(results)
     context = replace(context, values=check.values if check else {})
@@ -206,6 +200,13 @@ def combine(
         outcome.warnings += _invalid_warnings(check)
         outcome.exit_code = combine_exit_codes(outcome.exit_code, check.exit_code)
     return outcome
+
+
+def repair_room(context: MergeContext) -> RepairRoom:
+    """The window and counter JSON repair calls must fit: the run's (as the workers were
+    planned), else the recipe's window or the model's known one, and the model's counter."""
+    window = context.window or context.recipe.context_window or context_window(context.model)
+    return RepairRoom(window, context.counter or get_counter(context.model))
 
 
 def _guarded(
