@@ -54,16 +54,24 @@ _NON_ASCII_WEIGHT = 0.32
 #: Share of a context window the planner keeps free when it counts with the estimate.
 ESTIMATE_MARGIN = 0.15
 
-# How many tokens real models' tokenizers count per tiktoken token, measured with llama.cpp's
-# own tokenizers on the Python 3.11 standard library's .py sources (tools/realserver/margin.py:
-# 1,783 files, 30 MB; per file: files of at least 1,000 tiktoken tokens). cl100k column
-# (o200k counts about 2% fewer still), corpus / 95th percentile / worst file:
-#   FOREIGN_TABLE
-# FOREIGN_RATIO covers the 95th percentile of today's chat families; the rare file past it (long
-# runs of digits, which some vocabularies split one by one) and old vocabularies (Baichuan, 2.1x)
-# still end in the server's "exceeds the context" error naming the chunk: use --tokenizer server
-# (where the server counts) or --context-window there.
-FOREIGN_RATIO = 1.40
+# How many tokens real models' tokenizers count per tiktoken cl100k token (what a model that is
+# not OpenAI's is counted with), measured with llama.cpp's own tokenizers on the Python 3.11
+# standard library's .py sources (tools/realserver/margin.py: 1,783 files, 30 MB; per file: the
+# files of at least 1,000 tokens; o200k counts about 2% fewer still):
+#   vocab (families)                     corpus   p95    worst file
+#   llama-bpe (Llama 3)                  1.000   1.000  1.000
+#   qwen2, qwen35 (Qwen 2-3.5)           1.028   1.093  1.661
+#   command-r, starcoder, refact         1.140   1.249  1.702
+#   gemma-4 (Gemma)                      1.226   1.341  1.750
+#   deepseek-llm / deepseek-coder        1.257   1.374  1.764 / 1.337 1.455 1.808
+#   falcon, mpt, aquila, gpt-neox        1.231-1.313  1.341-1.444  1.469-1.555
+#   llama-spm, phi-3 (Llama 2, Mistral)  1.347   1.474  1.819
+#   gpt-2, baichuan (old)                1.986-2.121  2.438-2.555  2.912-2.945
+# FOREIGN_RATIO covers the 95th percentile of every current family (SentencePiece Llama 2 and
+# Phi-3 at 1.474). The rare file past it (long runs of digits, which those vocabularies split
+# one by one) and the old GPT-2 and Baichuan vocabularies still end in the server's "exceeds the
+# context" error naming the chunk: there, --tokenizer server (if it counts) or --context-window.
+FOREIGN_RATIO = 1.5
 #: Share of the window kept free when counting with tiktoken for a model that is not OpenAI's.
 FOREIGN_MARGIN = 1 - 1 / FOREIGN_RATIO
 
