@@ -179,11 +179,11 @@ class Healer:
         scale = requested / max(1, overhead + node.chunk.cost)  # the server's tokens per ours
         fixed = scale * overhead + (recipe.max_tokens or 0)
         if fixed >= window:
-            named = first_few(node.task.paths)
+            named, alone = first_few(node.task.paths), round(scale * overhead)
             raise ContextOverflowError(
-                f"{node.task.label} ({named}): the prompt alone (about {round(scale * overhead):,} tokens with an empty "
-                f"chunk) plus max_tokens ({recipe.max_tokens or 0:,}) does not fit the server's "
-                f"context window ({window:,} tokens)",
+                f"{node.task.label} ({named}): the prompt alone (about {alone:,} tokens with an "
+                f"empty chunk) plus max_tokens ({recipe.max_tokens or 0:,}) does not fit the "
+                f"server's context window ({window:,} tokens)",
                 status=400,
                 hint="shorten the prompt or system prompt, lower --max-tokens, or use a model "
                 "with a larger context",
@@ -207,9 +207,10 @@ class Healer:
         broken = next((n for n in leaves if not n.result.succeeded), None)
         if broken is not None:
             error = broken.result.error or "failed"
+            where = f" ({broken.task.label})" if broken is not root else ""
             if broken.result.overflow:
-                error = f"too long for the server even in {len(leaves)} parts: {error}"
-            if broken is not root:
+                error = f"still too long for the server in {len(leaves)} parts{where}: {error}"
+            elif where:
                 error = f"{broken.task.label}: {error}"
             return TaskResult(task, error=error, attempts=max(1, attempts))
         done = [n.result.completion for n in leaves if n.result.completion is not None]

@@ -9,7 +9,6 @@ import pytest
 
 from parallelize import run_section
 from parallelize.engine.client import ChatClient, Endpoint
-from parallelize.errors import ContextOverflowError
 from parallelize.inputs.tokens import get_counter, server_counter
 from parallelize.recipe.model import Recipe
 
@@ -53,11 +52,11 @@ def test_window_and_counts_from_the_server_match_its_usage(endpoint, tmp_path) -
     client.close()
 
 
-def test_counting_unlike_the_server_is_stopped_with_the_chunk_named(endpoint, tmp_path) -> None:
-    # Pieces filled to the window by tiktoken's count are larger in the tiny model's vocabulary.
+def test_chunks_the_server_refuses_heal_with_the_chunk_named(endpoint, tmp_path) -> None:
+    # Pieces filled to a window twice the slot's are refused: each is sent in parts instead.
     root = source_tree(tmp_path / "src", 2, functions=80)
-    with pytest.raises(ContextOverflowError) as raised:
-        run_section([str(root)], recipe(chunking={"by": "file"}, concurrency=1))
-    message = str(raised.value)
-    assert f"{root}/mod_" in message and "exceeds the available context size" in message
-    assert "--tokenizer server" in message
+    counted = recipe(chunking={"by": "file"}, concurrency=1, context_window=2 * N_CTX)
+    result = run_section([str(root)], counted)
+    assert result.exit_code == 0 and not result.failed
+    healed = [w for w in result.warnings if "was longer than the server's context window" in w]
+    assert healed and all(f"{root}/mod_" in w for w in healed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from parallelize import RunOptions, run_section
-from parallelize.errors import ContextOverflowError, FatalLLMError
+from parallelize.errors import FatalLLMError
 from parallelize.recipe.model import Recipe
 
 MODEL = "tiny-llama"
@@ -63,14 +63,16 @@ def test_a_parameter_the_server_rejects_fails_fast(endpoint, tmp_path: Path) -> 
     assert err.value.exit_code == 2
 
 
-def test_a_chunk_larger_than_the_context_is_a_clear_error(endpoint, tmp_path: Path) -> None:
+def test_a_chunk_far_larger_than_the_context_fails_clearly(endpoint, tmp_path: Path) -> None:
     root = tmp_path / "src"
     root.mkdir()
     (root / "huge.py").write_text("x = 1\n" * 1500, encoding="utf-8")
     big = recipe(chunking={"chunks": 1}, context_window=100_000)
-    with pytest.raises(ContextOverflowError, match="exceeds the available context size") as err:
-        run_section([str(root)], big)
-    assert err.value.exit_code == 2 and "huge.py" in str(err.value)
+    result = run_section([str(root)], big)  # 8 parts, the most a chunk is split into
+    assert result.exit_code == 1 and [r.task.paths for r in result.failed] == [(f"{root}/huge.py",)]
+    error = result.failed[0].error or ""
+    assert "still too long for the server in 8 parts" in error
+    assert "exceeds the available context size" in error
 
 
 def test_the_cli_against_the_real_server(endpoint, tmp_path: Path) -> None:
