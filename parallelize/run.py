@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -37,16 +35,13 @@ from .inputs.bounds import Bounds, Reserved
 from .inputs.read import check_paths
 from .inputs.tokens import BYTES_BOUND, TokenCounter, get_counter
 from .merge.combine import combine
-from .merge.context import MergeContext
+from .merge.context import MergeContext, json_joiner
 from .merge.files import OutputWriter, plan_outputs
-from .merge.jsonmerge import JsonMerger
-from .merge.mapreduce import check_reduce, reduce_budget
-from .merge.reduceplan import budget_record, output_ratio, plan_reduce
+from .merge.mapreduce import check_reduce, preview_reduce
+from .merge.reduceplan import output_ratio
 from .plan.chunking import Chunk
 from .plan.healing import Healer, Healing
-from .plan.jsonreply import JSONReplyError, parse_json_reply
 from .plan.sections import (
-    RESERVED_OUTPUT_TOKENS,
     ExactCounts,
     Prepared,
     first_pass,
@@ -369,26 +364,12 @@ def _heal(
         prepared.plan.chunks,
         model=model,
         counter=prepared.counter,
-        join_json=_json_joiner(template.recipe),
+        join_json=json_joiner(template.recipe),
     )
     healing = healer.heal(results, lambda tasks: executor.run(tasks, keep_overflows=True))
     for healed in healing.healed:  # the chunk's own call finishes now, for progress and files
         on_event(Event("done" if healed.succeeded else "failed", healed.task, healed))
     return healing
-
-
-def _json_joiner(recipe: Recipe) -> Callable[[Sequence[str]], str]:
-    """JSON answers of a healed chunk's parts merged into one document, by the merge's rules."""
-
-    def join(texts: Sequence[str]) -> str:
-        try:
-            values = [parse_json_reply(text) for text in texts]
-        except JSONReplyError:
-            return "\n\n".join(texts)  # the JSON check repairs or fails it as any answer
-        merged = JsonMerger(recipe.merge.rules, recipe.merge.dedupe_by).merge(values)
-        return json.dumps(merged, indent=2, ensure_ascii=False)
-
-    return join
 
 
 def _reduce_counter(prepared: Prepared) -> TokenCounter | None:
@@ -407,40 +388,19 @@ def _merge_context(
     """What the merge may use: for a map-reduce, the run's window and counter, and how our
     counter measures the server's output tokens."""
     counter = _reduce_counter(prepared)
-    ratio = output_ratio(results, counter or get_counter(model))
-    return MergeContext(
-        recipe,
-        model,
-        executor,
-        writer=writer,
-        window=prepared.window,
-        window_source=prepared.window_source,
-        counter=counter,
-        ratio=ratio if recipe.merge.strategy == "llm" else 1.0,
-    )
+    llm = recipe.merge.strategy == "llm"  # only a map-reduce reads the outputs' sizes
+    ratio = output_ratio(results, counter or get_counter(model)) if llm else 1.0
+    window, source = prepared.window, prepared.window_source
+    context = MergeContext(recipe, model, executor, writer=writer, window=window, counter=counter)
+    return replace(context, window_source=source, ratio=ratio)
 
 
 def _reduce_preview(
     template: SectionTemplate, prepared: Prepared, tasks: Sequence[Task], model: str
 ) -> dict[str, Any]:
-    """The map-reduce tree at worst (every output at its max_tokens) in the run's window, for
-    the dry run. The run plans it again with the real outputs, before its first reduce call."""
-    recipe = template.recipe
-    if recipe.merge.strategy != "llm" or not tasks:
-        return {}
-    budget = reduce_budget(
-        recipe,
-        model=model,
-        window=prepared.window,
-        window_source=prepared.window_source,
-        counter=_reduce_counter(prepared),
-        sources=[path for task in tasks for path in task.paths],
+    """The map-reduce tree at worst in the run's window, for the dry run."""
+    window, source = prepared.window, prepared.window_source
+    counter = _reduce_counter(prepared)
+    return preview_reduce(
+        template.recipe, tasks, model=model, window=(window, source), counter=counter
     )
-    groups = Counter((t.section.clone, t.section.aspect) for t in tasks if t.section)
-    size = (recipe.max_tokens or RESERVED_OUTPUT_TOKENS) + budget.heading
-    outputs = max(groups.values(), default=1)
-    try:
-        plan = plan_reduce([size] * outputs, budget, worst_case=True)
-    except ConfigError as exc:  # shorter outputs may still converge: the run decides
-        return {"reduce_plan": {**budget_record(budget), "worst_case": True, "error": str(exc)}}
-    return {"reduce_plan": plan.record()}

@@ -5,15 +5,18 @@ Results are grouped per matrix clone and aspect, so each group merges on its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engine.executor import Executor
 from ..errors import EXIT_OK
 from ..inputs.tokens import TokenCounter
+from ..plan.jsonreply import JSONReplyError, parse_json_reply
 from ..recipe.model import Recipe
 from ..records import TaskResult
+from .jsonmerge import JsonMerger
 
 if TYPE_CHECKING:
     from .files import OutputWriter
@@ -88,3 +91,18 @@ def titled(texts: dict[tuple[str, str], str]) -> str:
         return next(iter(texts.values()))
     blocks = [f"# {group_name(key)}\n\n{text.strip()}" for key, text in texts.items()]
     return "\n\n".join(blocks) + "\n"
+
+
+def json_joiner(recipe: Recipe) -> Callable[[Sequence[str]], str]:
+    """How the JSON answers of a chunk sent in parts become one: merged by the recipe's rules
+    (text that is not JSON is joined as it is, for the JSON check to repair or fail)."""
+
+    def join(texts: Sequence[str]) -> str:
+        try:
+            values = [parse_json_reply(text) for text in texts]
+        except JSONReplyError:
+            return "\n\n".join(texts)
+        merged = JsonMerger(recipe.merge.rules, recipe.merge.dedupe_by).merge(values)
+        return json.dumps(merged, indent=2, ensure_ascii=False)
+
+    return join

@@ -13,6 +13,7 @@ carries the files it came from (the first few named), so each reduce sees its so
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EXIT_OK, EXIT_USAGE, ConfigError, FatalLLMError
 from ..inputs.tokens import TokenCounter, get_counter
 from ..plan.healing import HEAL_FILL, overflow_sizes
+from ..plan.sections import RESERVED_OUTPUT_TOKENS
 from ..plan.tasks import make_task
 from ..plan.template import INPUT, check_template, render
 from ..plan.window import context_window
@@ -33,6 +35,7 @@ from .reduceplan import (
     Budget,
     Part,
     ReducePlan,
+    budget_record,
     output_ratio,
     pack,
     part_sizes,
@@ -165,6 +168,32 @@ def reduce_budget(
         window_source,
         counter.count(heading) + PART_JOIN,
     )
+
+
+def preview_reduce(
+    recipe: Recipe,
+    tasks: Sequence[Task],
+    *,
+    model: str,
+    window: tuple[int, str],
+    counter: TokenCounter | None,
+) -> dict[str, Any]:
+    """The tree at worst (every output at its max_tokens) in the run's (window, source), for a
+    dry run; the run plans it again with the real outputs, before its first reduce call."""
+    if recipe.merge.strategy != "llm" or not tasks:
+        return {}
+    sources = [path for task in tasks for path in task.paths]
+    budget = reduce_budget(
+        recipe, model=model, window=window[0], window_source=window[1], counter=counter,
+        sources=sources,
+    )  # fmt: skip
+    groups = Counter((t.section.clone, t.section.aspect) for t in tasks if t.section)
+    size = (recipe.max_tokens or RESERVED_OUTPUT_TOKENS) + budget.heading
+    try:
+        plan = plan_reduce([size] * max(groups.values(), default=1), budget, worst_case=True)
+    except ConfigError as exc:  # shorter outputs may still converge: the run decides
+        return {"reduce_plan": {**budget_record(budget), "worst_case": True, "error": str(exc)}}
+    return {"reduce_plan": plan.record()}
 
 
 def reduce_groups(groups: dict[str, list[Part]], context: MergeContext) -> ReduceReport:
