@@ -6,7 +6,7 @@ server with 10 requests of credit, -j 32, no --rpm), W3 faults (500 prompts, 10%
 baseline. `parallelize` runs as the installed entry point, timed from launch to exit; the server
 (tests/llmserver.py) runs in its own process and its request log gives the in-process window
 (first request in to last response out), request and 429 counts, on the same monotonic clock.
-Rows from bench/chunking.py (and bench/realserver.py when a llama.cpp build exists) follow.
+Rows from bench/chunking.py (and bench/counting.py, bench/realserver.py with a llama.cpp build)
 
     python bench/run.py [--smoke] [--json FILE]
 
@@ -288,6 +288,13 @@ def extra_rows(smoke: bool) -> list[tuple[str, list[dict]]]:
     chunking = ROOT / "bench" / "chunking.py"
     if chunking.exists():
         found.append(("chunking (bench/chunking.py)", _load(chunking).run(smoke)))
+    counting = ROOT / "bench" / "counting.py"
+    if counting.exists() and not smoke:
+        rows = _load(counting).run(smoke)
+        if rows:
+            found.append(
+                ("token counting: the server's counter vs tiktoken (bench/counting.py)", rows)
+            )
     realserver = ROOT / "bench" / "realserver.py"
     if realserver.exists() and not smoke:
         module = _load(realserver)
