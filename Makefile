@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TIKTOKEN_CACHE ?= $(abspath ../shared/tiktoken-cache)
 export TIKTOKEN_CACHE_DIR ?= $(if $(wildcard $(TIKTOKEN_CACHE)/*),$(TIKTOKEN_CACHE),)
 
-.PHONY: install test test-real lint fmt check bench bench-smoke clean
+.PHONY: install test test-real serve-real lint fmt check bench bench-smoke clean
 
 install: $(BIN)/parallelize
 
@@ -44,3 +44,10 @@ clean:
 test-real: install
 	bash tools/realserver/build.sh
 	$(BIN)/python -m pytest -q tests/integration
+
+# A real local model in two commands: `make serve-real`, then paste the export line it prints.
+# 4 slots x 8,192 tokens and replies up to 1,024 on 127.0.0.1:8089 (serve.py --usable); pass
+# other serve.py flags as SERVE_ARGS, e.g. SERVE_ARGS="--port 8090 --model my.gguf --threads 2".
+serve-real: install
+	bash tools/realserver/build.sh
+	$(BIN)/python tools/realserver/serve.py --usable $(SERVE_ARGS)
