@@ -185,7 +185,8 @@ def _ask_endpoint(
     chosen, refresh = model, options.refresh
     try:
         chosen = model or default_model(client, store=store, refresh=refresh)
-        facts = server_facts(client, chosen, store=store, refresh=refresh)
+        counts = template.recipe.tokenizer in (None, "server")
+        facts = server_facts(client, chosen, store=store, refresh=refresh, count=counts)
         near = client if facts.answered else None
         where = facts.describe()
         refined = refine_section(

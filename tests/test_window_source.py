@@ -71,10 +71,15 @@ def test_remembered_facts_and_counts_need_no_server_until_refresh(
 
 
 def test_tiktoken_for_another_model_keeps_the_measured_margin(llm: LLMServer, make_tree) -> None:
+    llm.llama = True  # it could count, but a local --tokenizer sends it no text
     root = make_tree({"a.py": BODY * 3})
     foreign = run_section(
         [str(root)], recipe(tokenizer="cl100k", context_window=4_000), options=DRY
     )
+    assert asked(llm) == []  # --tokenizer, --context-window and --model: nothing to ask
+    windowed = run_section([str(root)], recipe(tokenizer="cl100k"), options=DRY)
+    assert "/props" in asked(llm) and "/tokenize" not in asked(llm)
+    assert windowed.details["context_window"] == 4096 and windowed.details["counter_margin"] > 0
     own = run_section(
         [str(root)], recipe(model="gpt-4o", tokenizer="o200k", context_window=4_000), options=DRY
     )

@@ -121,14 +121,23 @@ class ServerFacts:
 
 
 def server_facts(
-    client: ChatClient, model: str, *, store: FactStore | None = None, refresh: bool = False
+    client: ChatClient,
+    model: str,
+    *,
+    store: FactStore | None = None,
+    refresh: bool = False,
+    count: bool = True,
 ) -> ServerFacts:
     """The endpoint's window and tokenizer for a model: from the store (a day), else asked
-    (metadata only, never a chat) and kept; an endpoint that does not answer is not kept."""
+    (metadata only, never a chat) and kept; an endpoint that does not answer is not kept.
+
+    Without `count` (a local --tokenizer) its tokenizer is not asked: no text is sent.
+    """
     base = client.endpoint.base_url
     if store is not None and not refresh:
         kept = store.get_fact(base, model, SERVER_FACTS)
-        if kept is not None and isinstance(kept[0], dict):
+        known = kept is not None and isinstance(kept[0], dict)
+        if kept is not None and known and (not count or "tokenizer" in kept[0]):
             value, when = kept
             return ServerFacts(
                 window=value.get("window"),
@@ -144,15 +153,16 @@ def server_facts(
         return reply
 
     probed = probe_context_window(get_json, model)
-    tokenizer = probe_tokenizer(client.post_json, model)
+    tokenizer = probe_tokenizer(client.post_json, model) if count else None
     if not (any(answers) or tokenizer or get_json("v1/models") is not None):
         return ServerFacts(answered=False)
     window, source = probed or (None, None)
-    facts = ServerFacts(window, source, tokenizer)
     if store is not None:
-        value = {"window": window, "window_source": source, "tokenizer": tokenizer}
-        store.put_fact(base, model, SERVER_FACTS, value)
-    return facts
+        value: dict[str, Any] = {"window": window, "window_source": source}
+        store.put_fact(
+            base, model, SERVER_FACTS, {**value, "tokenizer": tokenizer} if count else value
+        )
+    return ServerFacts(window, source, tokenizer)
 
 
 def _ago(seconds: float) -> str:
