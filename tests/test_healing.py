@@ -82,3 +82,16 @@ def test_a_healed_chunk_is_written_to_its_own_file(
     assert re.fullmatch(r"chunk 2/2 \(\d parts\)", entry["label"])
     big = (tmp_path / "out" / entry["path"]).read_text()
     assert LINE.findall(big) == [f"value_{i}" for i in range(200)]
+
+
+def test_a_healed_json_answer_is_one_document_of_its_parts(llm: LLMServer, make_tree) -> None:
+    llm.context_window = 700
+    llm.script(None, lambda body: json.dumps({"seen": LINE.findall(echo_lines(body))}))
+    root = big_tree(make_tree)
+    result = CliRunner().invoke(app, section(root, "--merge", "json", "--format", "json"))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    healed = doc["tasks"][1]
+    assert healed["split"] >= 2 and json.loads(healed["output"])["seen"][-1] == "value_199"
+    merged = json.loads(doc["result"])["seen"]
+    assert merged == [f"value_{i}" for i in range(200)]  # every line, once, in order
