@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from .engine.session import (
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
+    CacheError,
     ConfigError,
     ContextOverflowError,
     EndpointError,
@@ -360,6 +362,7 @@ def _heal(
     """Send the chunks the server refused as too long in parts, and join their answers."""
     if not any(r.overflow for r in results):
         return Healing(results)
+    _forget_window(executor, model)
     healer = Healer(
         template,
         prepared.plan.chunks,
@@ -371,6 +374,13 @@ def _heal(
     for healed in healing.healed:  # the chunk's own call finishes now, for progress and files
         on_event(Event("done" if healed.succeeded else "failed", healed.task, healed))
     return healing
+
+
+def _forget_window(executor: Executor, model: str) -> None:
+    """An overflow reply means the remembered window may be stale: the next plan asks again."""
+    if executor.cache is not None:
+        with contextlib.suppress(CacheError):
+            executor.cache.forget_facts(executor.client.endpoint.base_url, model)
 
 
 def _reduce_counter(prepared: Prepared) -> TokenCounter | None:

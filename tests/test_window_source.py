@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 from llmserver import LLMServer
+from typer.testing import CliRunner
 
 from parallelize import RunOptions, find_recipe, run_section
+from parallelize.cli.app import app
 from parallelize.engine.cache import SCHEMA_VERSION, CallCache, forget_window
 from parallelize.engine.facts import FACTS_TTL
 from parallelize.inputs.tokens import FOREIGN_RATIO
+from parallelize.plan.window import SERVER_FACTS
 from parallelize.recipe.load import override
 from parallelize.records import Completion, Usage
 from parallelize.render.plan import plan_text
@@ -156,3 +159,38 @@ def test_facts_expire_are_forgotten_and_never_hold_credentials(tmp_path: Path) -
         assert cache.get_fact(secret_url, "m", "server") is None
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"pa55w0rd" not in stored and b"someone" not in stored
+
+
+def test_an_overflow_reply_makes_the_next_plan_ask_the_window_again(
+    llm: LLMServer, make_tree, tmp_path: Path
+) -> None:
+    llm.llama = True
+    root = make_tree({"a.py": BODY, "big.py": BODY * 4})
+    options = RunOptions(cache_dir=tmp_path / "cache")
+    first = run_section([str(root)], recipe(chunking={"by": "file"}), options=options)
+    assert first.exit_code == 0
+    with CallCache(tmp_path / "cache") as cache:
+        assert cache.get_fact(llm.base_url, "test-model", SERVER_FACTS) is not None
+    llm.context_window = 900  # the server shrank: the plan still trusts the remembered window
+    healed = run_section(
+        [str(root)], recipe(chunking={"by": "file"}, max_tokens=99), options=options
+    )
+    assert healed.exit_code == 0 and any(r.status == 400 for r in llm.requests)
+    with CallCache(tmp_path / "cache") as cache:
+        assert cache.get_fact(llm.base_url, "test-model", SERVER_FACTS) is None
+    llm.clear()
+    run_section([str(root)], recipe(chunking={"by": "file"}, max_tokens=99), options=options)
+    assert "/props" in asked(llm)  # asked again, so the next plan knows the new window
+
+
+def test_a_dry_run_asks_the_base_url_flag_not_only_the_environment(
+    llm: LLMServer, make_tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm.llama = True
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    root = make_tree({"a.py": BODY})
+    args = ["section", str(root), "-p", "x", "-m", "test-model", "--dry-run"]
+    done = CliRunner().invoke(app, [*args, "--base-url", llm.base_url])
+    assert done.exit_code == 0, done.stderr
+    assert "/props" in asked(llm) and llm.requests == []
+    assert "from the server's /props" in done.stdout

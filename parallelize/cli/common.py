@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ParallelizeError
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EndpointError, ParallelizeError
 from ..render.lines import print_error, print_notice, say
 
 if TYPE_CHECKING:
@@ -293,8 +293,12 @@ def run_with_progress(
     from ..render.terminal import progress_reporter
 
     engine = {k: v for k, v in (engine or {}).items() if k != "max_tasks"}
-
-    endpoint = None if dry_run else Endpoint.resolve(base_url)
+    try:  # a dry run asks the endpoint what the run would (window, counts), --base-url's too
+        endpoint = Endpoint.resolve(base_url)
+    except EndpointError:
+        if not dry_run:
+            raise
+        endpoint = None  # none configured: the dry run plans locally
     with progress_reporter(quiet=quiet or dry_run) as on_event:
         options = RunOptions(
             endpoint=endpoint,

@@ -71,7 +71,9 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
     unfinished = [r for r in result.all_calls if not r.succeeded]
     if executor.halt is not None and unfinished:
         skipped = sum(1 for r in unfinished if r.attempts == 0)
-        resume = "; re-run the same command to do the rest" if executor.cache else ""
+        # A fatal halt (auth, a bad parameter) would stop a re-run the same way.
+        rerun = executor.cache is not None and executor.halt.reason != "fatal"
+        resume = "; re-run the same command to do the rest" if rerun else ""
         result.warnings.append(
             f"stopped early: {executor.halt.message}; {skipped} call(s) not started{resume}"
         )

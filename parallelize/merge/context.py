@@ -5,7 +5,6 @@ Results are grouped per matrix clone and aspect, so each group merges on its own
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from ..inputs.tokens import TokenCounter
 from ..plan.jsonreply import JSONReplyError, parse_json_reply
 from ..recipe.model import Recipe
 from ..records import TaskResult
-from .jsonmerge import JsonMerger
+from .jsonmerge import JsonMerger, dumps_strict
 
 if TYPE_CHECKING:
     from .files import OutputWriter
@@ -103,6 +102,6 @@ def json_joiner(recipe: Recipe) -> Callable[[Sequence[str]], str]:
         except JSONReplyError:
             return "\n\n".join(texts)
         merged = JsonMerger(recipe.merge.rules, recipe.merge.dedupe_by).merge(values)
-        return json.dumps(merged, indent=2, ensure_ascii=False)
+        return dumps_strict(merged)
 
     return join
