@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, FatalLLMError, RecipeError
-from ..inputs.tokens import ESTIMATE, ESTIMATE_MARGIN, TokenCounter
+from ..inputs.tokens import ESTIMATE, TokenCounter
 from ..records import ChatRequest, Task, TaskResult, Usage
 from .jsonreply import JSONReplyError, parse_json_reply
 
@@ -127,8 +127,8 @@ class RepairRoom:
 
     def limit(self, request: ChatRequest) -> int:
         """Tokens the repair's messages may take: the window less the answer and slack (and
-        the estimate's margin, as the planner keeps it)."""
-        usable = self.window if self.counter.exact else int(self.window * (1 - ESTIMATE_MARGIN))
+        the counter's margin, as the planner keeps it)."""
+        usable = int(self.window * (1 - self.counter.margin))
         return usable - reserve_of(request) - REQUEST_SLACK
 
 
