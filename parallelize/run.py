@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -53,7 +53,15 @@ from .plan.sections import (
 from .plan.tasks import SectionTemplate, check_section_template, section_tasks
 from .plan.window import ServerFacts, server_facts
 from .recipe.model import Recipe
-from .records import Event, ProgressCallback, RunResult, Task, TaskResult, VotePlan
+from .records import (
+    ChatRequest,
+    Event,
+    ProgressCallback,
+    RunResult,
+    Task,
+    TaskResult,
+    VotePlan,
+)
 
 
 def run_section(
@@ -102,7 +110,8 @@ def run_section(
             dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
             dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
             dry = _with_inputs(dry, prepared)
-            return estimate_plan(dry, options.price_book(), options.max_cost)
+            count = _request_counter(prepared)
+            return estimate_plan(dry, options.price_book(), options.max_cost, count=count)
         result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
     result.wall_time = time.monotonic() - started
     return result
@@ -374,6 +383,12 @@ def _heal(
     for healed in healing.healed:  # the chunk's own call finishes now, for progress and files
         on_event(Event("done" if healed.succeeded else "failed", healed.task, healed))
     return healing
+
+
+def _request_counter(prepared: Prepared) -> Callable[[ChatRequest], int] | None:
+    """The plan's counter for whole requests (None for a byte bound: the estimate counts)."""
+    counter = _reduce_counter(prepared)
+    return None if counter is None else (lambda request: counter.request_tokens(request.messages))
 
 
 def _forget_window(executor: Executor, model: str) -> None:

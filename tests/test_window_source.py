@@ -47,6 +47,8 @@ def test_the_servers_counter_is_the_default_and_the_dry_run_plans_as_the_run(
     plan = plan_text(dry)
     assert "counted with server, no margin" in plan and "went to its tokenizer" in plan
     assert "context window 1,500 tokens (from the server's /props" in plan
+    # The estimate counts with the plan's counter: every prompt holds its chunk and more.
+    assert dry.estimate.input_tokens > dry.details["inputs"]["tokens"]
     llm.clear()
     run = run_section([str(root)], recipe(max_tokens=200))
     before = llm.all_requests[: llm.all_requests.index(llm.requests[0])]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import BudgetError, ConfigError
@@ -101,13 +101,19 @@ def prompt_tokens(request: ChatRequest) -> int:
     return total
 
 
-def estimate(requests: Iterable[ChatRequest], prices: PriceBook) -> Estimate:
-    """The dry-run estimate: prompts counted, outputs at their max_tokens."""
+def estimate(
+    requests: Iterable[ChatRequest],
+    prices: PriceBook,
+    *,
+    count: Callable[[ChatRequest], int] = prompt_tokens,
+) -> Estimate:
+    """The dry-run estimate: prompts counted (by the plan's own counter when given), outputs at
+    their max_tokens."""
     calls = input_tokens = output_tokens = 0
     cost = 0.0
     unpriced: list[str] = []
     for request in requests:
-        prompt, output = prompt_tokens(request), output_cap(request)
+        prompt, output = count(request), output_cap(request)
         calls += 1
         input_tokens += prompt
         output_tokens += output

@@ -20,7 +20,7 @@ from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, default_cache_dir
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
 from ..masking import mask
 from ..recipe.model import Recipe
-from ..records import EngineReport, Notice, ProgressCallback, RunResult
+from ..records import ChatRequest, EngineReport, Notice, ProgressCallback, RunResult
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
 from .executor import Executor
@@ -81,9 +81,18 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
     return result
 
 
-def estimate_plan(result: RunResult, prices: PriceBook, max_cost: float | None) -> RunResult:
-    """A dry run's cost estimate (outputs at max_tokens), checked against --max-cost (exit 5)."""
-    planned = estimate((t.request for t in result.tasks), prices)
+def estimate_plan(
+    result: RunResult,
+    prices: PriceBook,
+    max_cost: float | None,
+    *,
+    count: Callable[[ChatRequest], int] | None = None,
+) -> RunResult:
+    """A dry run's cost estimate (outputs at max_tokens), checked against --max-cost (exit 5).
+
+    `count`: the plan's own counter, so the estimate and the plan agree (else tiktoken's)."""
+    requests = (t.request for t in result.tasks)
+    planned = estimate(requests, prices, count=count) if count else estimate(requests, prices)
     result.estimate = planned
     if max_cost is None:
         return result
