@@ -371,7 +371,8 @@ def _heal(
     """Send the chunks the server refused as too long in parts, and join their answers."""
     if not any(r.overflow for r in results):
         return Healing(results)
-    _forget_window(executor, model)
+    if template.recipe.context_window is None and any(r.overflow and r.attempts for r in results):
+        _forget_window(executor, model)  # a new refusal of a window the server told us
     healer = Healer(
         template,
         prepared.plan.chunks,

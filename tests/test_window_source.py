@@ -3,6 +3,7 @@ endpoint said is remembered in the call cache (issue 13, items 1 and 2)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import time
@@ -14,8 +15,10 @@ from typer.testing import CliRunner
 
 from parallelize import RunOptions, find_recipe, run_section
 from parallelize.cli.app import app
-from parallelize.engine.cache import SCHEMA_VERSION, CallCache, forget_window
+from parallelize.engine.cache import SCHEMA_VERSION, CallCache
 from parallelize.engine.facts import FACTS_TTL
+from parallelize.engine.overflows import OverflowMemory
+from parallelize.errors import CacheError
 from parallelize.inputs.tokens import FOREIGN_RATIO
 from parallelize.plan.window import SERVER_FACTS
 from parallelize.recipe.load import override
@@ -140,6 +143,8 @@ def test_an_old_cache_is_migrated_and_a_newer_one_only_read(tmp_path: Path) -> N
         assert newer.get_fact("http://h/v1", "m", "server") is not None  # read...
         newer.put("k2", Completion("x", "stop", Usage(1, 1), "m"))  # ...never written
         newer.put_fact("http://h/v1", "m2", "server", {"window": 1})
+        with pytest.raises(CacheError, match="written by a newer parallelize: not cleared"):
+            newer.clear()
     with CallCache(tmp_path) as again:
         assert (
             again.get_many(["k2"]) == {} and again.get_fact("http://h/v1", "m2", "server") is None
@@ -147,7 +152,7 @@ def test_an_old_cache_is_migrated_and_a_newer_one_only_read(tmp_path: Path) -> N
 
 
 def test_facts_expire_are_forgotten_and_never_hold_credentials(tmp_path: Path) -> None:
-    secret_url = "https://someone:pa55w0rd-in-url@proxy.example/v1"
+    secret_url = "https://someone:pa55w0rd-in-url@proxy.example/v1?api-key=qu3ry-s3cret"
     with CallCache(tmp_path) as cache:
         cache.put_fact(secret_url, "m", "server", {"window": 8192})
         cache.put_counts("llama:abc", {"h1": 12})
@@ -156,11 +161,11 @@ def test_facts_expire_are_forgotten_and_never_hold_credentials(tmp_path: Path) -
         cache._db.execute("UPDATE facts SET created = ?", (time.time() - FACTS_TTL - 1,))
         assert cache.get_fact(secret_url, "m", "server") is None  # a day old: ask again
         cache.put_fact(secret_url, "m", "server", {"window": 8192})
-    assert forget_window("https://proxy.example/v1", "m", directory=tmp_path) == 1
+        assert cache.forget_facts("https://proxy.example/v1", "m") == 1
     with CallCache(tmp_path) as cache:
         assert cache.get_fact(secret_url, "m", "server") is None
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    assert b"pa55w0rd" not in stored and b"someone" not in stored
+    assert b"pa55w0rd" not in stored and b"someone" not in stored and b"qu3ry" not in stored
 
 
 def test_an_overflow_reply_makes_the_next_plan_ask_the_window_again(
@@ -196,3 +201,31 @@ def test_a_dry_run_asks_the_base_url_flag_not_only_the_environment(
     assert done.exit_code == 0, done.stderr
     assert "/props" in asked(llm) and llm.requests == []
     assert "from the server's /props" in done.stdout
+
+
+def test_a_remembered_refusal_keeps_the_facts_so_a_healed_rerun_needs_no_server(
+    llm: LLMServer, make_tree, tmp_path: Path
+) -> None:
+    llm.llama = True
+    llm.context_window = 700  # the server refuses what --context-window 8192 plans
+    root = make_tree({"big.py": BODY * 2})
+    options = RunOptions(cache_dir=tmp_path / "cache")
+    healed = recipe(chunking={"by": "file"}, context_window=8_192, max_tokens=50)
+    first = run_section([str(root)], healed, options=options)
+    assert first.exit_code == 0 and any(r.status == 400 for r in llm.requests)
+    llm.clear()
+    again = run_section([str(root)], healed, options=options)
+    assert again.exit_code == 0 and again.output == first.output
+    assert llm.all_requests == []  # the refusal, the parts and the counts are all remembered
+
+
+def test_a_remembered_refusal_expires_and_cache_clear_forgets_it(tmp_path: Path) -> None:
+    memory = OverflowMemory(tmp_path)
+    memory.remember("fresh", "request (900 tokens) exceeds the available context size (700)")
+    stale = {"key": "stale", "error": "too long", "at": time.time() - FACTS_TTL - 1}
+    with memory.path.open("a") as handle:
+        handle.write(json.dumps(stale) + "\n")
+    assert set(OverflowMemory(tmp_path).recall(["fresh", "stale"])) == {"fresh"}
+    with CallCache(tmp_path) as cache:
+        cache.clear()
+    assert not memory.path.exists() and OverflowMemory(tmp_path).recall(["fresh"]) == {}

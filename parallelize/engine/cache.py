@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..defaults import default_cache_dir
 from ..errors import CacheError
 from ..masking import mask
 from ..records import ChatRequest, Completion, Usage
 from .durations import format_duration
 from .facts import FACTS_SCHEMA, KnownFacts
+from .overflows import OverflowMemory
 from .reply import tool_call_from
 
 CACHE_FILE = "calls.sqlite3"
@@ -288,6 +288,13 @@ class CallCache(KnownFacts):
 
     def clear(self, *, older_than: float | None = None) -> int:
         """Remove every entry, or those not used for `older_than` seconds; returns how many."""
+        if self.read_only:
+            raise CacheError(
+                f"the cache {self.path} was written by a newer parallelize: not cleared",
+                hint="upgrade parallelize, or delete the file to start afresh",
+            )
+        if older_than is None:
+            OverflowMemory(self.path.parent).forget()
         with self._guard("clear"):
             if older_than is None:
                 removed = self._db.execute("DELETE FROM calls").rowcount
@@ -314,13 +321,6 @@ class CallCache(KnownFacts):
                     f"cannot {action} the cache {self.path}: {exc}",
                     hint="pass --no-cache, or `parallelize cache clear` to start it afresh",
                 ) from None
-
-
-def forget_window(base_url: str, model: str | None, *, directory: str | Path | None = None) -> int:
-    """Forget the cached window and tokenizer facts of a model (every model: None), after an
-    overflow reply say, so the next plan asks the endpoint again; returns how many were dropped."""
-    with CallCache(directory or default_cache_dir()) as cache:
-        return cache.forget_facts(base_url, model)
 
 
 def _completion(row: Iterable[Any]) -> Completion:

@@ -3,8 +3,8 @@
 The model list, context window and tokenizer of an endpoint are asked once a day (FACTS_TTL) per
 base URL and model, and the token counts of its tokenizer are kept by text hash, so the dry run,
 the run and a re-run plan from the same facts and a fully cached re-run needs no server. An
-overflow reply (`forget_window`) or --refresh asks again. Endpoints are named without user-info
-and masked; nothing here ever holds a key.
+overflow reply (`CallCache.forget_facts`) or --refresh asks again. Endpoints are named without
+user-info or query, and masked; nothing here ever holds a key.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ CREATE TABLE IF NOT EXISTS token_counts (
 
 
 def endpoint_id(base_url: str) -> str:
-    """How the cache names an endpoint: its URL without user-info or a trailing slash, masked."""
+    """How the cache names an endpoint: its URL without user-info, query (`?api-key=...`) or a
+    trailing slash, masked."""
     parts = urlsplit(base_url.rstrip("/"))
     host = parts.netloc.rpartition("@")[2]
-    return mask(urlunsplit((parts.scheme, host, parts.path, parts.query, "")))
+    return mask(urlunsplit((parts.scheme, host, parts.path, "", "")))
 
 
 class KnownFacts:

@@ -2,8 +2,10 @@
 
 A healed chunk is re-planned the same way on a re-run, so its first request would be sent again
 and refused again: this memory answers it instead, and only the parts' requests (which the call
-cache keeps) are looked up. It lives beside the call cache, so `--no-cache` remembers nothing and
-`--refresh` asks again. One JSON line per refusal, appended: readable by its owner only.
+cache keeps) are looked up. It lives beside the call cache, so `--no-cache` remembers nothing,
+`--refresh` asks again and `cache clear` forgets. A refusal is remembered for OVERFLOW_TTL, as
+long as the window it was measured against (a server restarted with a larger window is tried
+again the next day). One JSON line per refusal, appended: readable by its owner only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
+
+from .facts import FACTS_TTL
 
 #: The file beside the call cache.
 OVERFLOW_FILE = "overflows.jsonl"
+#: Seconds a refusal is remembered: as long as the endpoint's facts (engine.facts.FACTS_TTL).
+OVERFLOW_TTL = FACTS_TTL
 
 
 class OverflowMemory:
@@ -37,7 +44,8 @@ class OverflowMemory:
             if known.get(key) == message:
                 return
             known[key] = message
-            line = json.dumps({"key": key, "error": message}, ensure_ascii=False) + "\n"
+            entry = {"key": key, "error": message, "at": round(time.time())}
+            line = json.dumps(entry, ensure_ascii=False) + "\n"
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
@@ -56,10 +64,18 @@ class OverflowMemory:
                     lines = self.path.read_text(encoding="utf-8").splitlines()
                 except (OSError, UnicodeDecodeError):
                     lines = []
+                fresh = time.time() - OVERFLOW_TTL
                 for line in lines:
                     try:
                         entry = json.loads(line)
-                        self._known[str(entry["key"])] = str(entry["error"])
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn or foreign line: ignored
+                        if float(entry.get("at", 0)) >= fresh:
+                            self._known[str(entry["key"])] = str(entry["error"])
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        continue  # a torn, foreign or stale line: ignored
             return self._known
+
+    def forget(self) -> None:
+        """Forget every refusal (`cache clear`)."""
+        with self._lock:
+            self._known = {}
+            self.path.unlink(missing_ok=True)

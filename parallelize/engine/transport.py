@@ -162,8 +162,9 @@ class Reply(NamedTuple):
 
 class ConnectFailed(LLMError):
     """No connection was made, so the request never reached the server: refused, host name not
-    resolved, TLS handshake refused, or connecting timed out. The client decides whether that
-    means the endpoint is unreachable (nothing ever answered) or is one retryable failure."""
+    resolved, TLS handshake refused. The client decides whether that means the endpoint is
+    unreachable (nothing ever answered) or is one retryable failure. A connect that times out is
+    not one of these: a busy server may accept the next attempt."""
 
     def __init__(self, reason: str, *, via: str | None = None) -> None:
         proxy = f" (via the proxy {via})" if via else ""
@@ -230,7 +231,7 @@ class ChatPools:
                     if KEPT_HEADERS.match(key):
                         kept[key] = value.decode("latin-1")[:256]
                 content = _read_capped(response)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+        except httpcore.ConnectError as exc:  # a connect timeout is a busy server: retried
             via = self._proxy[0] if self._proxy else None
             raise ConnectFailed(connect_reason(exc), via=via) from None
         except httpcore.TimeoutException as exc:

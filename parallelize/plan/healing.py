@@ -209,7 +209,8 @@ class Healer:
             error = broken.result.error or "failed"
             where = f" ({broken.task.label})" if broken is not root else ""
             if broken.result.overflow:
-                error = f"still too long for the server in {len(leaves)} parts{where}: {error}"
+                parts = f"in {len(leaves)} parts" if len(leaves) > 1 else "and cannot be cut"
+                error = f"still too long for the server {parts}{where}: {error}"
             elif where:
                 error = f"{broken.task.label}: {error}"
             return TaskResult(task, error=error, attempts=max(1, attempts))
