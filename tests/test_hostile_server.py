@@ -102,8 +102,7 @@ def assert_clean(ran: Ran, *secrets: str) -> None:
 # ---- 1. the key leaks ----
 
 
-@pytest.mark.parametrize("status", [401, 500, 502])
-@pytest.mark.parametrize("html", [False, True])
+@pytest.mark.parametrize(("status", "html"), [(401, False), (500, True), (502, False)])
 def test_an_error_body_echoing_the_authorization_header_is_masked_everywhere(
     hostile: HostileServer, run, tmp_path: Path, status: int, html: bool
 ) -> None:
@@ -156,7 +155,7 @@ def test_a_key_with_whitespace_or_a_control_character_is_exit_2_naming_the_varia
     assert hostile.chat_requests() == []
 
 
-@pytest.mark.parametrize("hider", ["\x1b[0m", "\u200b", "\x1b]0;t\x07", "\u00ad"])
+@pytest.mark.parametrize("hider", ["\x1b[0m", "\u200b"])
 def test_a_key_split_by_an_invisible_character_is_masked_on_a_terminal_and_in_results(
     hostile: HostileServer, run, monkeypatch: pytest.MonkeyPatch, hider: str
 ) -> None:
@@ -222,21 +221,34 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_a_malformed_reply_fails_one_attempt_and_the_worker_goes_on(
-    hostile: HostileServer, run, shape: str
+def many_files(root: Path, count: int) -> str:
+    """`count` one-line files under root/many (sent one per task, in name order, with -j 1)."""
+    folder = root / "many"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"f{i:02d}.txt").write_text(f"file {i}\n")
+    return "many"
+
+
+def test_each_malformed_reply_fails_one_attempt_and_the_worker_goes_on(
+    hostile: HostileServer, run, tmp_path: Path
 ) -> None:
-    hostile.script(malformed(SHAPES[shape]), Act(200, completion("fine")))
+    shapes = list(SHAPES)  # one task per shape, in order, then one good reply
+    hostile.script(*(malformed(SHAPES[s]) for s in shapes), Act(200, completion("fine")))
+    folder = many_files(tmp_path, len(shapes) + 1)
     ran = run(
-        "section", "src", "--by", "file", "-j", "1", "-p", "x", "--max-retries", "0",
+        "section", folder, "--by", "file", "-j", "1", "-p", "x", "--max-retries", "0",
         "--format", "json",
     )  # fmt: skip
     assert ran.code == 1, ran.stderr
     assert_clean(ran)
     tasks = json.loads(ran.stdout)["tasks"]
-    assert [t["status"] for t in tasks] == ["failed", "ok", "ok"]
-    assert "malformed reply" in tasks[0]["error"] and "internal error" not in tasks[0]["error"]
-    assert "abandoned" not in ran.stderr and "\n" not in tasks[0]["error"]
+    assert [t["status"] for t in tasks] == ["failed"] * len(shapes) + ["ok"]
+    for shape, task in zip(shapes, tasks, strict=False):
+        error = task["error"]
+        assert "malformed reply" in error and "internal error" not in error, shape
+        assert "\n" not in error, shape
+    assert "abandoned" not in ran.stderr
 
 
 def test_a_malformed_reply_is_retried_per_policy(hostile: HostileServer, run) -> None:
@@ -263,9 +275,16 @@ def test_a_reply_with_only_tool_calls_fails_at_once_when_no_tools_were_offered(
 
 
 @pytest.mark.parametrize(
-    "flag", ["--timeout", "--deadline", "--max-cost", "--rpm", "--temperature", "--price-in"]
+    ("flag", "value"),
+    [
+        ("--timeout", "inf"),
+        ("--deadline", "inf"),
+        ("--max-cost", "nan"),
+        ("--rpm", "inf"),
+        ("--temperature", "nan"),
+        ("--price-in", "nan"),
+    ],
 )
-@pytest.mark.parametrize("value", ["inf", "nan"])
 def test_non_finite_numbers_are_refused_by_the_cli(
     hostile: HostileServer, run, flag: str, value: str
 ) -> None:
@@ -289,26 +308,26 @@ def test_a_reply_trickling_a_byte_at_a_time_is_bounded_by_timeout(
     assert_clean(ran)
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"Retry-After": "86400"},
-        {"Retry-After": "999999999999"},
-        {"retry-after-ms": "3600000"},
-        {"Retry-After": email.utils.formatdate(time.time() + 3600, usegmt=True)},
-        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "7d"},
-    ],
-    ids=["days", "absurd", "ms", "http-date", "ratelimit-reset"],
-)
-def test_a_wait_beyond_the_cap_fails_the_call_at_once_quoting_the_server(
-    hostile: HostileServer, run, headers: dict[str, str]
+ABSURD_WAITS = [
+    {"Retry-After": "86400"},
+    {"Retry-After": "999999999999"},
+    {"retry-after-ms": "3600000"},
+    {"Retry-After": email.utils.formatdate(time.time() + 3600, usegmt=True)},
+    {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "7d"},
+]
+
+
+def test_each_wait_beyond_the_cap_fails_its_call_at_once_quoting_the_server(
+    hostile: HostileServer, run, tmp_path: Path
 ) -> None:
-    hostile.script(absurd_headers(**headers))
-    ran = run("section", "src", "-p", "x", "--format", "json")
+    hostile.script(*(absurd_headers(**headers) for headers in ABSURD_WAITS))
+    folder = many_files(tmp_path, len(ABSURD_WAITS))
+    ran = run("section", folder, "--by", "file", "-j", "1", "-p", "x", "--format", "json")
     assert ran.code == 1, ran.stderr
-    error = json.loads(ran.stdout)["tasks"][0]["error"]
-    assert "slow down" in error and "more than the 120s cap" in error
-    assert len(hostile.chat_requests()) == 1
+    for headers, task in zip(ABSURD_WAITS, json.loads(ran.stdout)["tasks"], strict=True):
+        assert "slow down" in task["error"], headers
+        assert "more than the 120s cap" in task["error"], headers
+    assert len(hostile.chat_requests()) == len(ABSURD_WAITS)  # not one retried
     assert ran.elapsed < 10
 
 
@@ -319,7 +338,7 @@ def test_a_wait_past_the_deadline_fails_the_call_at_once(hostile: HostileServer,
     assert len(hostile.chat_requests()) == 1 and ran.elapsed < 10
 
 
-@pytest.mark.parametrize("value", ["-5", "soon", "nan", "inf", "1e999", "-1e999"])
+@pytest.mark.parametrize("value", ["-5", "soon", "1e999"])
 def test_garbage_retry_headers_are_ignored(hostile: HostileServer, run, value: str) -> None:
     garbage = absurd_headers(**{"Retry-After": value, "retry-after-ms": value})
     hostile.script(garbage, Act(200, completion("recovered")))
