@@ -27,6 +27,9 @@ from hostileserver import (
     malformed,
     trickle,
 )
+from typer.testing import CliRunner
+
+from parallelize.cli.app import app
 
 KEY = "sk-hostile-SECRET-0123456789abcdef"
 FILES = {"a.py": "print('a')\n", "b.py": "print('b')\n", "c.py": "print('c')\n"}
@@ -57,28 +60,39 @@ def hostile(_hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 @pytest.fixture
-def run(entry_point: str, tmp_path: Path, make_tree):
-    """Run `parallelize ARGS` on a small tree (PATH `src`) with the cache under tmp_path."""
+def run(entry_point: str, tmp_path: Path, make_tree, monkeypatch: pytest.MonkeyPatch):
+    """Run `parallelize ARGS` on a small tree (PATH `src`) with the cache under tmp_path: in
+    this process (CliRunner), or through the installed entry point with `entry=True`."""
     make_tree(FILES)
+    monkeypatch.chdir(tmp_path)
 
     def go(
-        *args: str, stdin: str | None = None, timeout: float = 60, model: str | None = "test-model"
+        *args: str,
+        stdin: str | None = None,
+        model: str | None = "test-model",
+        entry: bool = False,
     ) -> Ran:
-        argv = [entry_point, *args, "--cache-dir", str(tmp_path / "cache")]
+        argv = [*args, "--cache-dir", str(tmp_path / "cache")]
         argv += ["-m", model] if model else []
         started = time.monotonic()
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=tmp_path,
-            env=dict(os.environ),
-        )
-        return Ran(
-            done.returncode, done.stdout, done.stderr, time.monotonic() - started, _all(tmp_path)
-        )
+        if entry:
+            done = subprocess.run(
+                [entry_point, *argv],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+                env=dict(os.environ),
+            )
+            code, out, err = done.returncode, done.stdout, done.stderr
+        else:
+            result = CliRunner().invoke(app, argv, input=stdin)
+            assert not isinstance(result.exception, Exception) or isinstance(
+                result.exception, SystemExit
+            ), repr(result.exception)
+            code, out, err = result.exit_code, result.stdout, result.stderr
+        return Ran(code, out, err, time.monotonic() - started, _all(tmp_path))
 
     return go
 
@@ -107,7 +121,8 @@ def test_an_error_body_echoing_the_authorization_header_is_masked_everywhere(
     hostile: HostileServer, run, tmp_path: Path, status: int, html: bool
 ) -> None:
     hostile.script(echo_headers(status, html=html))
-    ran = run("section", "src", "-p", "x", "--max-retries", "1", "--format", "json", "-o", "o.json")
+    args = ["section", "src", "-p", "x", "--max-retries", "1", "--format", "json", "-o", "o.json"]
+    ran = run(*args, entry=True)
     assert ran.code == (2 if status == 401 else 1), ran.stderr
     assert_clean(ran)
     assert "[REDACTED:api-key]" in ran.stderr + ran.written  # the echo was there, and masked
@@ -238,7 +253,7 @@ def test_each_malformed_reply_fails_one_attempt_and_the_worker_goes_on(
     folder = many_files(tmp_path, len(shapes) + 1)
     ran = run(
         "section", folder, "--by", "file", "-j", "1", "-p", "x", "--max-retries", "0",
-        "--format", "json",
+        "--format", "json", entry=True,
     )  # fmt: skip
     assert ran.code == 1, ran.stderr
     assert_clean(ran)
