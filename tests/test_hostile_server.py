@@ -421,18 +421,26 @@ def test_implausible_usage_is_believed_warned_about_and_stops_at_max_cost(
     assert len(hostile.chat_requests()) == 1
 
 
-def test_one_timeout_delivering_sigterm_twice_is_one_interrupt(
-    hostile: HostileServer, entry_point: str, make_tree, tmp_path: Path
-) -> None:
-    make_tree(FILES)
-    hostile.script(Act(200, completion("late"), delay=1.0))
+def start_slow_run(
+    hostile: HostileServer, entry_point: str, cwd: Path, *, delay: float
+) -> subprocess.Popen[str]:
+    """The entry point on `src`, once its one call is in flight (the reply takes `delay` s)."""
+    hostile.script(Act(200, completion("late"), delay=delay))
     argv = [entry_point, "section", "src", "-p", "x", "-m", "test-model", "--no-cache"]
     proc = subprocess.Popen(
-        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     limit = time.monotonic() + 20
     while not hostile.chat_requests() and time.monotonic() < limit:
         time.sleep(0.01)
+    return proc
+
+
+def test_one_timeout_delivering_sigterm_twice_is_one_interrupt(
+    hostile: HostileServer, entry_point: str, make_tree, tmp_path: Path
+) -> None:
+    make_tree(FILES)
+    proc = start_slow_run(hostile, entry_point, tmp_path, delay=1.0)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # what `timeout` does: the process, then its group
@@ -477,14 +485,7 @@ def test_a_second_interrupt_after_200_ms_still_stops_at_once(
     hostile: HostileServer, entry_point: str, make_tree, tmp_path: Path
 ) -> None:
     make_tree(FILES)
-    hostile.script(Act(200, completion("late"), delay=5.0))
-    argv = [entry_point, "section", "src", "-p", "x", "-m", "test-model", "--no-cache"]
-    proc = subprocess.Popen(
-        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    limit = time.monotonic() + 20
-    while not hostile.chat_requests() and time.monotonic() < limit:
-        time.sleep(0.01)
+    proc = start_slow_run(hostile, entry_point, tmp_path, delay=5.0)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     started = time.monotonic()

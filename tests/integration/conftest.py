@@ -62,6 +62,17 @@ def real_server(real_build):
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def server_4k(real_build):
+    """llama-server with 4 slots x 4,096 tokens: the window a new user's local server has."""
+    try:
+        srv = serve.start_server(*real_build, slots=4, ctx_per_slot=4096)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     """No real OpenAI settings or proxies leak into a test; loopback bypasses proxies."""

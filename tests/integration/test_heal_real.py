@@ -11,22 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import serve
-
 #: The biggest modules of the standard library's email package: several chunks of 8,000
 #: tokens, each longer than a 4,096-token slot.
 EMAIL_FILES = ("_header_value_parser.py", "message.py", "utils.py", "feedparser.py", "header.py")
-
-
-@pytest.fixture(scope="module")
-def server_4k(real_build):
-    try:
-        srv = serve.start_server(*real_build, slots=4, ctx_per_slot=4096)
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield srv
-    srv.stop()
 
 
 def run(srv, tmp_path: Path, *args: str) -> tuple[int, dict]:

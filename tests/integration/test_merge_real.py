@@ -13,9 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-import serve
-
 EMAIL = Path(email.__file__).parent
 
 #: A translate recipe for a model that never stops by itself: a stop string ends each answer
@@ -36,16 +33,6 @@ merge:
   strategy: files
   path: "{{ locale }}/{{ path }}"
 """
-
-
-@pytest.fixture(scope="module")
-def server_4k(real_build):
-    try:
-        srv = serve.start_server(*real_build, slots=4, ctx_per_slot=4096)
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield srv
-    srv.stop()
 
 
 def run(srv, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
