@@ -49,6 +49,7 @@ def test_a_chunk_too_long_for_the_server_heals_and_a_rerun_sends_nothing(
         "value_199" in r.prompt or "value_0" in r.prompt for r in refused
     )
     assert f"## chunk 2/2 ({parts} parts): {root}/big.py" in doc["result"]
+    assert f"1 sent in parts ({parts} part calls)" in result.stderr  # the summary counts them
 
     llm.clear()
     again = CliRunner().invoke(app, section(root, "--format", "json"))

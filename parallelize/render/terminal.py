@@ -116,6 +116,9 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
         *engine_parts(result),
         f"{result.wall_time:.1f}s",
     ]
+    healed = [s.split for r in result.results if (s := r.task.section) and s.split]
+    if healed:  # their parts are calls too: say how many went out
+        parts.append(f"{len(healed)} sent in parts ({sum(healed)} part calls)")
     reduce = result.merge.get("merge") or {}
     if reduce.get("depth"):
         parts.append(f"reduce depth {reduce['depth']} ({reduce['calls']} reduce calls)")
