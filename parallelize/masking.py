@@ -71,14 +71,6 @@ def register_secret(value: str | None) -> None:
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
 
-def forget_secrets() -> None:
-    """Drop every registered secret (a library caller between unrelated runs; tests)."""
-    global _pattern
-    with _lock:
-        _secrets.clear()
-        _pattern = None
-
-
 def mask(text: str) -> str:
     """`text` with every secret in use replaced by [REDACTED:api-key].
 

@@ -72,8 +72,6 @@ ESTIMATE_MARGIN = 0.15
 # one by one) and the old GPT-2 and Baichuan vocabularies still end in the server's "exceeds the
 # context" error naming the chunk: there, --tokenizer server (if it counts) or --context-window.
 FOREIGN_RATIO = 1.5
-#: Share of the window kept free when counting with tiktoken for a model that is not OpenAI's.
-FOREIGN_MARGIN = 1 - 1 / FOREIGN_RATIO
 
 
 def estimate_tokens(text: str) -> int:
@@ -140,13 +138,6 @@ def for_model(counter: TokenCounter, model: str | None) -> TokenCounter:
         return counter
     margin = 1 - (1 - counter.margin) / FOREIGN_RATIO
     return replace(counter, margin=round(margin, 3))
-
-
-def describe_margin(counter: TokenCounter) -> str:
-    """`the model's own, no margin` or `15% of the window kept free`, for plans and summaries."""
-    if counter.margin <= 0:
-        return "no margin" if counter.exact else "no margin (an estimate)"
-    return f"margin {counter.margin:.0%} of the window"
 
 
 def utf8_bytes(text: str) -> int:

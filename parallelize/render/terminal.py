@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-PREVIEW_CHARS = 2_000
-
-
 #: Most characters of each candidate shown in the vote table.
 CANDIDATE_PREVIEW = 72
 
