@@ -32,3 +32,9 @@ def test_parses_documents_in_common_wrappings(reply: str, expected: object) -> N
 def test_replies_without_a_document_say_why(reply: str) -> None:
     with pytest.raises(JSONReplyError, match=r"empty|not valid JSON: .* at line \d+ column \d+"):
         parse_json_reply(reply)
+
+
+def test_a_json_error_names_its_place_once() -> None:
+    with pytest.raises(JSONReplyError) as err:
+        parse_json_reply('{"a": "abc')
+    assert "starting at at" not in str(err.value) and "at line 1 column 7" in str(err.value)

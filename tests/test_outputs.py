@@ -71,6 +71,10 @@ def test_matrix_product_sizes(llm: LLMServer, cli, docs) -> None:
     prompts = sorted(r.last_user.split("\n")[0] for r in llm.requests)
     assert prompts.count("formal es-ES") == 2  # each clone sees only its own values
     assert run.stdout.startswith("# formal_fr-FR\n\n## chunk 1/2: docs/a.md")
+    again = cli.invoke(
+        app, ["section", docs, "--by", "file", "-p", "{{ tone }} {{ locale }}", *each]
+    )
+    assert "summary: 2 chunks x 6 = 12 sections, 12 calls (12 cached)" in again.stderr
 
 
 def test_each_makes_path_optional(llm: LLMServer, cli) -> None:

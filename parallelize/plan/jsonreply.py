@@ -100,7 +100,8 @@ def parse_json_reply(text: str) -> Any:
     if strict is not None:
         return _refused(strict)
     where = f"line {first_error.lineno} column {first_error.colno}"
-    raise JSONReplyError(f"not valid JSON: {first_error.msg} at {where}")
+    problem = first_error.msg.removesuffix(" at")  # "Unterminated string starting at"
+    raise JSONReplyError(f"not valid JSON: {problem} at {where}")
 
 
 def _refused(exc: NotStrictJSON) -> Any:

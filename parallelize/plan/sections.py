@@ -379,9 +379,10 @@ def plan_chunks(
                 f"--chunk-tokens {chunking.chunk_tokens} leaves no room for input: "
                 f"the system prompt and template alone take about {overhead} tokens"
             )
-        if budget > room and on_warning:
+        if budget > room and on_warning:  # the budget may be the recipe's, not a flag
             on_warning(
-                f"--chunk-tokens {chunking.chunk_tokens} does not fit the context window "
+                f"the chunk budget of {chunking.chunk_tokens:,} tokens (--chunk-tokens or the "
+                "recipe's chunking.chunk_tokens) does not fit the context window "
                 f"({window:,} tokens with {reserve:,} kept for the answer); "
                 f"using {room + overhead:,}"
             )

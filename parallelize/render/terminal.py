@@ -107,7 +107,7 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
     cached = sum(1 for r in calls if r.completion and r.completion.cached)
     made = sum(1 for r in calls if r.attempts or (r.completion and r.completion.cached))
     parts = [
-        f"{len(result.results)} {UNITS.get(result.command, 'tasks')}",
+        _units(result),
         f"{made} calls" + (f" ({cached} cached)" if cached else ""),
         f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
         *engine_parts(result),
@@ -132,6 +132,15 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
 
 
 UNITS = {"section": "chunks", "vote": "candidates"}
+
+
+def _units(result: RunResult) -> str:
+    """`50 chunks`, or `43 chunks x 3 = 129 sections` when aspects or clones multiply them."""
+    count = len(result.results)
+    chunks = {s.chunk_id for r in result.results if (s := r.task.section) is not None}
+    if result.command == "section" and chunks and len(chunks) < count:
+        return f"{len(chunks)} chunks x {count // len(chunks)} = {count} sections"
+    return f"{count} {UNITS.get(result.command, 'tasks')}"
 
 
 def usd(amount: float) -> str:
