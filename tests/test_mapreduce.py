@@ -23,7 +23,7 @@ def recipe(merge: str = "", workers: int = 8):
         "merge:\n"
         "  strategy: llm\n"
         f"  prompt: '{REDUCE}:\n\n    {{{{ input }}}}'\n"
-        "  context_window: 256\n" + merge
+        "  context_window: 384\n" + merge
     )
     return parse_recipe(text, source="mr.yaml")
 
@@ -89,7 +89,7 @@ def test_a_tree_deeper_than_max_depth_is_an_error_before_any_reduce(
 ) -> None:
     llm.script(REDUCE, markers_reply)
     llm.script(None, worker_reply)
-    with pytest.raises(ConfigError, match=r"needs \d levels in a context window of 256") as err:
+    with pytest.raises(ConfigError, match=r"needs \d levels in a context window of 384") as err:
         run_section([tree(make_tree)], recipe("  max_depth: 1\n"))
     assert reduces(llm) == []  # nothing fits one call and no second level is allowed
     assert err.value.exit_code == 2 and "merge.max_depth" in err.value.hint

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from llmserver import LLMServer
 from typer.testing import CliRunner
 
 from parallelize.cli.app import app
+from parallelize.inputs.tokens import for_model, get_counter
+from parallelize.merge.mapreduce import reduce_budget
+from parallelize.recipe.load import parse_recipe
 
 MARKER = re.compile(r"MARKER-\d+")
 
@@ -86,3 +90,15 @@ def test_a_reduce_batch_the_server_refuses_is_split(llm: LLMServer, make_tree) -
     assert doc["merge"]["depth"] == 2 and len(doc["merge"]["levels"][-1]) == 1
     assert set(MARKER.findall(doc["result"])) == {f"MARKER-{i}" for i in range(16)}
     assert not [w for w in doc["warnings"] if "fell back" in w]
+
+
+def test_the_reduce_keeps_the_margin_the_map_kept_for_a_foreign_counter() -> None:
+    """tiktoken counting for a Llama keeps a third of the window free in the map, so in the
+    reduce too: the tree is planned in the window the chunks were."""
+    recipe = parse_recipe("model: llama-3\nprompt: 'x {{ input }}'\nmerge: {strategy: llm}\n")
+    counter = get_counter("llama-3", "cl100k")
+    foreign = reduce_budget(
+        recipe, model="llama-3", window=8_000, counter=for_model(counter, "llama-3")
+    )
+    own = reduce_budget(recipe, model="llama-3", window=8_000, counter=replace(counter, margin=0.0))
+    assert foreign.room < own.room - 0.25 * 8_000

@@ -140,7 +140,9 @@ def reduce_budget(
     else:
         window, window_source = context_window(model), "the built-in table"
     counter = counter if counter is not None and own else get_counter(model)
-    margin = MARGIN_EXACT if counter.exact else MARGIN_ESTIMATE
+    # The run's counter keeps the planner's margin when it is not the model's own (tiktoken for
+    # a Llama), so the reduce tree is planned in the window the map was.
+    margin = max(MARGIN_EXACT if counter.exact else MARGIN_ESTIMATE, counter.margin)
     template = merge.prompt or DEFAULT_MERGE_PROMPT
     frame = render(template, {INPUT: "", "instruction": recipe.prompt}, append_input=False)
     overhead = counter.count(frame) + counter.count(_system(recipe) or "") + 2 * MESSAGE_OVERHEAD
