@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from realcli import run_cli
 
 #: The biggest modules of the standard library's email package: several chunks of 8,000
 #: tokens, each longer than a 4,096-token slot.
@@ -17,19 +16,7 @@ EMAIL_FILES = ("_header_value_parser.py", "message.py", "utils.py", "feedparser.
 
 
 def run(srv, tmp_path: Path, *args: str) -> tuple[int, dict]:
-    env = {
-        "OPENAI_BASE_URL": srv.base_url,
-        "OPENAI_API_KEY": "x",
-        "NO_PROXY": "127.0.0.1",
-        "PATH": "/usr/bin:/bin",
-        "PARALLELIZE_CACHE_DIR": str(tmp_path / "cache"),
-        "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR", ""),
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # lets the same test run older code
-    }
-    command = [sys.executable, "-m", "parallelize", "section", *args, "--format", "json", "-q"]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
-    )
+    done = run_cli(srv.base_url, tmp_path, "section", *args, "--format", "json", "-q")
     doc = json.loads(done.stdout) if done.stdout.strip() else {"stderr": done.stderr}
     return done.returncode, doc
 

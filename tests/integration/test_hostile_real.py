@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from realcli import run_cli
 
 MODEL = "tiny-llama"
 KEY = "sk-real-server-SECRET-abcdef123456"
@@ -28,17 +29,8 @@ def hostile_tree(tmp_path: Path) -> Path:
 
 
 def run(base_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "OPENAI_BASE_URL": base_url,
-        "OPENAI_API_KEY": KEY,
-        "NO_PROXY": "127.0.0.1",
-        "PATH": "/usr/bin",
-        "HOME": str(cwd / "home"),
-        "PARALLELIZE_CACHE_DIR": str(cwd / "cache"),
-    }
-    parallelize = Path(sys.executable).with_name("parallelize")
-    argv = [str(parallelize), "section", *args, "-m", MODEL, "--max-tokens", "8"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+    more = ["-m", MODEL, "--max-tokens", "8"]
+    return run_cli(base_url, cwd, "section", *args, *more, key=KEY, timeout=300)
 
 
 def test_a_hostile_tree_on_the_real_server(real_server, tmp_path: Path) -> None:

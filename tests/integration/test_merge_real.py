@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from realcli import run_cli
 
 EMAIL = Path(email.__file__).parent
 
@@ -36,19 +36,7 @@ merge:
 
 
 def run(srv, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "OPENAI_BASE_URL": srv.base_url,
-        "OPENAI_API_KEY": "x",
-        "NO_PROXY": "127.0.0.1",
-        "PATH": "/usr/bin:/bin",
-        "PARALLELIZE_CACHE_DIR": str(tmp_path / "cache"),
-        "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR", ""),
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # lets the same test run older code
-    }
-    command = [sys.executable, "-m", "parallelize", "section", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
-    )
+    return run_cli(srv.base_url, tmp_path, "section", *args)
 
 
 def strict_loads(text: str) -> Any:

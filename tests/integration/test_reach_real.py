@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import serve  # tools/realserver/serve.py, on the path through conftest
+from realcli import run_cli
 
 
 def parallelize(base_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The installed entry point with only OPENAI_BASE_URL set, as the README's export leaves."""
-    env = {
-        "OPENAI_BASE_URL": base_url,
-        "NO_PROXY": "127.0.0.1",
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(cwd / "home"),
-        "PARALLELIZE_CACHE_DIR": str(cwd / "cache"),
-    }
-    entry = Path(sys.executable).with_name("parallelize")
-    return subprocess.run(
-        [str(entry), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(base_url, cwd, *args, key=None, timeout=300)
 
 
 def test_serve_real_fits_the_defaults_then_a_stopped_server_is_exit_2_at_once(
