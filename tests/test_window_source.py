@@ -20,7 +20,7 @@ from parallelize.engine.facts import FACTS_TTL
 from parallelize.engine.overflows import OverflowMemory
 from parallelize.errors import CacheError
 from parallelize.inputs.tokens import FOREIGN_RATIO
-from parallelize.plan.window import SERVER_FACTS
+from parallelize.plan.window import SERVER_FACTS, probe_context_window
 from parallelize.recipe.load import override
 from parallelize.records import Completion, Usage
 from parallelize.render.plan import plan_text
@@ -229,3 +229,9 @@ def test_a_remembered_refusal_expires_and_cache_clear_forgets_it(tmp_path: Path)
     with CallCache(tmp_path) as cache:
         cache.clear()
     assert not memory.path.exists() and OverflowMemory(tmp_path).recall(["fresh"]) == {}
+
+
+@pytest.mark.parametrize("n_ctx", [10**18, True, -5, "4096"])
+def test_a_window_no_model_has_is_not_believed(n_ctx: object) -> None:
+    props = {"default_generation_settings": {"n_ctx": n_ctx}}
+    assert probe_context_window(lambda path: props if path == "props" else None, "m") is None

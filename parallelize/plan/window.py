@@ -71,7 +71,7 @@ def probe_context_window(get_json: GetJson, model: str | None) -> tuple[int, str
     if isinstance(props, dict):
         settings = props.get("default_generation_settings")
         n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-        if isinstance(n_ctx, int) and n_ctx > 0:
+        if _plausible(n_ctx):
             return n_ctx, "the server's /props (llama.cpp n_ctx per slot)"
     listed = get_json("v1/models")
     cards = listed.get("data") if isinstance(listed, dict) else None
@@ -79,9 +79,18 @@ def probe_context_window(get_json: GetJson, model: str | None) -> tuple[int, str
         if not isinstance(card, dict) or (model and card.get("id") != model):
             continue
         size = card.get("max_model_len")
-        if isinstance(size, int) and size > 0:
+        if _plausible(size):
             return size, "the server's model list (max_model_len)"
     return None
+
+
+#: No model's window is larger; a server that says more is not believed (it would put a whole
+#: tree in one request, to be refused and split over and over).
+MAX_WINDOW = 10_000_000
+
+
+def _plausible(window: Any) -> bool:
+    return type(window) is int and 0 < window <= MAX_WINDOW
 
 
 class FactStore(Protocol):
