@@ -325,9 +325,13 @@ class LLMServer:
         """Return the request log summary served on GET /_stats."""
         with self._lock:
             reqs = list(self.requests)
+            chats = {id(r) for r in reqs}
+            others = [r for r in self.all_requests if id(r) not in chats]
             peak = self.peak_concurrency
         return {
             "requests": len(reqs),
+            # Requests that are not chats (model list, probes), the server's own /_ paths aside.
+            "other_requests": sum(1 for r in others if not r.path.startswith("/_")),
             "peak_concurrency": peak,
             "statuses": dict(Counter(str(r.status) for r in reqs)),
             "first_start": min((r.start for r in reqs), default=None),
