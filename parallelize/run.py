@@ -131,7 +131,8 @@ def run_vote(
     """
     # Imported here: a section run never loads the voting machinery (its pydantic models).
     from .vote.decide import decide
-    from .vote.setup import planned_calls, prepare_vote
+    from .vote.setup import dry_run_notes, planned_calls, prepare_vote
+    from .vote.waves import draw_samples
 
     options = (options or RunOptions()).for_recipe(recipe)
     started = time.monotonic()
@@ -144,15 +145,15 @@ def run_vote(
             ", ".join(m.name for m in setup.models),
             setup.tasks,
             dry_run=True,
-            warnings=setup.warnings,
+            warnings=[*setup.warnings, *dry_run_notes(setup)],
             vote=VotePlan(recipe.vote.strategy, setup.seed, planned_calls(setup)),
         )
         return estimate_plan(dry, options.price_book(), options.max_cost)
     with engine(options, concurrency=setup.concurrency) as executor:
         setup.resolve(None if setup.models else default_model(executor.client))
         with route_models(executor, setup.models, timeout=options.timeout):
-            results = executor.run(setup.tasks)
-            result = decide(results, setup, executor)
+            drawing = draw_samples(setup, executor)  # all N, or waves with --early-stop
+            result = decide(drawing, setup, executor)
     result.wall_time = time.monotonic() - started
     return record_engine(result, executor)
 

@@ -131,6 +131,24 @@ def vote(
             show_default=False,
         ),
     ] = None,
+    early_stop: Annotated[
+        bool,
+        typer.Option(
+            "--early-stop",
+            help="Draw samples in waves; stop once the rest cannot change the result "
+            "(consensus/weighted with exact matching).",
+        ),
+    ] = False,
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--confidence",
+            help="Stop early once the leader wins the full vote with this probability "
+            "(0.5-1; implies --early-stop; may differ from the full run).",
+            show_default=False,
+            metavar="P",
+        ),
+    ] = None,
     criteria: Annotated[
         list[str] | None,
         typer.Option(
@@ -231,6 +249,8 @@ def vote(
                 "match": match and match.value,
                 "answer_pattern": answer_pattern,
                 "min_candidates": min_candidates,
+                "early_stop": early_stop or None,  # the flag can only turn it on
+                "confidence": confidence,
             },
         )
         if not recipe and not quiet:

@@ -115,6 +115,12 @@ class Vote(Strict):
     judge_model: str | None = None
     judge_rounds: int = Field(1, ge=1, le=MAX_JUDGE_ROUNDS)
     criteria: list[Criterion] = Field(default_factory=list)
+    early_stop: bool = Field(
+        False, description="stop sampling once the rest cannot change the result"
+    )
+    confidence: float | None = Field(
+        None, gt=0.5, lt=1, description="stop when the leader wins with this probability"
+    )
 
     @model_validator(mode="after")
     def _answer_needs_pattern(self) -> Vote:
@@ -126,6 +132,11 @@ class Vote(Strict):
     def match_mode(self) -> Literal["exact", "similar"]:
         """`exact` when an answer is extracted, else `similar` (unless set)."""
         return self.match or ("exact" if self.answer_pattern else "similar")
+
+    @property
+    def stops_early(self) -> bool:
+        """Samples go out in waves: `early_stop`, or a `confidence` (which implies it)."""
+        return self.early_stop or self.confidence is not None
 
 
 class ModelEntry(Strict):

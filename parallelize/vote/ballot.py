@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,8 @@ class VoteContext:
     judge_model: str
     judge_params: Mapping[str, Any]
     seed: int
+    #: Model weights of the samples an early stop did not draw: they still count in every share.
+    undrawn: Sequence[float] = ()
 
 
 def in_race(pool: list[Candidate]) -> list[Candidate]:

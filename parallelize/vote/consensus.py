@@ -58,18 +58,32 @@ class _Group:
 
 def vote_consensus(pool: list[Candidate], ctx: VoteContext) -> Decision:
     """The answer most candidates agree on, if it reaches the quorum."""
-    return _tally(pool, ctx.vote, weighted=False)
+    return _tally(pool, ctx, weighted=False)
 
 
 def vote_weighted(pool: list[Candidate], ctx: VoteContext) -> Decision:
     """Consensus where each candidate's vote counts its model's weight."""
-    return _tally(pool, ctx.vote, weighted=True)
+    return _tally(pool, ctx, weighted=True)
 
 
-def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
+def reaches_quorum(share: float, quorum: float | None) -> bool:
+    """Whether a winner's share is enough: at least the quorum, or more than half without one."""
+    return share >= quorum - EPSILON if quorum is not None else share > MAJORITY
+
+
+def ties(a: float, b: float) -> bool:
+    """Two vote counts that are the same up to float noise (a tie at the top)."""
+    return math.isclose(a, b, abs_tol=EPSILON)
+
+
+def _tally(pool: list[Candidate], ctx: VoteContext, *, weighted: bool) -> Decision:
+    vote = ctx.vote
     pattern = re.compile(vote.answer_pattern) if vote.answer_pattern else None
     weight: Callable[[Candidate], float] = (lambda c: c.weight) if weighted else (lambda c: 1.0)
-    total = sum(weight(c) for c in pool)  # share = votes / N requested, failures included
+    # share = votes / N requested: failures, and samples an early stop did not draw, included
+    # (summed in sample order, as the full run sums them, so both compare the same floats).
+    undrawn = ctx.undrawn if weighted else [1.0] * len(ctx.undrawn)
+    total = sum([*(weight(c) for c in pool), *undrawn])
     voters = []
     for c in in_race(pool):
         c.answer = extract_answer(c.text, pattern)
@@ -95,7 +109,7 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
             c.votes = group.votes
             c.note = f"group {number}"
     top = groups[0]
-    tied = [g for g in groups if math.isclose(g.votes, top.votes, abs_tol=EPSILON)]
+    tied = [g for g in groups if ties(g.votes, top.votes)]
     medoid_of_all = False
     if len(tied) > 1 and all(len(g.members) == 1 for g in tied) and vote.match_mode == "similar":
         # Free text where no two candidates agree: the medoid is the most typical one.
@@ -125,7 +139,7 @@ def _tally(pool: list[Candidate], vote: Vote, *, weighted: bool) -> Decision:
             error=f"no consensus: tie at the top between {answers}",
             details=details,
         )
-    reached = share >= vote.quorum - EPSILON if vote.quorum is not None else share > MAJORITY
+    reached = reaches_quorum(share, vote.quorum)
     answer = for_people(pick.answer or "", ANSWER_CHARS)
     summary = f"{answer!r} from {counted} ({share:.0%}, quorum {needed})"
     if medoid_of_all:

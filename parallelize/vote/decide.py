@@ -17,18 +17,20 @@ from ..errors import (
     ContextOverflowError,
     FatalLLMError,
 )
-from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task, TaskResult, VoteReport
+from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task, VoteReport
 from .ballot import Candidate, Decision, VoteContext
 from .consensus import extract_answer, vote_consensus, vote_weighted
 from .judge import vote_judge
 from .rubric import vote_rubric
 from .setup import VoteSetup
 from .similarity import mean_similarity, similarity_matrix
+from .waves import Drawing
 
 
-def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> RunResult:
+def decide(drawing: Drawing, setup: VoteSetup, executor: Executor) -> RunResult:
     """Admit the usable candidates, run the strategy, and assemble the RunResult."""
     vote = setup.recipe.vote
+    results = drawing.results
     pool = [
         Candidate(i, r, r.task.request.model, setup.weight(r.task.request.model))
         for i, r in enumerate(results)
@@ -48,11 +50,13 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
                 judge_model=setup.judge_model,
                 judge_params=setup.judge_params(),
                 seed=setup.seed,
+                undrawn=_undrawn(drawing, setup),
             )
             try:
                 decision = VOTERS[vote.strategy](pool, context)
             except FatalLLMError as exc:  # e.g. an unknown judge model: keep the candidates
                 decision = no_winner(fatal_message(exc, setup), exit_code=exc.exit_code)
+    decision.reason += _stopped_early(drawing, setup)
     winner = pool[decision.winner] if decision.winner is not None else None
     # The winner's text as it came, ending in one newline so a terminal prompt starts afresh.
     output = winner.text.rstrip("\n") + "\n" if winner is not None else ""
@@ -68,14 +72,37 @@ def decide(results: list[TaskResult], setup: VoteSetup, executor: Executor) -> R
         "vote",
         setup.recipe.name,
         ", ".join(m.name for m in setup.models),
-        setup.tasks,
+        setup.tasks[: len(results)],
         results,
         output=output,
         aggregate_calls=decision.calls,
         warnings=[*setup.warnings, *warnings, *decision.warnings],
-        vote=vote_report(pool, decision, setup),
+        vote=vote_report(pool, decision, setup, sampling=drawing.sampling),
         exit_code=decision.exit_code,
     )
+
+
+def _undrawn(drawing: Drawing, setup: VoteSetup) -> list[float]:
+    """The model weights of the samples a certain early stop did not draw: they keep their place
+    in every share (votes / N requested). A --confidence stop estimates the share from the drawn."""
+    if drawing.sampling != "certain":
+        return []
+    return [setup.weight(t.request.model) for t in setup.tasks[len(drawing.results) :]]
+
+
+def _stopped_early(drawing: Drawing, setup: VoteSetup) -> str:
+    """What the reason adds when sampling stopped before N: the guarantee, or its absence."""
+    drawn, rest = len(drawing.results), setup.n - len(drawing.results)
+    if drawing.sampling == "certain":
+        return f"; stopped after {drawn} of {setup.n} samples: the other {rest} cannot change it"
+    if drawing.sampling == "confident":
+        chance = drawing.probability or 0.0
+        return (
+            f"; stopped after {drawn} of {setup.n} samples, share of those drawn: the leader "
+            f"wins the full vote with estimated probability {chance:.2f} (--confidence "
+            f"{setup.recipe.vote.confidence:g}), so the full run may pick differently"
+        )
+    return ""
 
 
 def fatal_message(exc: FatalLLMError, setup: VoteSetup) -> str:
@@ -109,10 +136,18 @@ def task_text(task: Task) -> str:
     return "\n\n".join(parts)
 
 
-def vote_report(pool: Sequence[Candidate], decision: Decision, setup: VoteSetup) -> VoteReport:
+def vote_report(
+    pool: Sequence[Candidate], decision: Decision, setup: VoteSetup, *, sampling: str = "all"
+) -> VoteReport:
     """The vote's report for `--format json` and the stderr table."""
     vote = setup.recipe.vote
     details = dict(decision.details)
+    # Every vote says how many samples it paid for: early stop draws a prefix of the N.
+    details |= {
+        "samples_drawn": len(pool),
+        "samples_saved": setup.n - len(pool),
+        "sampling": sampling,
+    }
     if "agreement" not in details and decision.winner is not None:
         usable = [c.index for c in pool if c.result.succeeded]
         matrix = similarity_matrix([pool[i].text for i in usable])

@@ -94,6 +94,7 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
             f"{where}vote.strategy rubric needs criteria",
             hint="add vote.criteria to the recipe, or pass --criterion 'TEXT::WEIGHT'",
         )
+    check_early_stop(recipe)
     if vote.n > recipe.max_tasks:
         spread = f" over {len(recipe.models)} models" if recipe.models else ""
         raise ConfigError(
@@ -117,6 +118,29 @@ def prepare_vote(task: str | None, recipe: Recipe, *, env_model: str | None) -> 
         warnings.append("weighted: every model has the same weight, so this is a plain consensus")
     warnings += ignored_settings(recipe)
     return VoteSetup(recipe, task, models, warnings)
+
+
+#: Strategies whose result early stop can foresee: counts of exact answers.
+EARLY_STOP_STRATEGIES = ("consensus", "weighted")
+
+
+def check_early_stop(recipe: Recipe) -> None:
+    """Early stop needs counts that only grow: exact answers under consensus or weighted."""
+    vote = recipe.vote
+    if not vote.stops_early:
+        return
+    flag = "--early-stop" if vote.early_stop else "--confidence"
+    named = f"{flag} (vote.{flag[2:].replace('-', '_')})"
+    if vote.strategy not in EARLY_STOP_STRATEGIES:
+        raise ConfigError(
+            f"{named} works with the consensus and weighted strategies only (the {vote.strategy} "
+            f"strategy needs every candidate): use --strategy consensus, or drop {flag}"
+        )
+    if vote.match_mode != "exact":
+        raise ConfigError(
+            f"{named} needs exact matching (similar clusters can merge as samples arrive): "
+            "add --answer-pattern REGEX or --match exact"
+        )
 
 
 def ignored_settings(recipe: Recipe) -> list[str]:
@@ -156,6 +180,16 @@ def temperature_warnings(setup: VoteSetup) -> list[str]:
     return [
         f"n={setup.n} with one model at temperature 0: the candidates will likely be identical "
         "and each still costs a call (raise --temperature, or add models)"
+    ]
+
+
+def dry_run_notes(setup: VoteSetup) -> list[str]:
+    """What a dry run should add: with early stop, the planned candidates are the most it sends."""
+    if not setup.recipe.vote.stops_early or setup.n == 1:
+        return []
+    return [
+        f"early stop: the vote may draw fewer than the {setup.n} candidates planned, which are "
+        "the most it sends"
     ]
 
 
