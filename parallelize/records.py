@@ -19,6 +19,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Of the prompt tokens, those the provider served from its prompt cache (billed lower).
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -28,6 +30,7 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -326,12 +329,16 @@ class VoteReport:
 
 @dataclass(frozen=True)
 class CostReport:
-    """What the calls cost and what the cache saved (None: no price known for a model)."""
+    """What the calls cost and what the cache saved (None: no price known for a model).
+
+    `saved_usd` is what the call cache saved (calls not made); `prompt_cache_saved_usd` what the
+    provider's prompt cache saved on calls made (cached tokens at cached_input, not input)."""
 
     usd: float | None
     saved_usd: float | None
     max_cost: float | None
     unpriced_models: Sequence[str]
+    prompt_cache_saved_usd: float | None = None
 
 
 @dataclass(frozen=True)

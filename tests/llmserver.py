@@ -51,6 +51,7 @@ KNOBS = (
     "context_window",
     "api_key",
     "llama",
+    "prompt_cache",
 )
 _UNSET = object()
 #: The n_ctx llama.cpp's /props reports when the context_window knob is not set.
@@ -216,6 +217,9 @@ class LLMServer:
     context_window: int | None = None
     api_key: str | None = None
     llama: bool = False  # also answer llama.cpp's /props, /tokenize and /apply-template
+    # Report usage.prompt_tokens_details.cached_tokens: the estimated tokens of the longest
+    # prefix this prompt shares with an earlier one (as a provider's prompt cache would).
+    prompt_cache: bool = False
     models: list[str]
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -308,6 +312,7 @@ class LLMServer:
     def _clear_locked(self) -> None:
         self.requests.clear()
         self.all_requests.clear()
+        self._prompts: list[str] = []
         self.peak_concurrency = 0
         self._in_flight = 0
         self._bucket = None
@@ -391,6 +396,13 @@ class LLMServer:
             "x-ratelimit-remaining-requests": str(int(tokens)),
             "x-ratelimit-reset-requests": format_reset((cap - tokens) / rate),
         }
+
+    def _cached_tokens(self, prompt: str, n_prompt: int) -> int:
+        """Tokens of the longest prefix `prompt` shares with an earlier prompt (then kept)."""
+        with self._lock:
+            shared = max((_common_prefix(prompt, seen) for seen in self._prompts), default=0)
+            self._prompts.append(prompt)
+        return min(n_prompt, shared // 4)
 
     def _match(self, body: dict[str, Any], prompt: str) -> Rule | None:
         with self._lock:
@@ -493,10 +505,16 @@ def _tool_calls(calls: list[dict[str, Any]], cid: int) -> list[dict[str, Any]]:
     return out
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """Return the length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def build_completion(
-    body: dict[str, Any], rule: Rule | None, cid: int, n_prompt: int
+    body: dict[str, Any], rule: Rule | None, cid: int, n_prompt: int, cached: int | None = None
 ) -> dict[str, Any]:
-    """Return the chat.completion body answering a request."""
+    """Return the chat.completion body answering a request (`cached`: prompt-cache tokens)."""
     text = rule.text(body) if rule is not None else "ECHO " + last_user_text(body)
     finish = rule.finish_reason if rule is not None else "stop"
     calls = _tool_calls(rule.tool_calls, cid) if rule and rule.tool_calls is not None else None
@@ -516,6 +534,13 @@ def build_completion(
             message["content"] = content
             n_completion += estimate_tokens(content)
         choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+    usage: dict[str, Any] = {
+        "prompt_tokens": n_prompt,
+        "completion_tokens": n_completion,
+        "total_tokens": n_prompt + n_completion,
+    }
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
     return {
         "id": f"chatcmpl-{cid}",
         "object": "chat.completion",
@@ -523,11 +548,7 @@ def build_completion(
         "model": body["model"],
         "system_fingerprint": "fp_loopback",
         "choices": choices,
-        "usage": {
-            "prompt_tokens": n_prompt,
-            "completion_tokens": n_completion,
-            "total_tokens": n_prompt + n_completion,
-        },
+        "usage": usage,
     }
 
 
@@ -795,7 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
             message = "The server had an error while processing your request."
             return self._send(rec, fate.error, error_body(message, "server_error"), headers)
         cid = next(llm._ids)
-        completion = build_completion(body, rule, cid, n_prompt)
+        cached = llm._cached_tokens(rec.prompt, n_prompt) if llm.prompt_cache else None
+        completion = build_completion(body, rule, cid, n_prompt, cached)
         headers = {"x-request-id": f"req_loopback_{cid}"} | headers
         if body.get("stream") is True:
             options = body.get("stream_options")
@@ -811,7 +833,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    kinds = {"slots": int, "seed": int, "context_window": int, "api_key": str, "llama": int}
+    kinds = {
+        "slots": int,
+        "seed": int,
+        "context_window": int,
+        "api_key": str,
+        "llama": int,
+        "prompt_cache": int,
+    }
     for knob in KNOBS:
         flag = "--" + knob.replace("_", "-")
         parser.add_argument(flag, type=kinds.get(knob, float), default=getattr(LLMServer, knob))

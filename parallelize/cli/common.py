@@ -162,7 +162,20 @@ PriceInOpt = Annotated[
         "--price-in",
         metavar="USD",
         min=0,
-        help="USD per million input tokens (over the built-in table).",
+        help="USD per million input tokens (over the built-in table; cached ones too unless "
+        "--price-cached-in).",
+        show_default=False,
+    ),
+]
+
+PriceCachedInOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--price-cached-in",
+        metavar="USD",
+        min=0,
+        help="USD per million input tokens the provider's prompt cache served (at most the input "
+        "price).",
         show_default=False,
     ),
 ]
@@ -202,6 +215,7 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "max_cost": (MaxCostOpt, None),
     "price_in": (PriceInOpt, None),
     "price_out": (PriceOutOpt, None),
+    "price_cached_in": (PriceCachedInOpt, None),
     "max_tasks": (MaxTasksOpt, None),
 }
 
@@ -248,6 +262,7 @@ def engine_settings(
     max_cost: float | None,
     price_in: float | None,
     price_out: float | None,
+    price_cached_in: float | None,
     max_tasks: int | None,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
@@ -260,6 +275,11 @@ def engine_settings(
         seconds = parse_duration(deadline)
         if seconds is None or seconds <= 0:
             usage_error(f"--deadline: cannot read '{deadline}' as a duration ({DURATION_EXAMPLES})")
+    if price_cached_in is not None and price_in is not None and price_cached_in > price_in:
+        usage_error(
+            f"--price-cached-in {price_cached_in:g} is above --price-in {price_in:g}: the cached "
+            "rate is the discounted one (are the two swapped?)"
+        )
     return {
         "rpm": rpm,
         "tpm": tpm,
@@ -271,6 +291,7 @@ def engine_settings(
         "max_cost": max_cost,
         "price_in": price_in,
         "price_out": price_out,
+        "price_cached_in": price_cached_in,
         # Not an engine setting: each command folds it into the recipe (the plan checks it there).
         "max_tasks": max_tasks,
     }

@@ -41,8 +41,8 @@ CACHE_FILE = "calls.sqlite3"
 #: Bumped when the key recipe changes, so old entries are never misread.
 KEY_VERSION = 1
 #: The file's layout (`PRAGMA user_version`): 0 is the calls table alone (files written before
-#: the version was kept), 1 adds `facts` and `token_counts`.
-SCHEMA_VERSION = 1
+#: the version was kept), 1 adds `facts` and `token_counts`, 2 the calls' `cached_tokens`.
+SCHEMA_VERSION = 2
 #: Seconds a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT = 30.0
 #: Keys per SELECT when looking many up at once (SQLite's variable limit is 999 on old builds).
@@ -64,11 +64,18 @@ CREATE TABLE IF NOT EXISTS calls (
     tool_calls TEXT,
     truncated INTEGER NOT NULL,
     created REAL NOT NULL,
-    used REAL NOT NULL
+    used REAL NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_used ON calls (used);
 """
     + FACTS_SCHEMA
+)
+#: Columns named, so a row never depends on the order a migration left the table's columns in.
+INSERT_CALL = (
+    "INSERT OR REPLACE INTO calls (key, model, text, finish_reason, prompt_tokens,"
+    " completion_tokens, tool_calls, truncated, created, used, cached_tokens)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -170,6 +177,11 @@ class CallCache(KnownFacts):
             if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 for statement in SCHEMA.split(";"):
                     self._db.execute(statement)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+                if "cached_tokens" not in columns:  # a calls table older than version 2
+                    self._db.execute(
+                        "ALTER TABLE calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0"
+                    )
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __enter__(self) -> CallCache:
@@ -206,7 +218,7 @@ class CallCache(KnownFacts):
                 marks = ",".join("?" * len(batch))
                 rows = self._db.execute(
                     "SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens,"
-                    f" tool_calls FROM calls WHERE key IN ({marks})",
+                    f" tool_calls, cached_tokens FROM calls WHERE key IN ({marks})",
                     batch,
                 ).fetchall()
                 found.update((row[0], _completion(row)) for row in rows)
@@ -237,6 +249,7 @@ class CallCache(KnownFacts):
             int(completion.truncated),
             now,
             now,
+            completion.usage.cached_tokens,
         )
         with self._queue:
             if self._write_error is not None:
@@ -262,9 +275,7 @@ class CallCache(KnownFacts):
             try:
                 with self._guard("write"), self._db:
                     self._db.execute("BEGIN")
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)", rows
-                    )
+                    self._db.executemany(INSERT_CALL, rows)
             except CacheError as exc:
                 with self._queue:
                     self._write_error = exc
@@ -324,11 +335,11 @@ class CallCache(KnownFacts):
 
 
 def _completion(row: Iterable[Any]) -> Completion:
-    _key, model, text, finish_reason, prompt, completion, tool_calls = row
+    _key, model, text, finish_reason, prompt, completion, tool_calls, cached = row
     return Completion(
         text=text,
         finish_reason=finish_reason,
-        usage=Usage(prompt, completion),
+        usage=Usage(prompt, completion, cached),
         model=model,
         cached=True,
         tool_calls=tuple(tool_call_from(c) for c in json.loads(tool_calls)) if tool_calls else (),

@@ -3,7 +3,9 @@
 Prices are USD per million tokens. A model without a price shows tokens but no cost; a budget
 (--max-cost) needs a price, so it asks for --price-in / --price-out. The ledger reserves each
 call's estimate (prompt tokens plus max_tokens of output) when the call is dispatched, so calls
-in flight can never carry the run past its budget.
+in flight can never carry the run past its budget. Estimates and reservations assume no prompt
+cache hit (the list input rate); a call is charged what it used, its cached prompt tokens at the
+cached rate.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import BudgetError, ConfigError
 from ..inputs.tokens import get_counter
 from ..records import ChatRequest, CostReport, Estimate, Usage
 
 TOKENS_PER_UNIT = 1_000_000
-#: When the built-in list prices were read from the providers' pages.
+#: When the built-in prices (list, cached input and batch rates) were read from the providers'
+#: pages.
 PRICES_AS_OF = "2025-08"
 #: Output tokens assumed for a call that sets no max_tokens.
 DEFAULT_OUTPUT_ESTIMATE = 1_024
@@ -30,32 +33,59 @@ VARIANT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million input (prompt) and output (completion) tokens."""
+    """USD per million tokens: input (prompt), output (completion), and the discounted rates.
+
+    A discounted rate that is not known is None and falls back to the list rate: no discount is
+    claimed that the provider does not list. `cached_input` prices the prompt tokens a provider
+    served from its prompt cache; `batch_*` are the Batch API's rates.
+    """
 
     input: float
     output: float
+    cached_input: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
 
-    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / TOKENS_PER_UNIT
+    @property
+    def cached_rate(self) -> float:
+        """What a cached prompt token costs (the input rate when no cached rate is listed)."""
+        return self.input if self.cached_input is None else self.cached_input
+
+    def cost(self, prompt_tokens: float, completion_tokens: float, cached: float = 0) -> float:
+        """USD for a call's tokens; `cached` of the prompt tokens at the cached rate."""
+        cached = min(max(cached, 0), prompt_tokens)
+        fresh = (prompt_tokens - cached) * self.input + cached * self.cached_rate
+        return (fresh + completion_tokens * self.output) / TOKENS_PER_UNIT
+
+    def cache_saving(self, cached: float) -> float:
+        """What `cached` prompt tokens saved against the input rate."""
+        return cached * (self.input - self.cached_rate) / TOKENS_PER_UNIT
 
 
+def openai_price(input: float, output: float, cached_input: float | None = None) -> Price:
+    """An OpenAI list price: its Batch API bills half the list price, in and out."""
+    return Price(input, output, cached_input, batch_input=input / 2, batch_output=output / 2)
+
+
+#: OpenAI's prices (platform.openai.com/docs/pricing as of PRICES_AS_OF): input, output, cached
+#: input. Prompt caching covers gpt-4o and newer: the older models have no cached rate.
 PRICES: dict[str, Price] = {
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4-turbo": Price(10.00, 30.00),
-    "gpt-4": Price(30.00, 60.00),
-    "gpt-3.5-turbo": Price(0.50, 1.50),
-    "o4-mini": Price(1.10, 4.40),
-    "o3": Price(2.00, 8.00),
-    "o3-mini": Price(1.10, 4.40),
-    "o1": Price(15.00, 60.00),
-    "o1-mini": Price(1.10, 4.40),
+    "gpt-5": openai_price(1.25, 10.00, 0.125),
+    "gpt-5-mini": openai_price(0.25, 2.00, 0.025),
+    "gpt-5-nano": openai_price(0.05, 0.40, 0.005),
+    "gpt-4.1": openai_price(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": openai_price(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": openai_price(0.10, 0.40, 0.025),
+    "gpt-4o": openai_price(2.50, 10.00, 1.25),
+    "gpt-4o-mini": openai_price(0.15, 0.60, 0.075),
+    "gpt-4-turbo": openai_price(10.00, 30.00),
+    "gpt-4": openai_price(30.00, 60.00),
+    "gpt-3.5-turbo": openai_price(0.50, 1.50),
+    "o4-mini": openai_price(1.10, 4.40, 0.275),
+    "o3": openai_price(2.00, 8.00, 0.50),
+    "o3-mini": openai_price(1.10, 4.40, 0.55),
+    "o1": openai_price(15.00, 60.00, 7.50),
+    "o1-mini": openai_price(1.10, 4.40, 0.55),
 }
 
 
@@ -67,20 +97,34 @@ def builtin_price(model: str) -> Price | None:
 
 @dataclass(frozen=True)
 class PriceBook:
-    """Where prices come from: --price-in/--price-out, then a recipe's `prices`, then the table."""
+    """Where prices come from: --price-in/--price-out/--price-cached-in, then a recipe's
+    `prices`, then the table.
+
+    A flag replaces one rate of every model; the discounts derived from a replaced list rate are
+    dropped (a cached or batch rate of the table does not belong to a price the table did not
+    set), so --price-in alone claims no prompt-cache discount.
+    """
 
     overrides: Mapping[str, Price] = field(default_factory=dict)
     price_in: float | None = None
     price_out: float | None = None
+    price_cached_in: float | None = None
 
     def price(self, model: str) -> Price | None:
         """The price of one model's tokens, or None when it is not known."""
         base = self.overrides.get(model) or builtin_price(model)
-        price_in = self.price_in if self.price_in is not None else base and base.input
-        price_out = self.price_out if self.price_out is not None else base and base.output
-        if price_in is None or price_out is None:
-            return None
-        return Price(float(price_in), float(price_out))
+        if base is None:
+            if self.price_in is None or self.price_out is None:
+                return None
+            base = Price(self.price_in, self.price_out)
+        changed: dict[str, float | None] = {}
+        if self.price_in is not None:
+            changed |= {"input": self.price_in, "cached_input": None, "batch_input": None}
+        if self.price_out is not None:
+            changed |= {"output": self.price_out, "batch_output": None}
+        if self.price_cached_in is not None:
+            changed["cached_input"] = self.price_cached_in
+        return replace(base, **changed)
 
 
 def output_cap(request: ChatRequest) -> int:
@@ -107,8 +151,8 @@ def estimate(
     *,
     count: Callable[[ChatRequest], int] = prompt_tokens,
 ) -> Estimate:
-    """The dry-run estimate: prompts counted (by the plan's own counter when given), outputs at
-    their max_tokens."""
+    """The dry-run estimate: prompts counted (by the plan's own counter when given) at the input
+    rate (no prompt cache hit assumed), outputs at their max_tokens."""
     calls = input_tokens = output_tokens = 0
     cost = 0.0
     unpriced: list[str] = []
@@ -134,6 +178,8 @@ class Ledger:
         self.max_cost = max_cost
         self.spent = 0.0
         self.saved = 0.0
+        #: What the provider's prompt cache saved on the calls made (cached vs input rate).
+        self.prompt_cache_saved = 0.0
         self.reserved = 0.0
         self.unpriced: set[str] = set()
         self._lock = threading.Lock()
@@ -185,9 +231,12 @@ class Ledger:
     def settle(self, reserved: float, model: str, usage: Usage | None) -> None:
         """Release a reservation and charge what the call really used (nothing if it failed)."""
         cost = self.cost(model, usage) if usage is not None else 0.0
+        price = self.prices.price(model) if usage is not None and usage.cached_tokens else None
         with self._lock:
             self.reserved = max(0.0, self.reserved - reserved)
             self.spent += cost or 0.0
+            if price is not None and usage is not None:
+                self.prompt_cache_saved += price.cache_saving(usage.cached_tokens)
 
     def save(self, model: str, usage: Usage) -> None:
         """Count what a cached call would have cost."""
@@ -202,7 +251,7 @@ class Ledger:
                 self.unpriced.add(model)
             return None
         usage = usage or Usage()
-        return price.cost(usage.prompt_tokens, usage.completion_tokens)
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     @property
     def exhausted(self) -> bool:
@@ -216,4 +265,5 @@ class Ledger:
             saved_usd=round(self.saved, 6) if known else None,
             max_cost=self.max_cost,
             unpriced_models=sorted(self.unpriced),
+            prompt_cache_saved_usd=round(self.prompt_cache_saved, 6) if known else None,
         )

@@ -23,6 +23,10 @@ PLAUSIBLE_TOKENS = 10_000_000
 #: Above this a usage figure is taken as this: it keeps costs finite (no inf, no overflow).
 TOKEN_CEILING = 10**15
 NO_TOOLS = "the model asked for tools but none were offered"
+CACHED_IGNORED = (
+    "usage.prompt_tokens_details.cached_tokens is not a count within prompt_tokens: ignored "
+    "(no prompt-cache discount counted)"
+)
 
 
 class Malformed(LLMError):
@@ -94,7 +98,26 @@ def parse_usage(raw: Any) -> tuple[Usage, tuple[str, ...]]:
             f"the server reports {sum(counts):,} tokens for one call: counted as reported "
             "(--max-cost stops the run on it)"
         )
-    return Usage(counts[0], counts[1]), tuple(warnings)
+    cached = _cached_tokens(raw.get("prompt_tokens_details"), counts[0])
+    if cached is None:
+        warnings.append(CACHED_IGNORED)
+    return Usage(counts[0], counts[1], cached or 0), tuple(warnings)
+
+
+def _cached_tokens(details: Any, prompt_tokens: int) -> int | None:
+    """`prompt_tokens_details.cached_tokens`: the prompt tokens the provider's prompt cache served
+    (OpenAI; llama.cpp reports the same field). None: present but not a count within the prompt,
+    so no discount is believed."""
+    if details is None:
+        return 0
+    if not isinstance(details, dict):
+        return None
+    value = details.get("cached_tokens")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= prompt_tokens:
+        return None
+    return value
 
 
 def tool_call_from(raw: Any) -> ToolCall:

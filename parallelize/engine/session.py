@@ -150,6 +150,7 @@ class RunOptions:
     #: USD per million tokens for the run's model(s), over `prices` and the built-in table.
     price_in: float | None = None
     price_out: float | None = None
+    price_cached_in: float | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
 
     def for_recipe(self, recipe: Recipe) -> RunOptions:
@@ -160,14 +161,19 @@ class RunOptions:
             tpm=self.tpm if self.tpm is not None else recipe.tpm,
             max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
             prices={
-                **{m: Price(p.input, p.output) for m, p in recipe.prices.items()},
+                **{model: Price(**spec.model_dump()) for model, spec in recipe.prices.items()},
                 **self.prices,
             },
         )
 
     def price_book(self) -> PriceBook:
         """Where this run's prices come from: flags, then recipe, then the built-in table."""
-        return PriceBook(dict(self.prices), price_in=self.price_in, price_out=self.price_out)
+        return PriceBook(
+            dict(self.prices),
+            price_in=self.price_in,
+            price_out=self.price_out,
+            price_cached_in=self.price_cached_in,
+        )
 
 
 @contextmanager

@@ -47,10 +47,28 @@ class Chunking(Strict):
 
 
 class PriceSpec(Strict):
-    """A model's price in USD per million tokens."""
+    """A model's price in USD per million tokens; a discounted rate left out is the list rate."""
 
     input: float = Field(ge=0, description="USD per million prompt tokens")
     output: float = Field(ge=0, description="USD per million completion tokens")
+    cached_input: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens served from the prompt cache"
+    )
+    batch_input: float | None = Field(None, ge=0, description="Batch API: per million prompt")
+    batch_output: float | None = Field(None, ge=0, description="Batch API: per million completion")
+
+    @model_validator(mode="after")
+    def _discounts_below_list(self) -> PriceSpec:
+        """A discounted rate above its list rate is a typo (say, the two swapped)."""
+        for name, base in (("cached_input", "input"), ("batch_input", "input")):
+            self._check_discount(name, base)
+        self._check_discount("batch_output", "output")
+        return self
+
+    def _check_discount(self, name: str, base: str) -> None:
+        rate, listed = getattr(self, name), getattr(self, base)
+        if rate is not None and rate > listed:
+            raise ValueError(f"{name} {rate:g} is above {base} {listed:g} (are the two swapped?)")
 
 
 class Inputs(Strict):
@@ -90,7 +108,8 @@ class Recipe(Strict):
         DEFAULT_MAX_TASKS, ge=1, description="most calls a run may plan (chunks x aspects x clones)"
     )
     prices: dict[str, PriceSpec] = Field(
-        default_factory=dict, description="model -> {input, output} USD per million tokens"
+        default_factory=dict,
+        description="model -> {input, output, cached_input, batch_input, batch_output} USD/1M",
     )
     context_window: int | None = Field(None, ge=256)
     tokenizer: Literal["o200k", "cl100k", "estimate", "server"] | None = Field(

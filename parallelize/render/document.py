@@ -33,6 +33,7 @@ def task_record(result: TaskResult) -> dict[str, Any]:
         "usage": {
             "prompt_tokens": completion.usage.prompt_tokens if completion else 0,
             "completion_tokens": completion.usage.completion_tokens if completion else 0,
+            "cached_tokens": completion.usage.cached_tokens if completion else 0,
         },
         "cached": bool(completion and completion.cached),
         "attempts": result.attempts,
@@ -57,6 +58,7 @@ def envelope(result: RunResult) -> dict[str, Any]:
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
+            "cached_tokens": usage.cached_tokens,
         },
         "wall_time": round(result.wall_time, 3),
         "failures": len(result.failed),

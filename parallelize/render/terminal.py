@@ -156,8 +156,10 @@ def engine_parts(result: RunResult) -> list[str]:
     parts = []
     cost = engine.cost
     if cost.usd is not None:
-        saved = cost.saved_usd
-        parts.append(f"cost {usd(cost.usd)}" + (f" (saved {usd(saved)})" if saved else ""))
+        saved = [f"saved {usd(cost.saved_usd)}"] if cost.saved_usd else []
+        if cost.prompt_cache_saved_usd and cost.prompt_cache_saved_usd > 0:
+            saved.append(f"prompt cache saved {usd(cost.prompt_cache_saved_usd)}")
+        parts.append(f"cost {usd(cost.usd)}" + (f" ({', '.join(saved)})" if saved else ""))
     if engine.throttled:
         paced = engine.paced_rpm
         still = f", still pacing at {paced:g} rpm" if paced else ""
