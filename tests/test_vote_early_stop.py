@@ -223,7 +223,7 @@ def test_confidence_stops_sooner_and_says_the_result_may_differ(llm: LLMServer) 
     assert llm.count() == 8  # 4, then 4 more: A 8 > 7
     llm.reset()
     answers(llm, ["A"] * 15)
-    confident = early(15, concurrency=4, early_stop=False, confidence=0.9)
+    confident = early(15, concurrency=4, early_stop=None, confidence=0.9)  # implies it
     guess = run_vote(TASK, confident, options=RunOptions(cache=False))
     assert guess.exit_code == 0 and llm.count() == 4 and exact.details["winner"] == 0
     assert guess.details["sampling"] == "confident" and guess.details["share"] == 1.0
@@ -312,3 +312,21 @@ def test_the_dry_run_says_fewer_calls_may_go_out(llm: LLMServer, cli: CliRunner)
     assert result.exit_code == 0 and llm.count() == 0
     assert "early stop: the vote may draw fewer than the 15 candidates planned" in result.stderr
     assert "at most 15 calls" in result.stdout
+
+
+def test_no_early_stop_overrides_a_recipe_that_stops_early(
+    llm: LLMServer, cli: CliRunner, tmp_path: Any
+) -> None:
+    saved = tmp_path / "capital.yaml"
+    saved.write_text(
+        "name: capital\nmode: vote\nprompt: '{{ input }}'\n"
+        f"vote: {{n: 15, strategy: consensus, answer_pattern: '{PATTERN}', confidence: 0.9}}\n"
+    )
+    llm.script(None, "ANSWER: Paris")
+    stopped = cli.invoke(app, ["vote", TASK, "-r", str(saved), "-j", "4", "--no-cache"])
+    assert stopped.exit_code == 0 and llm.count() == 4  # confidence alone turns early stop on
+    assert "so the full run may pick differently" in stopped.stderr
+    llm.clear()
+    full = cli.invoke(app, ["vote", TASK, "-r", str(saved), "--no-early-stop", "--no-cache"])
+    assert full.exit_code == 0 and llm.count() == 15
+    assert "warning: confidence is ignored: early stop is off (--no-early-stop)" in full.stderr

@@ -132,13 +132,14 @@ def vote(
         ),
     ] = None,
     early_stop: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--early-stop",
+            "--early-stop/--no-early-stop",
             help="Draw samples in waves; stop once the rest cannot change the result "
-            "(consensus/weighted with exact matching).",
+            "(consensus/weighted with exact matching). Default: the recipe's early_stop.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     confidence: Annotated[
         float | None,
         typer.Option(
@@ -249,7 +250,7 @@ def vote(
                 "match": match and match.value,
                 "answer_pattern": answer_pattern,
                 "min_candidates": min_candidates,
-                "early_stop": early_stop or None,  # the flag can only turn it on
+                "early_stop": early_stop,
                 "confidence": confidence,
             },
         )

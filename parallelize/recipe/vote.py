@@ -115,8 +115,8 @@ class Vote(Strict):
     judge_model: str | None = None
     judge_rounds: int = Field(1, ge=1, le=MAX_JUDGE_ROUNDS)
     criteria: list[Criterion] = Field(default_factory=list)
-    early_stop: bool = Field(
-        False, description="stop sampling once the rest cannot change the result"
+    early_stop: bool | None = Field(
+        None, description="stop sampling once the rest cannot change the result (default: off)"
     )
     confidence: float | None = Field(
         None, gt=0.5, lt=1, description="stop when the leader wins with this probability"
@@ -135,8 +135,8 @@ class Vote(Strict):
 
     @property
     def stops_early(self) -> bool:
-        """Samples go out in waves: `early_stop`, or a `confidence` (which implies it)."""
-        return self.early_stop or self.confidence is not None
+        """Samples go out in waves: `early_stop`, or a `confidence` unless early_stop is false."""
+        return self.early_stop if self.early_stop is not None else self.confidence is not None
 
 
 class ModelEntry(Strict):

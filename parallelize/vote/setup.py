@@ -144,7 +144,7 @@ def check_early_stop(recipe: Recipe) -> None:
 
 
 def ignored_settings(recipe: Recipe) -> list[str]:
-    """Say so when a setting does nothing under the chosen strategy."""
+    """Say so when a setting does nothing under the chosen strategy (or with early stop off)."""
     vote, strategy = recipe.vote, recipe.vote.strategy
     ignored = []
     if vote.judge_rounds > 1 and strategy != "judge":
@@ -153,7 +153,10 @@ def ignored_settings(recipe: Recipe) -> list[str]:
         ignored.append("criteria")
     if vote.quorum is not None and strategy in ("judge", "rubric"):
         ignored.append("quorum")
-    return [f"{name} does not apply to the {strategy} strategy and is ignored" for name in ignored]
+    notes = [f"{name} does not apply to the {strategy} strategy and is ignored" for name in ignored]
+    if vote.confidence is not None and vote.early_stop is False:
+        notes.append("confidence is ignored: early stop is off (--no-early-stop)")
+    return notes
 
 
 def derived_seed(setup: VoteSetup) -> int:
