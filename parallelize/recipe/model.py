@@ -46,6 +46,10 @@ class Chunking(Strict):
         return self
 
 
+#: Each discounted rate of a price and the list rate it may not exceed.
+DISCOUNTS = (("cached_input", "input"), ("batch_input", "input"), ("batch_output", "output"))
+
+
 class PriceSpec(Strict):
     """A model's price in USD per million tokens; a discounted rate left out is the list rate."""
 
@@ -60,15 +64,11 @@ class PriceSpec(Strict):
     @model_validator(mode="after")
     def _discounts_below_list(self) -> PriceSpec:
         """A discounted rate above its list rate is a typo (say, the two swapped)."""
-        for name, base in (("cached_input", "input"), ("batch_input", "input")):
-            self._check_discount(name, base)
-        self._check_discount("batch_output", "output")
+        for name, base in DISCOUNTS:
+            rate, listed = getattr(self, name), getattr(self, base)
+            if rate is not None and rate > listed:
+                raise ValueError(f"{name} {rate:g} is above {base} {listed:g} (swapped?)")
         return self
-
-    def _check_discount(self, name: str, base: str) -> None:
-        rate, listed = getattr(self, name), getattr(self, base)
-        if rate is not None and rate > listed:
-            raise ValueError(f"{name} {rate:g} is above {base} {listed:g} (are the two swapped?)")
 
 
 class Inputs(Strict):
