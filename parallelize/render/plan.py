@@ -26,7 +26,11 @@ def plan_text(result: RunResult) -> str:
             lines.append(f"sizing: {sizing(inputs)}")
     planned = result.estimate
     if planned:
-        cost = "no price known" if planned.cost is None else f"about {usd(planned.cost)}"
+        cost = (
+            "no price known"
+            if planned.cost is None
+            else f"about {usd(planned.cost)} (no prompt-cache discount assumed)"
+        )
         lines.append(
             f"estimate: {planned.input_tokens:,} tokens in, up to "
             f"{planned.output_tokens:,} out (at max_tokens): {cost}"
