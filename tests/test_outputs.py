@@ -121,7 +121,7 @@ def test_clones_write_files_with_a_manifest(llm: LLMServer, cli, docs, tmp_path:
     assert len(written) == 6 and "out/fr-FR/docs/a.md" in written
     assert "out/de-DE/docs/guide/b.md" in written
     text = (tmp_path / "out/es-ES/docs/guide/b.md").read_text()
-    assert text.startswith("ECHO Translate the file below") and "the locale es-ES:" in text
+    assert text.startswith("ECHO Translate only the human") and "the locale es-ES:" in text
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert [c["clone"] for c in manifest["clones"]] == ["fr-FR", "es-ES", "de-DE"]
     assert {c["status"] for c in manifest["clones"]} == {"ok"}
