@@ -351,10 +351,17 @@ class EngineReport:
     throttled: int
     paced_rpm: float | None
     stopped: str | None
+    #: Requests that repeated a failed or throttled one, and calls that failed because the retry
+    #: budget refused their retry (too many calls were failing).
+    retries: int = 0
+    retry_budget_refused: int = 0
 
     def record(self) -> dict[str, Any]:
         """Its keys in `--format json`."""
-        names = ("requests", "cached", "throttled", "paced_rpm", "stopped")
+        names = (
+            *("requests", "cached", "throttled", "paced_rpm", "stopped"),
+            *("retries", "retry_budget_refused"),
+        )
         return {"cost": vars(self.cost), "engine": {n: getattr(self, n) for n in names}}
 
 

@@ -1,4 +1,4 @@
-"""Run identical tasks on a pool of workers: cache, pacing, retries, budget, deadline and halts.
+"""Run identical tasks on a pool of workers: cache, pacing, retries, budgets, deadline and halts.
 
 Results come back in task order whatever order the calls finish in. Progress goes up through a
 plain callback so the executor never needs a terminal. Workers are daemon threads, so a call
@@ -10,30 +10,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from ..defaults import DEFAULT_CONCURRENCY
-from ..errors import (
-    EXIT_BUDGET,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    CacheError,
-    ContextOverflowError,
-    FatalLLMError,
-    InterruptedRun,
-    LLMError,
-)
-from ..masking import for_people
+from ..errors import CacheError, ContextOverflowError, FatalLLMError, InterruptedRun, LLMError
 from ..records import Completion, Event, Notice, ProgressCallback, Task, TaskResult
 from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
 from .durations import format_duration
+from .halts import Halt, HaltReason, internal_error
 from .overflows import OverflowMemory
 from .pacing import Pacer
 from .queue import WorkQueue
-from .retry import MAX_SERVER_WAIT, RetryPolicy
+from .retry import RetryPolicy, refused_wait
+from .retrybudget import RetryBudget, rerun_advice
 
 #: Seconds that calls in flight may still take after an interrupt or the deadline.
 STOP_GRACE = 10.0
@@ -44,37 +34,6 @@ POLL = 0.1
 
 #: What the progress shows for a request refused as too long, while it is split.
 _SPLITTING = "longer than the server's context window: splitting it"
-
-HaltReason = Literal["interrupted", "deadline", "budget", "max_failures", "fatal"]
-
-
-@dataclass(frozen=True)
-class Halt:
-    """Why the executor stopped starting calls, and when."""
-
-    reason: HaltReason
-    message: str
-    at: float
-
-    @property
-    def exit_code(self) -> int:
-        codes = {"interrupted": EXIT_INTERRUPTED, "deadline": EXIT_BUDGET, "budget": EXIT_BUDGET}
-        return codes.get(self.reason, EXIT_FAILED)
-
-    @property
-    def abandons(self) -> bool:
-        """Whether calls still in flight are abandoned after STOP_GRACE (else awaited)."""
-        return self.reason in ("interrupted", "deadline")
-
-
-def internal_error(exc: Exception) -> LLMError:
-    """An unexpected exception inside a task: that task's failure, one line, never a traceback."""
-    reason = for_people(f"{type(exc).__name__}: {exc}", 200)
-    return LLMError(
-        f"internal error: {reason}",
-        retryable=False,
-        hint="this is a bug in parallelize: please report it with the command that caused it",
-    )
 
 
 class Executor:
@@ -94,10 +53,13 @@ class Executor:
         max_failures: int | None = None,
         deadline: float | None = None,
         on_notice: Notice | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.client = client
         self.concurrency = max(1, concurrency)
         self.retry = retry or RetryPolicy()
+        #: Shared by every worker: retries stop while too many calls fail (retrybudget.py).
+        self.budget = retry_budget or RetryBudget.for_concurrency(self.concurrency)
         self.on_event = on_event or (lambda event: None)
         self.cache = cache
         #: Requests refused as too long, remembered beside the cache (see `run(keep_overflows)`).
@@ -112,6 +74,8 @@ class Executor:
         self.notice = on_notice or (lambda message: None)
         self.halt: Halt | None = None
         self.queued = self.finished = self.cached = self.failures = self.attempts = 0
+        #: Requests that repeated a failed or throttled one (so attempts = first ones + retries).
+        self.retries = 0
         self._fatal: FatalLLMError | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -293,29 +257,26 @@ class Executor:
                 completion = self.client.complete(request, **self._time_left())
             except Exception as raised:  # nothing a server sends may kill a worker
                 exc = raised if isinstance(raised, LLMError) else internal_error(raised)
-                refused = self._refused_wait(exc.retry_after)
+                refused = refused_wait(exc.retry_after, self.deadline)
                 pause = None if refused else exc.retry_after
                 self.pacer.release(
                     permit, status=exc.status, headers=exc.headers, retry_after=pause
                 )
                 self.ledger.settle(reserve, request.model, None)
                 error = exc
-                if isinstance(exc, ContextOverflowError) and self._keep_overflows:
-                    self._remember_overflow(key, exc)
-                    return TaskResult(task, error=str(exc), attempts=attempt, overflow=True)
-                if isinstance(exc, FatalLLMError):
-                    self._fail_fast(exc)
-                    return TaskResult(task, error=str(exc), attempts=attempt)
                 throttled += exc.status == 429
-                if not self._may_retry(exc, attempt - throttled, throttled):
+                outcome = self._after_failure(task, key, exc, attempt, throttled, refused)
+                if isinstance(outcome, TaskResult):
+                    return outcome
+                self.on_event(
+                    Event("retry", task, message=f"{exc}; retrying in {format_duration(outcome)}")
+                )
+                if self._stop.wait(outcome):
                     return TaskResult(task, error=str(exc), attempts=attempt)
-                if refused:
-                    return TaskResult(task, error=f"{exc} ({refused})", attempts=attempt)
-                wait = self.retry.delay(max(1, attempt - throttled), exc.retry_after)
-                self.on_event(Event("retry", task, message=f"{exc}; retrying in {wait:.1f}s"))
-                if self._stop.wait(wait):
-                    return TaskResult(task, error=str(exc), attempts=attempt)
+                with self._lock:
+                    self.retries += 1
                 continue
+            self.budget.succeeded()
             self.pacer.release(
                 permit,
                 status=completion.status,
@@ -327,21 +288,55 @@ class Executor:
             self._store(key, completion)
             return TaskResult(task, completion, attempts=attempt)
 
+    def _after_failure(
+        self,
+        task: Task,
+        key: str | None,
+        exc: LLMError,
+        attempt: int,
+        throttled: int,
+        refused: str | None,
+    ) -> TaskResult | float:
+        """A failed attempt's outcome: the task's result, or the seconds to wait before retrying.
+
+        `refused`: why the wait the server asked for is not taken (None: taken or none asked).
+        """
+        if isinstance(exc, ContextOverflowError) and self._keep_overflows:
+            self._remember_overflow(key, exc)
+            return TaskResult(task, error=str(exc), attempts=attempt, overflow=True)
+        if isinstance(exc, FatalLLMError):
+            self._fail_fast(exc)
+            return TaskResult(task, error=str(exc), attempts=attempt)
+        limited = exc.status == 429
+        if exc.retryable and not limited:  # a 429 is the pacer's to handle (retrybudget.py)
+            self.budget.failed()
+        if not self._may_retry(exc, attempt - throttled, throttled):
+            return TaskResult(task, error=str(exc), attempts=attempt)
+        if refused:
+            return TaskResult(task, error=f"{exc} ({refused})", attempts=attempt)
+        if not limited and not self.budget.allow():
+            return self._refuse_retry(task, exc, attempt)
+        return self.retry.delay(max(1, attempt - throttled), exc.retry_after, throttled=limited)
+
+    def _refuse_retry(self, task: Task, exc: LLMError, attempts: int) -> TaskResult:
+        """The budget refused this call's retry: it fails now, saying a re-run resumes; when the
+        server answers nothing at all, the run also stops starting calls (retrybudget.py)."""
+        reason = self.budget.reason()
+        if self.budget.outage:
+            self._halt("retry_budget", f"{reason} (is the server down?)")
+        advice = rerun_advice(cached=self.cache is not None)
+        return TaskResult(task, error=f"{exc} ({reason}; {advice})", attempts=attempts)
+
+    def retry_warning(self) -> str | None:
+        """The run's warning about calls the retry budget failed (None: there were none)."""
+        if self.halt is not None and self.halt.reason == "retry_budget":
+            return None  # the halt's warning says it, with the calls not started
+        return self.budget.warning(cached=self.cache is not None)
+
     def _remember_overflow(self, key: str | None, exc: ContextOverflowError) -> None:
         memory = self.overflows
         if memory is not None and key is not None and self.cache is not None:
             memory.remember(key, str(exc))
-
-    def _refused_wait(self, wait: float | None) -> str | None:
-        """Why a wait the server asked for is not taken (beyond the cap or the deadline)."""
-        if wait is None:
-            return None
-        asked = f"the server asked to wait {format_duration(wait)}"
-        if wait > MAX_SERVER_WAIT:
-            return f"{asked}, more than the {MAX_SERVER_WAIT:g}s cap: not retried"
-        if self.deadline is not None and time.monotonic() + wait > self.deadline:
-            return f"{asked}, past the deadline (--deadline): not retried"
-        return None
 
     def _warn(self, warnings: tuple[str, ...]) -> None:
         """Tell each distinct reply anomaly once per run."""

@@ -67,7 +67,11 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
         throttled=executor.pacer.throttled,
         paced_rpm=executor.pacer.paced_rpm(),
         stopped=executor.halt.reason if executor.halt else None,
+        retries=executor.retries,
+        retry_budget_refused=executor.budget.refused,
     )
+    if (refused := executor.retry_warning()) is not None:
+        result.warnings.append(refused)
     unfinished = [r for r in result.all_calls if not r.succeeded]
     if executor.halt is not None and unfinished:
         skipped = sum(1 for r in unfinished if r.attempts == 0)
