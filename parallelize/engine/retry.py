@@ -6,12 +6,13 @@ The executor runs the retry loop; the pacer slows every worker after a 429; the 
 When to retry. A server's wait (Retry-After, retry-after-ms, x-ratelimit-reset-*) is honoured as
 asked. Otherwise the first retry after a 5xx, a reset or a timeout goes out within
 FIRST_RETRY_JITTER (0-50 ms): one failure among many answers is nearly always transient (a backend
-restarting behind a proxy, a keep-alive connection closed under us), and waiting the old 0-0.5 s
-cost more than a whole 200 ms call, so a few faults stretched every run. The 50 ms of jitter still
-spreads a volley of simultaneous failures, and it stays small next to any call. A call that fails
-again is the sign of a real problem: from the second retry on, the wait backs off exponentially with
-full jitter (up to 1 s, 2 s, 4 s, ... 60 s). A 429 without a stated wait never takes the quick path:
-the server asked us to slow down.
+restarting behind a proxy, a keep-alive connection closed under us), and the old wait of 0-0.5 s
+was longer than a whole 200 ms call, so a few faults stretched every run. The 50 ms of jitter still
+spreads a volley of simultaneous failures. From the second retry on, the wait backs off
+exponentially with full jitter, the ladder as before (0.5 s doubling, at most 60 s): up to 0.5 s,
+1 s, 2 s, ... A call that keeps failing gets slower retries, and a server that fails most calls
+gets none (the budget). A 429 without a stated wait never takes the quick path: the server asked
+us to slow down, so its retries climb the ladder from the first one.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class RetryPolicy:
         """Seconds to wait before retry number `attempt` (1-based); `throttled`: after a 429."""
         if retry_after is not None:  # within MAX_SERVER_WAIT: the executor refuses longer
             return retry_after
-        if attempt <= 1 and not throttled:
+        if throttled:
+            rung = attempt - 1
+        elif attempt <= 1:
             return random.uniform(0, self.first_jitter)
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        else:  # the quick retry came first; then the ladder from its first rung
+            rung = attempt - 2
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**rung))

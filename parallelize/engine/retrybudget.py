@@ -15,12 +15,12 @@ hiccup) is absorbed, and a small run keeps its --max-retries.
 
 What a refused retry means. Like gRPC, the call fails at once instead of waiting: the bucket refills
 only from other calls' successes, so in a storm a call parked on the slow backoff would hold its
-worker for the whole ladder (up to half a minute) and fail anyway. Its error says "retry budget
-exhausted" and that a re-run resumes: the cache keeps every finished call, so the re-run sends only
-the failed ones, once the server is healthy. When the whole room failed in a row (not one answer
-among the last `max_tokens / 2` attempts) the server looks down rather than flaky: `outage`
-tells the executor to stop starting calls, instead of trying every remaining call once against a
-dead server.
+worker for the whole ladder (up to 15 s at the default 6 retries) and fail anyway. Its error says
+"retry budget exhausted" and that a re-run resumes: the cache keeps every finished call, so the
+re-run sends only the failed ones, once the server is healthy. When the whole room failed in a row
+(not one answer among the last `max_tokens / 2` attempts) the server looks down rather than flaky:
+`outage` tells the executor to stop starting calls, instead of trying every remaining call once
+against a dead server.
 
 Not counted: a 429 (the server asking us to slow down; the pacer slows every worker and the retry
 waits as long as the server said, so it neither costs nor refills tokens, and a throttled run's
