@@ -43,6 +43,7 @@ from .merge.mapreduce import check_reduce, preview_reduce
 from .merge.reduceplan import output_ratio
 from .plan.chunking import Chunk
 from .plan.healing import Healer, Healing
+from .plan.promptcounts import planned_request_tokens
 from .plan.sections import (
     ExactCounts,
     Prepared,
@@ -110,7 +111,7 @@ def run_section(
             dry = RunResult("section", recipe.name, model or "", tasks, dry_run=True)
             dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
             dry = _with_inputs(dry, prepared)
-            count = _request_counter(prepared)
+            count = _request_counter(prepared, tasks)
             return estimate_plan(dry, options.price_book(), options.max_cost, count=count)
         result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
     result.wall_time = time.monotonic() - started
@@ -387,10 +388,24 @@ def _heal(
     return healing
 
 
-def _request_counter(prepared: Prepared) -> Callable[[ChatRequest], int] | None:
-    """The plan's counter for whole requests (None for a byte bound: the estimate counts)."""
+def _request_counter(
+    prepared: Prepared, tasks: Sequence[Task]
+) -> Callable[[ChatRequest], int] | None:
+    """The plan's count of each task's whole request (None for a byte bound: the estimate
+    counts): made from the counts of the chunks the plan holds, so no text is counted twice."""
     counter = _reduce_counter(prepared)
-    return None if counter is None else (lambda request: counter.request_tokens(request.messages))
+    if counter is None:
+        return None
+    planned = planned_request_tokens(tasks, prepared.plan.chunks, counter)
+    known: dict[int, int] = {}
+    if planned is not None:
+        known = {id(t.request): n for t, n in zip(tasks, planned, strict=True)}
+
+    def count(request: ChatRequest) -> int:
+        found = known.get(id(request))
+        return counter.request_tokens(request.messages) if found is None else found
+
+    return count
 
 
 def _forget_window(executor: Executor, model: str) -> None:

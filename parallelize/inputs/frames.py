@@ -28,6 +28,10 @@ _FRAME_LINE = re.compile(_LINE_START + r"([ \t]*)(\\*</?file)", re.IGNORECASE)
 _ESCAPED_LINE = re.compile(_LINE_START + r"([ \t]*)\\(\\*</?file)", re.IGNORECASE)
 #: The same test at the start of a text (a piece of a file that starts mid-line).
 _FIRST_LINE = re.compile(r"([ \t]*)(\\*</?file)", re.IGNORECASE)
+#: What every frame-like line contains. Searching for it alone is about 100x faster than the
+#: line-start test at every position (1.3 s of CPU over the 37 MB standard library), and few
+#: texts contain it (8 files there), so only those are escaped line by line.
+_TAG = re.compile(r"</?file", re.IGNORECASE)
 
 _ATTR_ESCAPES = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
 _ATTR_ESCAPES.update({c: f"&#{c};" for c in [*range(0x20), 0x7F]})
@@ -40,6 +44,8 @@ _UNSHOWN = re.compile(
 
 def escape_body(text: str) -> str:
     """The text with one more backslash before `<file`/`</file` at the start of any line."""
+    if _TAG.search(text) is None:
+        return text
     return _FRAME_LINE.sub(r"\1\\\2", text)
 
 
@@ -60,6 +66,8 @@ def escape_lead(text: str) -> str:
 
 def unescape_body(text: str) -> str:
     """The inverse of `escape_body`: one backslash fewer on every escaped line."""
+    if _TAG.search(text) is None:
+        return text
     return _ESCAPED_LINE.sub(r"\1\2", text)
 
 

@@ -16,16 +16,16 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Literal, TextIO
 
 from ..errors import InputError
 from ..recipe.model import Recipe
 from .bounds import Bounds, Fence
+from .counting import Marks, Pending, count_pool, submit
 from .frames import display_name, escape_body
 from .secrets import Finding, scan, secrets_error
-from .tokens import TokenCounter, segment_offsets
+from .tokens import TokenCounter
 from .walk import STDIN, STDIN_NAME, PathRules, Source, iter_sources
 
 __all__ = ["STDIN", "STDIN_NAME", "Discovery", "Document", "InputOptions", "discover"]
@@ -34,13 +34,6 @@ __all__ = ["STDIN", "STDIN_NAME", "Discovery", "Document", "InputOptions", "disc
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 #: Bytes sniffed for NUL to tell binary from text before reading the rest.
 SNIFF_BYTES = 8192
-#: Threads that count tokens while this thread reads (the machine's cores, at most 4).
-COUNT_WORKERS = max(1, min(4, os.cpu_count() or 1))
-#: Characters of text handed to a counting thread at once.
-COUNT_BATCH_CHARS = 256 * 1024
-#: A local counter counts texts shorter than this on the reading thread: for a small file the
-#: hand-off to a counting thread costs more than the count (1,000 small files: ~0.05 s less).
-INLINE_COUNT_CHARS = 4096
 
 SecretPolicy = Literal["redact", "fail", "allow"]
 
@@ -92,6 +85,8 @@ class Document:
     #: exactly; empty when it was counted whole. The splitter reuses them instead of recounting.
     segments: tuple[tuple[int, int], ...] = ()
     encoding: str = "utf-8"
+    #: (offset, tokens before it) wherever the count is known exactly (`counting.Marks`).
+    marks: Marks = ()
 
 
 @dataclass(frozen=True)
@@ -184,9 +179,6 @@ def read_path_list(data: bytes | str) -> list[str]:
     return [p.strip("\r") for p in parts if p.strip()]
 
 
-_Job = tuple[tuple[int, ...], "Future[list[int]]"]
-
-
 class _Reader:
     """Reads, decodes, scans and counts documents; counting runs on a thread pool."""
 
@@ -197,8 +189,8 @@ class _Reader:
         self.counter = counter
         self.options = options
         self.rules = rules
-        self.pool = ThreadPoolExecutor(COUNT_WORKERS, thread_name_prefix="parallelize-count")
-        self.pending: list[tuple[str, str, str, list[_Job]]] = []
+        self.pool = count_pool()
+        self.pending: list[tuple[str, str, str, Pending]] = []
 
     def add(self, source: Source) -> None:
         display, text = source.display, source.text
@@ -217,14 +209,18 @@ class _Reader:
             text, findings = scan(display, text)
             self.found.findings.extend(findings)
         text = escape_body(text)  # counted as sent: the escapes cost tokens too
-        self.pending.append((display, text, encoding, _submit(self.pool, self.counter, text)))
+        self.pending.append((display, text, encoding, submit(self.pool, self.counter, text)))
 
     def finish(self) -> None:
         if self.options.secrets == "fail" and self.found.findings:
             raise secrets_error(self.found.findings)
-        for display, text, encoding, jobs in self.pending:
-            total, segments = _collect(jobs)
-            self.found.documents.append(Document(display, text, total, segments, encoding))
+        for *_, pending in reversed(self.pending):  # from the end: the pool starts at the front
+            pending.help()
+        for display, text, encoding, pending in self.pending:
+            counted = pending.result()
+            self.found.documents.append(
+                Document(display, text, counted.tokens, counted.segments, encoding, counted.marks)
+            )
         self.pending.clear()
 
     def close(self) -> None:
@@ -268,45 +264,17 @@ class _Reader:
 
 def recount(documents: Sequence[Document], counter: TokenCounter) -> list[Document]:
     """The same documents counted with another counter (the server's tokenizer, say)."""
-    with ThreadPoolExecutor(COUNT_WORKERS, thread_name_prefix="parallelize-count") as pool:
-        jobs = [_submit(pool, counter, doc.text) for doc in documents]
+    with count_pool() as pool:
+        pending = [submit(pool, counter, doc.text) for doc in documents]
+        for counting in reversed(pending):
+            counting.help()
         out = []
-        for doc, doc_jobs in zip(documents, jobs, strict=True):
-            total, segments = _collect(doc_jobs)
-            out.append(replace(doc, tokens=total, segments=segments))
+        for doc, counting in zip(documents, pending, strict=True):
+            counted = counting.result()
+            out.append(
+                replace(doc, tokens=counted.tokens, segments=counted.segments, marks=counted.marks)
+            )
         return out
-
-
-def _submit(pool: ThreadPoolExecutor, counter: TokenCounter, text: str) -> list[_Job]:
-    """Submit a text's segments for counting, in batches of about COUNT_BATCH_CHARS."""
-    if counter.additive and len(text) < INLINE_COUNT_CHARS:  # local and small: no hand-off
-        done: Future[list[int]] = Future()
-        done.set_result([counter.count(text)])
-        return [((len(text),), done)]
-    ends = segment_offsets(text) if counter.additive else [len(text)]
-    jobs: list[_Job] = []
-    start, batch = 0, []
-    for end in ends:
-        batch.append(end)
-        if end - start >= COUNT_BATCH_CHARS or end == ends[-1]:
-            jobs.append((tuple(batch), pool.submit(_count_segments, counter, text, start, batch)))
-            start, batch = end, []
-    return jobs
-
-
-def _collect(jobs: list[_Job]) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """A text's total and its segments (empty when it was counted whole)."""
-    counts = [pair for ends, future in jobs for pair in zip(ends, future.result(), strict=True)]
-    return sum(t for _, t in counts), tuple(counts) if len(counts) > 1 else ()
-
-
-def _count_segments(counter: TokenCounter, text: str, start: int, ends: list[int]) -> list[int]:
-    """Token counts of text[start:ends[0]], text[ends[0]:ends[1]], ... (on a pool thread)."""
-    counts = []
-    for end in ends:
-        counts.append(counter.count(text[start:end]) if end > start else 0)
-        start = end
-    return counts
 
 
 def _read_bytes(path: str, cap: int) -> bytes | str:

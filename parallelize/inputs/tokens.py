@@ -204,6 +204,26 @@ def segment_offsets(text: str) -> list[int]:
     return ends
 
 
+def safe_cuts(text: str, start: int, end: int, every: int) -> list[int]:
+    """Safe cuts (`is_safe_cut`) in text[start:end], the first one after `every` characters and
+    each next one at least `every` after the last, none within `every` // 2 of the end."""
+    cuts: list[int] = []
+    pos = start + every
+    while pos < end - every // 2:
+        found = _SAFE_CUT.search(text, pos - 1, end)
+        if found is None or found.end() >= end - every // 2:
+            break
+        cuts.append(found.end())
+        pos = found.end() + every
+    return cuts
+
+
+def sums_exactly(counter: TokenCounter) -> bool:
+    """Whether the counter's counts of texts cut at safe cuts add up exactly to the whole's
+    (tiktoken, the byte bound; not the estimate, which rounds each count up)."""
+    return counter.exact and counter.additive and counter.render is None
+
+
 def encoding_for_model(model: str | None) -> str:
     """The tiktoken encoding name that matches a model name."""
     name = (model or "").lower().rsplit("/", 1)[-1]

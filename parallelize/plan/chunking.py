@@ -40,6 +40,10 @@ BALANCE_TOLERANCE = 0.1
 PART_SLACK = 1
 #: The widest `part=... lines=...` attributes, counted once to bound every split file's frame.
 WIDEST_ATTRS = ' part="99999/99999" lines="9999999-9999999"'
+#: What closes a frame.
+FOOTER = "</file>"
+#: What joins the frames of a chunk's parts.
+JOIN = "\n"
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,23 @@ class Part:
 
     def framed(self) -> str:
         """The text as the model sees it, labelled with its path (and line range when cut)."""
+        return f"{self.header()}{self.body()}{FOOTER}"
+
+    def header(self) -> str:
+        """The frame's first line: `<file path="...">` (with the part and lines when cut)."""
         attrs = f'path="{escape_attr(self.path)}"'
         if self.pieces > 1:
             attrs += (
                 f' part="{self.piece}/{self.pieces}" lines="{self.first_line}-{self.last_line}"'
             )
+        return f"<file {attrs}>\n"
+
+    def body(self) -> str:
+        """The text inside the frame: a mid-line start escaped, a last line ended."""
         text = self.text
         if self.lead:
             text = escape_lead(text)
-        body = text if text.endswith("\n") or not text else text + "\n"
-        return f"<file {attrs}>\n{body}</file>"
+        return text if text.endswith("\n") or not text else text + "\n"
 
 
 @dataclass(frozen=True)
@@ -103,12 +114,17 @@ class Chunk:
 
     @property
     def text(self) -> str:
-        return "\n".join(p.framed() for p in self.parts)
+        return JOIN.join(p.framed() for p in self.parts)
 
     @property
     def id(self) -> str:
         """A stable id derived from the content, so an unchanged chunk keeps its id."""
-        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return text_id(self.text)
+
+
+def text_id(text: str) -> str:
+    """The id of a chunk whose text is `text` (`Chunk.id`, for a caller that holds the text)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -174,7 +190,16 @@ def split_document(
         )
     midline = room if midline_budget is None else midline_budget - (budget - room)
     pieces = split_region(
-        doc.text, 0, len(doc.text), doc.segments, doc.tokens, room, counter, overlap, midline
+        doc.text,
+        0,
+        len(doc.text),
+        doc.segments,
+        doc.tokens,
+        room,
+        counter,
+        overlap,
+        midline,
+        marks=doc.marks,
     )
     return _parts(doc.path, doc.text, pieces)
 

@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..inputs.tokens import TokenCounter
+from ..inputs.tokens import TokenCounter, is_safe_cut, sums_exactly
 
 #: A piece is cut at the strongest boundary that keeps it at least this full.
 SPLIT_MIN_FILL = 0.6
@@ -55,16 +55,19 @@ def split_region(
     counter: TokenCounter,
     overlap: int = 0,
     midline: float | None = None,
+    marks: Sequence[tuple[int, int]] = (),
 ) -> list[Piece]:
     """Pieces of text[start:end] (`tokens` in all) of at most `room` tokens each.
 
     `segments` are (end offset, tokens) of exactly counted segments of the whole text; `overlap`
     repeats that many lines of the previous piece; lines over `midline` tokens (default `room`)
-    are cut mid-line, shorter lines are never cut.
+    are cut mid-line, shorter lines are never cut. `marks` (offset, tokens before it) are where
+    the whole text's count is known exactly (`inputs.counting`): they only save counting.
     """
     anchors = _anchors(start, end, segments, tokens)
+    exact = _Exact(text, counter, anchors, marks)
     if overlap or len(anchors) <= 2:
-        return _Splitter(text, start, end, anchors, room, counter, overlap, midline).run()
+        return _Splitter(text, start, end, anchors, room, exact, overlap, midline).run()
     # Whole segments first: their counts are exact and their ends are natural boundaries, so
     # only a segment larger than the room is looked at line by line.
     pieces: list[Piece] = []
@@ -73,7 +76,7 @@ def split_region(
         (a, ta), (b, tb) = anchors[k], anchors[k + 1]
         if tb - ta > room:
             seg = [(a, 0), (b, tb - ta)]
-            pieces.extend(_Splitter(text, a, b, seg, room, counter, 0, midline).run())
+            pieces.extend(_Splitter(text, a, b, seg, room, exact.within(seg), 0, midline).run())
             k += 1
             continue
         j = _best_anchor(text, anchors, k, room)
@@ -118,11 +121,12 @@ class _Splitter:
         end: int,
         anchors: list[tuple[int, int]],
         room: int,
-        counter: TokenCounter,
+        exact: _Exact,
         overlap: int,
         midline: float | None,
     ) -> None:
-        self.text, self.end, self.room, self.counter = text, end, room, counter
+        self.text, self.end, self.room = text, end, room
+        self.counter, self._exact = exact.counter, exact.count
         self.overlap = overlap
         self.midline = room if midline is None else midline
         lines = text[start:end].split("\n")
@@ -202,11 +206,6 @@ class _Splitter:
             tokens = self._exact(piece_start, self.bounds[j])
         return Piece(piece_start, self.bounds[j], tokens, ov), j
 
-    def _exact(self, a: int, b: int) -> int:
-        if a in self.anchor_at and b in self.anchor_at:
-            return self.anchor_at[b] - self.anchor_at[a]
-        return self.counter.count(self.text[a:b])
-
     def _midline(self, a: int, b: int) -> list[Piece]:
         """Cut one long line into pieces of at most `room` tokens, before a space if possible."""
         pieces: list[Piece] = []
@@ -238,6 +237,57 @@ class _Splitter:
             out.append(strength + EXACT_BONUS if exact[k] else strength)
         out.append(0.0)
         return out
+
+
+class _Exact:
+    """Exact token counts of slices of one text, from what is known where possible.
+
+    Marks and anchors inside a region are safe cuts (`is_safe_cut`): where counts add up
+    exactly there (tiktoken), a slice is counted only beyond the known points nearest its ends,
+    not whole again (the same number, from a fraction of the text), and the safe ends of the
+    slices counted become known points too.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        counter: TokenCounter,
+        anchors: Sequence[tuple[int, int]],
+        marks: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        self.text, self.counter = text, counter
+        self._anchors = dict(anchors)
+        self._marks = marks
+        known = marks if marks and sums_exactly(counter) else ()
+        self._at = dict(known or anchors)
+        self._offsets = [offset for offset, _ in (known or anchors)]
+        self._sums = sums_exactly(counter)
+
+    def within(self, anchors: Sequence[tuple[int, int]]) -> _Exact:
+        """The same text and marks, for a region with these anchors."""
+        return _Exact(self.text, self.counter, anchors, self._marks)
+
+    def count(self, a: int, b: int) -> int:
+        """Tokens of text[a:b]; where counts add up, its end is known from then on when it is a
+        safe cut after a known point (the next piece starts there)."""
+        known = self._anchors
+        if a in known and b in known:
+            return known[b] - known[a]
+        if not self._sums:
+            return self.counter.count(self.text[a:b])
+        first = bisect.bisect_left(self._offsets, a)
+        last = bisect.bisect_right(self._offsets, b) - 1
+        if first < last:  # known points inside: count only the text beyond them
+            p, q = self._offsets[first], self._offsets[last]
+            head = self.counter.count(self.text[a:p]) if a < p else 0
+            tail = self.counter.count(self.text[q:b]) if q < b else 0
+            tokens = head + self._at[q] - self._at[p] + tail
+        else:
+            tokens = self.counter.count(self.text[a:b])
+        if a in self._at and b not in self._at and is_safe_cut(self.text, b):
+            self._at[b] = self._at[a] + tokens
+            bisect.insort(self._offsets, b)
+        return tokens
 
 
 def _interpolated(bounds: list[int], anchors: list[tuple[int, int]]) -> list[float]:

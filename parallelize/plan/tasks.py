@@ -17,7 +17,7 @@ from ..recipe.limits import fanout_problem
 from ..recipe.model import Recipe
 from ..recipe.section import Aspect
 from ..records import ChatRequest, SectionSource, Task, TaskSource
-from .chunking import Chunk
+from .chunking import Chunk, text_id
 from .jsonmode import JsonContract, contract_for
 from .template import INPUT, check_template, placeholders, render
 
@@ -143,18 +143,29 @@ def section_tasks(
     check_task_count(recipe, chunks=len(chunks))
     aspects: list[Aspect | None] = list(recipe.aspects) or [None]
     tasks: list[Task] = []
-    for clone in matrix_clones(recipe.matrix):
+    clones = matrix_clones(recipe.matrix)
+    # Each chunk's text is joined once, and kept for the next aspect or clone if there is one.
+    views: dict[int, tuple[str, str, list[str]]] = {}
+    keep = len(clones) * len(aspects) > 1
+    for clone in clones:
         for aspect in aspects:
             contract = contracts[aspect.name if aspect else None]
             params = recipe.worker_params()
             if contract is not None:
                 params.setdefault("response_format", contract.response_format())
-            for chunk in chunks:
-                listed = escape_body("\n".join(chunk.paths))  # a name may look like a frame tag
-                values = {INPUT: chunk.text, "paths": listed, "chunk_id": chunk.id}
+            for k, chunk in enumerate(chunks):
+                view = views.get(k)
+                if view is None:
+                    text = chunk.text
+                    view = (text, text_id(text), chunk.paths)
+                    if keep:
+                        views[k] = view
+                text, chunk_id, paths = view
+                listed = escape_body("\n".join(paths))  # a name may look like a frame tag
+                values = {INPUT: text, "paths": listed, "chunk_id": chunk_id}
                 source = SectionSource(
-                    chunk.id,
-                    tuple(chunk.paths),
+                    chunk_id,
+                    tuple(paths),
                     chunk.tokens,
                     aspect=aspect.name if aspect else None,
                     matrix=clone if recipe.matrix else None,
