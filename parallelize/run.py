@@ -240,6 +240,7 @@ def _execute(
         if recipe.guard is None:  # a guarded answer waits for the gate before it is written
             on_event = _listeners(on_event, writer.on_event)
     with engine(replace(options, on_event=on_event), concurrency=concurrency) as executor:
+        counts.keep_in(executor.cache)
         try:
             results = executor.run(tasks, keep_overflows=True)
             healing = _heal(template, prepared, model, results, executor, on_event)
@@ -248,9 +249,9 @@ def _execute(
             outcome = combine(results, context)
         except ContextOverflowError as exc:
             raise _naming_task(exc, failed.get(str(exc)), prepared, options) from None
+        prepared, tasks, results = counts.result(tasks, outcome.results or results)
     if context.plans and "merge" in outcome.details:
         outcome.details["merge"]["plan"] = max(context.plans.values(), key=lambda p: p["calls"])
-    prepared, tasks, results = counts.result(tasks, outcome.results or results)
     result = RunResult(
         "section",
         recipe.name,

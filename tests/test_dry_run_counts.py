@@ -5,6 +5,7 @@ pool's caller helps instead of waiting. Speed itself is measured by bench/dryrun
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,3 +167,23 @@ def test_budget_plans_with_marks_match_plans_without(make_tree) -> None:
     recipe = parse_recipe("prompt: Go\ntokenizer: o200k\nmax_tokens: 100\n", source="r")
     kept = plan_chunks(docs, recipe, counter=O200K, model="gpt-4o", window=1000)
     assert kept == plan_chunks(plain, recipe, counter=O200K, model="gpt-4o", window=1000)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_offline_without_encodings_the_dry_run_estimates(make_tree, tmp_path, monkeypatch) -> None:
+    """No tiktoken encoding and no network: the calibrated estimate plans, counts every prompt
+    (its rounded counts do not add up) and says so."""
+    root = make_tree({f"m{n}.py": _code(n * 30, n) for n in range(1, 6)})
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    recipe = parse_recipe("prompt: Go\ntokenizer: o200k\nmax_tokens: 100\n", source="r")
+    result = run_section([str(root)], recipe, options=RunOptions(dry_run=True))
+    assert result.inputs is not None and result.inputs.counter == "estimate"
+    assert any("token counts are estimates" in w for w in result.warnings)
+    prompts = [ESTIMATE.request_tokens(t.request.messages) for t in result.tasks]
+    assert result.estimate is not None and result.estimate.input_tokens == sum(prompts)

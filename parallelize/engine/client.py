@@ -31,7 +31,7 @@ from ..masking import for_people, mask, register_secret
 from ..records import ChatRequest, Completion
 from .reply import parse_completion
 from .retry import RETRYABLE_STATUSES, rate_limit_reset_seconds, retry_after_seconds
-from .transport import CONNECT_TIMEOUT, ChatPools, ConnectFailed, Reply, timeouts, tls_context
+from .transport import CONNECT_TIMEOUT, ChatPools, ConnectFailed, Reply, timeouts
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -139,13 +139,16 @@ class ChatClient:
             (b"Accept", b"application/json"),
             *((k.encode(), v.encode()) for k, v in endpoint.headers().items()),
         ]
-        # TLS is set up once, and only for https (a loopback server needs none).
+        # TLS is set up once, and only for https (a loopback server needs none), with the
+        # first request: a run answered by the cache opens nothing.
         tls = endpoint.base_url.startswith("https:")
-        self._pools = ChatPools(self._chat_url, ssl_context=tls_context() if tls else None)
+        self._pools = ChatPools(self._chat_url, tls=tls)
         # (model, parameter) -> its replacement (None: drop it); learned per model.
         self._adapted: dict[tuple[str, str], str | None] = {}
         #: Set once a first contact failed twice: later calls say so without waiting again.
         self._unreachable = False
+        #: Metadata GETs answered, by URL: asked once per client (what to choose, how to plan).
+        self._got: dict[str, tuple[int | None, Any]] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> ChatClient:
@@ -204,6 +207,14 @@ class ChatClient:
         """POST JSON relative to the server root (e.g. llama.cpp `/tokenize`); None on failure."""
         return self._metadata("POST", self._root_url(path), dict(body))
 
+    def metadata(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int | None, Any]:
+        """A side request relative to the server root: its HTTP status (None: no reply came)
+        and its JSON (None but for a 200 with JSON). A 404 says the server has no such thing;
+        a failed exchange says nothing."""
+        return self._metadata_reply(method, self._root_url(path), body)
+
     def _root_url(self, path: str) -> str:
         root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
         return f"{root}/{path.lstrip('/')}{self._query}"
@@ -211,13 +222,26 @@ class ChatClient:
     def _metadata(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
         """A side request's JSON reply, or None when it fails (it is only a hint); an endpoint
         that cannot be reached at all is said at once, not hidden behind a fallback."""
+        return self._metadata_reply(method, url, body)[1]
+
+    def _metadata_reply(
+        self, method: str, url: str, body: Mapping[str, Any] | None
+    ) -> tuple[int | None, Any]:
+        if method == "GET" and url in self._got:  # the model list serves two questions
+            return self._got[url]
         try:
             reply = self._send(method, url, body, self.timeout if body else CONNECT_TIMEOUT)
-            return reply.json() if reply.status == 200 else None
         except UnreachableError:
             raise
-        except (LLMError, ValueError):
-            return None
+        except LLMError:
+            return None, None
+        try:
+            answer = reply.status, reply.json() if reply.status == 200 else None
+        except ValueError:
+            answer = reply.status, None
+        if method == "GET":
+            self._got[url] = answer
+        return answer
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, limit: float) -> Reply:
         """One exchange; before the endpoint's first reply, a failed connection is retried once

@@ -1,8 +1,8 @@
 """HTTP under the client: one small httpcore keep-alive pool per worker thread, proxies, TLS.
 
 httpx.Client's per-request work (URL merging, cookies, hooks, models) cost about as much CPU as
-the exchange itself at 64 workers, so requests go to httpcore directly; httpx only builds the TLS
-context for https endpoints.
+the exchange itself at 64 workers, so requests go to httpcore directly (`wire`, loaded with the
+first request); httpx only builds the TLS context for https endpoints.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import json
 import os
 import re
 import socket
-import ssl
 import threading
-import time
-import urllib.request
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
-
-import httpcore
 
 from ..errors import EndpointError, LLMError
 from ..masking import for_people
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .wire import Bounded
 
 CONNECT_TIMEOUT = 10.0
 
@@ -65,86 +65,6 @@ def timeouts(seconds: float) -> dict[str, float]:
     return {"connect": connect, "read": seconds, "write": seconds, "pool": seconds}
 
 
-class Bounded(httpcore.NetworkBackend):
-    """A network backend whose every connect, read and write ends by the request's deadline.
-
-    httpcore's timeouts bound each socket wait, so a reply trickling in a byte at a time would
-    never time out; here each wait is shortened to what is left of the whole request's time, so
-    `--timeout` bounds a request from connect to last byte. Each worker thread has its own pool,
-    so the deadline is per thread. Not covered: name resolution (the system resolver's own
-    timeout bounds it), and a host with several addresses gets the time left for each.
-    """
-
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-        self._local = threading.local()
-
-    def start(self, seconds: float) -> None:
-        """The current thread's next request must end within `seconds`."""
-        self._local.deadline = time.monotonic() + seconds
-        self._local.limit = seconds
-
-    def left(self, timeout: float | None, kind: type[Exception]) -> float | None:
-        """`timeout` shortened to the time the request has left; raises `kind` when none is."""
-        deadline = getattr(self._local, "deadline", None)
-        if deadline is None:
-            return timeout
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise kind(f"the whole request took longer than {self._local.limit:g}s")
-        return remaining if timeout is None else min(timeout, remaining)
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        wait = self.left(timeout, httpcore.ConnectTimeout)
-        stream = self._inner.connect_tcp(host, port, wait, local_address, socket_options)
-        return _BoundedStream(stream, self)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        wait = self.left(timeout, httpcore.ConnectTimeout)
-        return _BoundedStream(self._inner.connect_unix_socket(path, wait, socket_options), self)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _BoundedStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream, backend: Bounded) -> None:
-        self._inner = inner
-        self._backend = backend
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._backend.left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._backend.left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        wait = self._backend.left(timeout, httpcore.ConnectTimeout)
-        return _BoundedStream(
-            self._inner.start_tls(ssl_context, server_hostname, wait), self._backend
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
 class Reply(NamedTuple):
     """A chat call's HTTP reply: status, kept headers (lower-case) and body."""
 
@@ -175,6 +95,10 @@ class ConnectFailed(LLMError):
 
 def connect_reason(exc: Exception) -> str:
     """Why a connection failed, in the words a person looks for ("connection refused")."""
+    import ssl
+
+    import httpcore
+
     inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
     cause = inner or exc.__cause__ or exc.__context__
     if isinstance(exc, httpcore.ConnectTimeout) or isinstance(cause, TimeoutError):
@@ -199,15 +123,16 @@ class ChatPools:
     One pool shared by 64 threads costs a scan of every connection under one lock on each
     request and release; a pool per thread costs nothing of the kind. The TLS context is built
     once and shared. A proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)
-    is honoured as httpx would.
+    is honoured as httpx would. Nothing is built before the first request (httpcore, the TLS
+    context): a run whose every call is cached opens no connection and loads neither.
     """
 
-    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None) -> None:
-        self._ssl_context = ssl_context
+    def __init__(self, url: str, *, tls: bool) -> None:
+        self._tls = tls
         self._proxy = environment_proxy(url)
         self._local = threading.local()
-        self._backend = Bounded()
-        self._all: list[httpcore.ConnectionPool | httpcore.HTTPProxy] = []
+        self._backend: Bounded | None = None
+        self._all: list[Any] = []
         self._lock = threading.Lock()
 
     def request(
@@ -219,10 +144,13 @@ class ChatPools:
         timeout: dict[str, float],
     ) -> Reply:
         """One request; transport failures raise LLMError, HTTP statuses come back as they are."""
+        import httpcore
+
         extensions = {"timeout": timeout}
-        self._backend.start(timeout["read"])
+        pool, backend = self._pool()
+        backend.start(timeout["read"])
         try:
-            with self._pool().stream(
+            with pool.stream(
                 method, url, headers=headers, content=body, extensions=extensions
             ) as response:
                 kept = {}
@@ -247,25 +175,28 @@ class ChatPools:
             raise LLMError(f"connection failed: {reason}") from None
         return Reply(response.status, kept, content)
 
-    def _pool(self) -> httpcore.ConnectionPool | httpcore.HTTPProxy:
-        """This thread's pool (made on its first request)."""
+    def _pool(self) -> tuple[Any, Bounded]:
+        """This thread's pool (made on its first request) and the backend under every pool."""
         pool = getattr(self._local, "pool", None)
         if pool is None:
-            limits: dict[str, Any] = {
-                "max_connections": CONNECTIONS_PER_THREAD,
-                "keepalive_expiry": KEEPALIVE_EXPIRY,
-                "ssl_context": self._ssl_context,
-                "network_backend": self._backend,
-            }
-            if self._proxy is None:
-                pool = httpcore.ConnectionPool(**limits)
-            else:
-                url, auth = self._proxy
-                pool = httpcore.HTTPProxy(proxy_url=url, proxy_auth=auth, **limits)
+            from .wire import Bounded, make_pool
+
+            with self._lock:
+                if self._backend is None:
+                    self._backend = Bounded()
+            ssl_context = tls_context() if self._tls else None
+            pool = make_pool(
+                self._backend,
+                ssl_context,
+                self._proxy,
+                connections=CONNECTIONS_PER_THREAD,
+                keepalive=KEEPALIVE_EXPIRY,
+            )
             self._local.pool = pool
             with self._lock:
                 self._all.append(pool)
-        return pool
+        assert self._backend is not None  # set before the first pool
+        return pool, self._backend
 
     def close(self) -> None:
         with self._lock:
@@ -274,7 +205,7 @@ class ChatPools:
             pool.close()
 
 
-def _read_capped(response: httpcore.Response) -> bytes:
+def _read_capped(response: Any) -> bytes:
     """The body, read up to MAX_REPLY_BYTES (MAX_ERROR_BYTES for an error status)."""
     cap = MAX_ERROR_BYTES if response.status >= 400 else MAX_REPLY_BYTES
     parts: list[bytes] = []
@@ -291,6 +222,11 @@ def _read_capped(response: httpcore.Response) -> bytes:
 
 def environment_proxy(url: str) -> tuple[str, tuple[str, str] | None] | None:
     """The proxy URL (without credentials) and credentials the environment sets for `url`."""
+    names = (name.lower() for name in os.environ)
+    if not any(name.endswith("_proxy") and name != "no_proxy" for name in names):
+        return None  # what urllib would find, without loading it (and http.client, ssl)
+    import urllib.request
+
     parts = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")

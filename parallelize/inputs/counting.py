@@ -61,9 +61,10 @@ def count_pool() -> ThreadPoolExecutor:
 class Pending:
     """A text's count on its way: the batches of its segments on the pool."""
 
-    def __init__(self, jobs: list[_Job], *, marked: bool) -> None:
+    def __init__(self, jobs: list[_Job], *, marked: bool, done: Counted | None = None) -> None:
         self._jobs = jobs
         self._marked = marked
+        self._done = done
 
     def help(self) -> None:
         """Count here the batches no pool thread has started: a caller about to wait for the
@@ -76,6 +77,8 @@ class Pending:
 
     def result(self) -> Counted:
         """The text's count, once its batches are done."""
+        if self._done is not None:
+            return self._done
         total, segments, marks = 0, [], [(0, 0)]
         for ends, future, _ in self._jobs:
             for end, (tokens, inner) in zip(ends, future.result(), strict=True):
@@ -90,11 +93,8 @@ class Pending:
 def submit(pool: ThreadPoolExecutor, counter: TokenCounter, text: str) -> Pending:
     """Start counting a text's segments, in batches of about COUNT_BATCH_CHARS."""
     marked = _marks_wanted(counter, text)
-    if counter.additive and len(text) < INLINE_COUNT_CHARS:
-        call = functools.partial(_count_segments, counter, text, 0, [len(text)], False)
-        done: _Future = Future()
-        done.set_result(call())  # local and small: no hand-off
-        return Pending([((len(text),), done, call)], marked=False)
+    if counter.additive and len(text) < INLINE_COUNT_CHARS:  # local and small: no hand-off
+        return Pending([], marked=False, done=Counted(counter.count(text)))
     ends = segment_offsets(text) if counter.additive else [len(text)]
     jobs: list[_Job] = []
     start, batch = 0, []

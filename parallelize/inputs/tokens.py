@@ -224,6 +224,24 @@ def sums_exactly(counter: TokenCounter) -> bool:
     return counter.exact and counter.additive and counter.render is None
 
 
+def local_encoding(model: str | None, tokenizer: str | None = None) -> str | None:
+    """The tiktoken encoding `get_counter` loads for these (None: it estimates)."""
+    if tokenizer == "estimate":
+        return None
+    return ENCODINGS.get(tokenizer or "", encoding_for_model(model))
+
+
+def lazy_counter(model: str | None, tokenizer: str | None = None) -> TokenCounter:
+    """tiktoken's counter for these, loaded when it first counts: a plan whose counts are all
+    known (`inputs.keptcounts`) needs no encoder (loading one takes about 0.2 s)."""
+    encoding = local_encoding(model, tokenizer)
+    if encoding is None:
+        return ESTIMATE
+    return TokenCounter(
+        encoding, lambda text: get_counter(model, tokenizer).count(text), exact=True, additive=True
+    )
+
+
 def encoding_for_model(model: str | None) -> str:
     """The tiktoken encoding name that matches a model name."""
     name = (model or "").lower().rsplit("/", 1)[-1]

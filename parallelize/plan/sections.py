@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ConfigError, InputError, first_few
 from ..inputs.bounds import Bounds
+from ..inputs.keptcounts import keep_counts, kept_counts
 from ..inputs.read import (
     Discovery,
     Document,
@@ -26,7 +27,14 @@ from ..inputs.read import (
     replace_documents,
     secret_warnings,
 )
-from ..inputs.tokens import BYTES_BOUND, CountStore, TokenCounter
+from ..inputs.tokens import (
+    BYTES_BOUND,
+    CountStore,
+    TokenCounter,
+    for_model,
+    lazy_counter,
+    local_encoding,
+)
 from ..recipe.model import Recipe
 from ..records import InputsReport, Task, TaskResult
 from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
@@ -206,13 +214,30 @@ def _recount(documents: Sequence[Document], counter: TokenCounter) -> list[Docum
     return recount(documents, counter)
 
 
-def count_exactly(prepared: Prepared, recipe: Recipe, model: str | None) -> Prepared:
+def count_exactly(
+    prepared: Prepared, recipe: Recipe, model: str | None, *, store: CountStore | None = None
+) -> Prepared:
     """A plan proven with byte lengths, with its documents counted by the tokenizer (the plan
-    itself stands: every file is one chunk)."""
+    itself stands: every file is one chunk). Counts kept in `store` by an earlier run are
+    used as they are (no tokenizer is loaded); new ones are kept there."""
     if prepared.counter is not BYTES_BOUND:
         return prepared
-    counter = choose_counter(recipe.tokenizer, model, None)
-    found = replace_documents(prepared.discovery, recount(prepared.discovery.documents, counter))
+    documents = prepared.discovery.documents
+    texts = [doc.text for doc in documents]
+    encoding = local_encoding(model, recipe.tokenizer)
+    known = kept_counts(store, encoding, texts) if encoding else None
+    if known is not None:
+        counter = for_model(lazy_counter(model, recipe.tokenizer), model)
+        counted = [
+            replace(doc, tokens=n, segments=(), marks=())
+            for doc, n in zip(documents, known, strict=True)
+        ]
+    else:
+        counter = choose_counter(recipe.tokenizer, model, None)
+        counted = recount(documents, counter)
+        if encoding is not None and counter.name == encoding:  # not the estimate's counts
+            keep_counts(store, encoding, texts, [doc.tokens for doc in counted])
+    found = replace_documents(prepared.discovery, counted)
     notes = [counter.note] if counter.note else []
     return replace(prepared, discovery=found, counter=counter, warnings=notes + prepared.warnings)
 
@@ -228,10 +253,15 @@ class ExactCounts:
     def __init__(self, prepared: Prepared, recipe: Recipe, model: str | None, *, wave: int) -> None:
         self._prepared = prepared
         self._count = functools.partial(count_exactly, prepared, recipe, model)
+        self._store: CountStore | None = None
         self._wave = wave
         self._started = 0
         self._future: Future[Prepared] | None = None
         self._lock = threading.Lock()
+
+    def keep_in(self, store: CountStore | None) -> None:
+        """Where the counts are looked up and kept (the call cache), once it is open."""
+        self._store = store
 
     def on_event(self, event: Event) -> None:
         if event.kind != "start" or self._prepared.counter is not BYTES_BOUND:
@@ -248,11 +278,20 @@ class ExactCounts:
         if self._prepared.counter is not BYTES_BOUND:
             return self._prepared, tasks, results
         with self._lock:
-            future = self._begin()
-        counted = future.result()
+            future = self._future
+            if future is None:  # no wave of calls started it (all cached): count on this thread
+                self._future = Future()
+        counted = self._count(store=self._store) if future is None else future.result()
         tokens = {d.path: d.tokens for d in counted.discovery.documents}
-        tasks = [_with_counts(task, tokens) for task in tasks]
-        results = [replace(r, task=_with_counts(r.task, tokens)) for r in results]
+        done: dict[int, Task] = {}  # a result's task is mostly one of the tasks: replaced once
+
+        def counted_task(task: Task) -> Task:
+            if id(task) not in done:
+                done[id(task)] = _with_counts(task, tokens)
+            return done[id(task)]
+
+        tasks = [counted_task(task) for task in tasks]
+        results = [replace(r, task=counted_task(r.task)) for r in results]
         return counted, tasks, results
 
     def _begin(self) -> Future[Prepared]:
@@ -261,7 +300,7 @@ class ExactCounts:
 
             def count() -> None:
                 try:
-                    future.set_result(self._count())
+                    future.set_result(self._count(store=self._store))
                 except BaseException as exc:  # handed to the caller of result()
                     future.set_exception(exc)
 

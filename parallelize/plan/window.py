@@ -8,7 +8,7 @@ a re-run plan from the same facts, and a re-run needs no server to plan.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -154,24 +154,36 @@ def server_facts(
                 tokenizer=value.get("tokenizer"),
                 age=max(0.0, time.time() - when),
             )
-    answers: list[bool] = []
+    statuses: list[int | None] = []
 
     def get_json(path: str) -> Any:
-        reply = client.get_json(path)
-        answers.append(reply is not None)
+        status, reply = client.metadata("GET", path)
+        statuses.append(status)
+        return reply
+
+    def post_json(path: str, body: Mapping[str, Any]) -> Any:
+        status, reply = client.metadata("POST", path, body)
+        statuses.append(status)
         return reply
 
     probed = probe_context_window(get_json, model)
-    tokenizer = probe_tokenizer(client.post_json, model) if count else None
-    if not (any(answers) or tokenizer or get_json("v1/models") is not None):
+    tokenizer = probe_tokenizer(post_json, model) if count else None
+    if not any(_settled(status) for status in statuses):
         return ServerFacts(answered=False)
     window, source = probed or (None, None)
-    if store is not None:
+    # A busy server (503 while llama.cpp loads its model, 429) may say more next time: kept
+    # only what every probe answered for good, a 404 included ("there is no such thing").
+    if store is not None and all(_settled(status) for status in statuses):
         value: dict[str, Any] = {"window": window, "window_source": source}
         store.put_fact(
             base, model, SERVER_FACTS, {**value, "tokenizer": tokenizer} if count else value
         )
     return ServerFacts(window, source, tokenizer)
+
+
+def _settled(status: int | None) -> bool:
+    """Whether a probe's reply is the server's lasting answer: a reply, not a busy status."""
+    return status is not None and status < 500 and status not in (408, 425, 429)
 
 
 def _ago(seconds: float) -> str:
