@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import BudgetError, ConfigError
 from ..inputs.tokens import get_counter
-from ..records import ChatRequest, CostReport, Estimate, Usage
+from ..records import ChatRequest, Usage
+from ..reports import CostReport, Estimate
 
 TOKENS_PER_UNIT = 1_000_000
 #: When the built-in prices (list, cached input and batch rates) were read from the providers'

@@ -20,7 +20,8 @@ from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, default_cache_dir
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
 from ..masking import mask
 from ..recipe.model import Recipe
-from ..records import ChatRequest, EngineReport, Notice, ProgressCallback, RunResult
+from ..records import ChatRequest, Notice, ProgressCallback, RunResult
+from ..reports import EngineReport
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
 from .executor import Executor

@@ -36,7 +36,8 @@ from ..inputs.tokens import (
     local_encoding,
 )
 from ..recipe.model import Recipe
-from ..records import InputsReport, Task, TaskResult
+from ..records import Task, TaskResult
+from ..reports import InputsReport
 from .chunking import Chunk, ChunkPlan, Costs, chunk_budget, chunk_count, chunk_files
 from .tasks import SectionTemplate, checked, section_tasks
 from .template import placeholders

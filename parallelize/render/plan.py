@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import first_few
-from ..records import RunResult, VotePlan
+from ..records import RunResult
+from ..reports import VotePlan
 from .terminal import masked, sizing, usd
 
 

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..masking import for_people, mask, terminal_safe
-from ..records import Event, InputsReport, RunResult, VoteReport
+from ..records import Event, RunResult
+from ..reports import InputsReport, VoteReport
 from .lines import say, stderr_is_terminal
 
 if TYPE_CHECKING:

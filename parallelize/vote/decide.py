@@ -17,7 +17,8 @@ from ..errors import (
     ContextOverflowError,
     FatalLLMError,
 )
-from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task, VoteReport
+from ..records import TRUNCATING_FINISH_REASONS, RunResult, Task
+from ..reports import VoteReport
 from .ballot import Candidate, Decision, VoteContext
 from .consensus import extract_answer, vote_consensus, vote_weighted
 from .judge import vote_judge
