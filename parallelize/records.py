@@ -211,6 +211,9 @@ class TaskResult:
     attempts: int = 0
     #: The server refused the request as longer than its context window (the run may split it).
     overflow: bool = False
+    #: Wall seconds from a worker taking the task to its result, retries and waits included
+    #: (0 for a cache hit or a call never started): the report's timings.
+    duration: float = 0.0
 
     @property
     def status(self) -> Status:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..defaults import DEFAULT_CONCURRENCY
 from ..errors import CacheError, ContextOverflowError, FatalLLMError, InterruptedRun, LLMError
@@ -224,10 +225,12 @@ class Executor:
         try:
             while not self._stop.is_set() and (index := work.take()) is not None:
                 task = work.tasks[index]
+                started = time.monotonic()
                 try:
                     result = self._run_one(task, work.keys[index])
                 except Exception as exc:  # a bug fails its task, never the worker
                     result = TaskResult(task, error=str(internal_error(exc)), attempts=1)
+                result = replace(result, duration=time.monotonic() - started)
                 if work.finish(index, result):
                     self._finish(result)
         finally:

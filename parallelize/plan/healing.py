@@ -198,6 +198,7 @@ class Healer:
         """The root's task with its leaves' answers joined in order (or the first failure)."""
         leaves = list(root.leaves())
         attempts = sum(n.result.attempts for n in root.every())
+        duration = sum(n.result.duration for n in root.every())  # the calls' time, summed
         section = root.task.section
         assert section is not None, "only section tasks are healed"
         task = root.task
@@ -213,7 +214,7 @@ class Healer:
                 error = f"still too long for the server {parts}{where}: {error}"
             elif where:
                 error = f"{broken.task.label}: {error}"
-            return TaskResult(task, error=error, attempts=max(1, attempts))
+            return TaskResult(task, error=error, attempts=max(1, attempts), duration=duration)
         done = [n.result.completion for n in leaves if n.result.completion is not None]
         texts = [c.text.strip() for c in done]
         text = "\n\n".join(texts)
@@ -231,7 +232,7 @@ class Healer:
             cached=cached,
             warnings=tuple(dict.fromkeys(w for c in done for w in c.warnings)),
         )
-        return TaskResult(task, completion, attempts=attempts)
+        return TaskResult(task, completion, attempts=attempts, duration=duration)
 
 
 def _split_label(label: str) -> tuple[str, str]:

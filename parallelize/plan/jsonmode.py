@@ -207,6 +207,7 @@ def enforce_json(
         contract = contracts[first.task.index]
         spent = first.usage + repair.usage
         attempts = first.attempts + repair.attempts
+        duration = first.duration + repair.duration
         problem = problems[position]
         if repair.succeeded:
             try:
@@ -216,7 +217,12 @@ def enforce_json(
             else:
                 check.repaired += 1
                 check.results[position] = CheckedResult(
-                    first.task, repair.completion, attempts=attempts, spent=spent, repaired=True
+                    first.task,
+                    repair.completion,
+                    attempts=attempts,
+                    spent=spent,
+                    repaired=True,
+                    duration=duration,
                 )
                 continue
         else:
@@ -224,7 +230,7 @@ def enforce_json(
         check.invalid += 1
         error = f"invalid JSON after one repair: {problem}"
         check.results[position] = CheckedResult(
-            first.task, None, error=error, attempts=attempts, spent=spent
+            first.task, None, error=error, attempts=attempts, spent=spent, duration=duration
         )
     return check
 

@@ -38,6 +38,8 @@ def task_record(result: TaskResult) -> dict[str, Any]:
         "cached": bool(completion and completion.cached),
         "attempts": result.attempts,
         "error": result.error,
+        # Wall seconds of the call, retries included; 0 for a cache hit (no call was made).
+        "duration_s": round(result.duration, 3),
     }
 
 
