@@ -1,10 +1,19 @@
-"""Shared fixtures: one loopback OpenAI-compatible server per session, a clean environment."""
+"""Shared fixtures: one loopback OpenAI-compatible server per session, a clean environment,
+and a home of the suite's own.
+
+HOME, the XDG directories and PARALLELIZE_CACHE_DIR point into a temporary directory from the
+moment this file is imported (before any test module, some of which count tokens at import), so
+no cache row or tiktoken copy lands in the user's own ~/.cache/parallelize; a session guard
+fails the run if that directory changed anyway.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +21,42 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from homes import REAL_CACHE, changes, snapshot  # first: it reads the real home
 from llmserver import LLMServer
 
 SECRET_ENV_PREFIXES = ("OPENAI_", "AZURE_OPENAI", "PARALLELIZE_")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+#: The llama.cpp build of `make test-real` (tools/realserver/build.sh) stays where it was built
+#: and is only read: found from the real home before HOME moves.
+os.environ.setdefault(
+    "PARALLELIZE_REALSERVER_DIR",
+    str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "parallelize/realserver"
+    ),
+)
+SUITE_HOME = Path(tempfile.mkdtemp(prefix="parallelize-tests-home-"))
+atexit.register(shutil.rmtree, SUITE_HOME, ignore_errors=True)
+os.environ["HOME"] = str(SUITE_HOME)
+for name, folder in (
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_DATA_HOME", ".local/share"),
+    ("XDG_STATE_HOME", ".local/state"),
+):
+    os.environ[name] = str(SUITE_HOME / folder)
+os.environ["PARALLELIZE_CACHE_DIR"] = str(SUITE_HOME / "parallelize-cache")
+#: Taken at import: collecting the test modules is part of the run.
+REAL_CACHE_BEFORE = snapshot(REAL_CACHE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_cache_untouched() -> Iterator[None]:
+    """Fail the run if the user's own ~/.cache/parallelize changed while the suite ran."""
+    yield
+    changed = changes(REAL_CACHE_BEFORE, snapshot(REAL_CACHE))
+    if changed:
+        pytest.fail(f"the test suite changed {REAL_CACHE}: {', '.join(changed[:5])}")
 
 
 @pytest.fixture(autouse=True)

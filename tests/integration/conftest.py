@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "realserv
 import serve  # tools/realserver/serve.py: find_build, start_server
 
 HERE = Path(__file__).resolve().parent
-# read now: the top-level tests/conftest.py scrubs PARALLELIZE_* from each test's env
+# The build cache is only read. tests/conftest.py moved HOME and XDG_CACHE_HOME into a temporary
+# directory and set PARALLELIZE_REALSERVER_DIR to where build.sh put the build; read it now: that
+# conftest scrubs PARALLELIZE_* from each test's environment.
 REALSERVER_DIR = serve.cache_root()
 SCRUB_PREFIXES = ("OPENAI_",)
 SCRUB_NAMES = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}

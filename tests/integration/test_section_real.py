@@ -83,7 +83,12 @@ def test_the_cli_against_the_real_server(endpoint, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"OPENAI_BASE_URL": endpoint.base_url, "NO_PROXY": "127.0.0.1", "PATH": "/usr/bin"},
+        env={
+            "OPENAI_BASE_URL": endpoint.base_url,
+            "NO_PROXY": "127.0.0.1",
+            "PATH": "/usr/bin",
+            "HOME": str(tmp_path / "home"),  # without HOME the cache went to the user's own
+        },
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("## chunk ") == 3
