@@ -16,10 +16,14 @@ import typer
 from .. import __version__
 from ..defaults import default_cache_dir
 from .common import CacheDirOpt, guard, usage_error
+from .helpformat import HelpCommand, HelpGroup
+from .section import EXAMPLES as SECTION_EXAMPLES
 from .section import section
+from .vote import EXAMPLES as VOTE_EXAMPLES
 from .vote import vote
 
 app = typer.Typer(
+    cls=HelpGroup,
     name="parallelize",
     help="Run identical LLM calls in parallel and aggregate what they return.",
     no_args_is_help=True,
@@ -46,11 +50,11 @@ def main_options(
 
 
 # Each command lives in its own module (they import only typer at load time).
-app.command()(section)
-app.command()(vote)
+app.command(cls=HelpCommand, epilog=SECTION_EXAMPLES)(section)
+app.command(cls=HelpCommand, epilog=VOTE_EXAMPLES)(vote)
 
 
-@app.command("recipes")
+@app.command("recipes", cls=HelpCommand)
 def list_recipes() -> None:
     """List the built-in recipes with their descriptions."""
 
@@ -65,6 +69,7 @@ def list_recipes() -> None:
 
 
 cache_app = typer.Typer(
+    cls=HelpGroup,
     help="Inspect or clear the cache of finished calls.",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -72,7 +77,7 @@ cache_app = typer.Typer(
 app.add_typer(cache_app, name="cache")
 
 
-@cache_app.command("info")
+@cache_app.command("info", cls=HelpCommand)
 def cache_info(cache_dir: CacheDirOpt = None) -> None:
     """Show where the call cache is, what it holds and how big it is."""
 
@@ -85,7 +90,7 @@ def cache_info(cache_dir: CacheDirOpt = None) -> None:
     guard(job)
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", cls=HelpCommand)
 def cache_clear(
     older_than: Annotated[
         str | None,

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EndpointError, ParallelizeError
 from ..render.lines import print_error, print_notice, say
+from .helpformat import ENGINE, OUTPUT, PROMPT
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -30,15 +32,24 @@ class Format(str, Enum):
 # Options shared by every command that calls a model.
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model name (env PARALLELIZE_MODEL).", show_default=False),
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Model name (env PARALLELIZE_MODEL).",
+        show_default=False,
+        rich_help_panel=PROMPT,
+    ),
 ]
 
 BaseUrlOpt = Annotated[
     str | None,
     typer.Option(
         "--base-url",
+        metavar="URL",
         help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).",
         show_default=False,
+        rich_help_panel=PROMPT,
     ),
 ]
 
@@ -49,13 +60,22 @@ ConcurrencyOpt = Annotated[
         "-j",
         min=1,
         max=1024,
-        help="Parallel calls (default min(tasks, 8)).",
+        metavar="N",
+        help="Parallel calls, 1 to 1024 (default min(tasks, 8)).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
 FormatOpt = Annotated[
-    Format, typer.Option("--format", help="text: the artifact; json: everything.")
+    Format,
+    typer.Option(
+        "--format",
+        metavar="|".join(kind.value for kind in Format),
+        help="text: the artifact (default); json: everything.",
+        show_default=False,
+        rich_help_panel=OUTPUT,
+    ),
 ]
 
 OutputOpt = Annotated[
@@ -63,27 +83,80 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE",
         help="Write the artifact to this file instead of stdout.",
         show_default=False,
         dir_okay=False,
+        rich_help_panel=OUTPUT,
     ),
 ]
 
 SystemOpt = Annotated[
-    str | None, typer.Option("--system", help="System prompt.", show_default=False)
+    str | None,
+    typer.Option(
+        "--system",
+        metavar="TEXT",
+        help="System prompt.",
+        show_default=False,
+        rich_help_panel=PROMPT,
+    ),
 ]
 
 MaxTokensOpt = Annotated[
-    int | None, typer.Option("--max-tokens", min=1, help="Output cap per call.", show_default=False)
+    int | None,
+    typer.Option(
+        "--max-tokens",
+        min=1,
+        metavar="N",
+        help="Output cap per call (max_tokens).",
+        show_default=False,
+        rich_help_panel=PROMPT,
+    ),
 ]
 
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notices or summary.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress, notices or summary.", rich_help_panel=OUTPUT),
+]
 
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; make no request.")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="List every skipped file and redaction, and every name a summary line folds.",
+        rich_help_panel=OUTPUT,
+    ),
+]
 
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the plan; make no request.", rich_help_panel=OUTPUT),
+]
 
-RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries per call.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=1,
+        metavar="SECONDS",
+        help=f"Seconds per request, at least 1 (default {DEFAULT_TIMEOUT:g}).",
+        show_default=False,
+        rich_help_panel=ENGINE,
+    ),
+]
+
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-retries",
+        min=0,
+        metavar="N",
+        help=f"Retries per call (default {DEFAULT_MAX_RETRIES}).",
+        show_default=False,
+        rich_help_panel=ENGINE,
+    ),
+]
 
 
 # Engine options (pacing, cache, limits, prices) shared by every command that calls a model:
@@ -96,31 +169,45 @@ RpmOpt = Annotated[
         min=0.001,
         help="Requests per minute never to exceed (default: learn the rate from the server).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
 TpmOpt = Annotated[
     float | None,
     typer.Option(
-        "--tpm", metavar="N", min=1, help="Tokens per minute never to exceed.", show_default=False
+        "--tpm",
+        metavar="N",
+        min=1,
+        help="Tokens per minute never to exceed.",
+        show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
 NoCacheOpt = Annotated[
-    bool, typer.Option("--no-cache", help="Neither reuse nor store finished calls.")
+    bool,
+    typer.Option(
+        "--no-cache", help="Neither reuse nor store finished calls.", rich_help_panel=ENGINE
+    ),
 ]
 
 RefreshOpt = Annotated[
-    bool, typer.Option("--refresh", help="Make every call again and update the cache.")
+    bool,
+    typer.Option(
+        "--refresh", help="Make every call again and update the cache.", rich_help_panel=ENGINE
+    ),
 ]
 
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--cache-dir",
+        metavar="DIR",
         help="Directory of the call cache (env PARALLELIZE_CACHE_DIR).",
         show_default=False,
         file_okay=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -132,6 +219,7 @@ MaxFailuresOpt = Annotated[
         min=1,
         help="Stop starting calls after N have failed.",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -142,6 +230,7 @@ DeadlineOpt = Annotated[
         metavar="DURATION",
         help="Stop starting calls after this long (e.g. 90s, 10m), keep what finished, exit 5.",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -153,6 +242,7 @@ MaxCostOpt = Annotated[
         metavar="USD",
         help="Budget: refuse a run estimated above it; start no call past it (exit 5).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -165,6 +255,7 @@ PriceInOpt = Annotated[
         help="USD per million input tokens (over the built-in table; cached ones too unless "
         "--price-cached-in).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -177,6 +268,7 @@ PriceCachedInOpt = Annotated[
         help="USD per million input tokens the provider's prompt cache served (at most the input "
         "price).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -188,6 +280,7 @@ PriceOutOpt = Annotated[
         min=0,
         help="USD per million output tokens (over the built-in table).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 
@@ -199,6 +292,7 @@ MaxTasksOpt = Annotated[
         min=1,
         help="Refuse a run that would make more than N calls (default 100,000; recipe max_tasks).",
         show_default=False,
+        rich_help_panel=ENGINE,
     ),
 ]
 

@@ -30,11 +30,13 @@ from .common import (
     RetriesOpt,
     SystemOpt,
     TimeoutOpt,
+    VerboseOpt,
     engine_options,
     finish,
     run_with_progress,
     usage_error,
 )
+from .helpformat import CHUNKING, INPUTS, MERGE, PROMPT
 
 if TYPE_CHECKING:
     from ..recipe.model import Recipe
@@ -58,8 +60,10 @@ OverlapOpt = Annotated[
         "--overlap",
         min=0,
         max=10_000,
-        help="Repeat the last L lines of a split file's previous piece.",
+        metavar="LINES",
+        help="Repeat the last LINES lines of a split file's previous piece (at most 10,000).",
         show_default=False,
+        rich_help_panel=CHUNKING,
     ),
 ]
 IncludeOpt = Annotated[
@@ -69,6 +73,7 @@ IncludeOpt = Annotated[
         metavar="GLOB",
         help="Only read files matching GLOB (gitignore syntax; repeatable).",
         show_default=False,
+        rich_help_panel=INPUTS,
     ),
 ]
 ExcludeOpt = Annotated[
@@ -78,6 +83,7 @@ ExcludeOpt = Annotated[
         metavar="GLOB",
         help="Skip files and folders matching GLOB (gitignore syntax; repeatable).",
         show_default=False,
+        rich_help_panel=INPUTS,
     ),
 ]
 FilesFromOpt = Annotated[
@@ -87,6 +93,7 @@ FilesFromOpt = Annotated[
         metavar="FILE|-",
         help="Also read the paths listed in FILE (one per line, or NUL separated); - is stdin.",
         show_default=False,
+        rich_help_panel=INPUTS,
     ),
 ]
 AllowOutsideOpt = Annotated[
@@ -94,34 +101,48 @@ AllowOutsideOpt = Annotated[
     typer.Option(
         "--allow-outside",
         help="Read --files-from entries outside the working directory (refused by default).",
+        rich_help_panel=INPUTS,
     ),
 ]
 MaxFileBytesOpt = Annotated[
     int | None,
     typer.Option(
-        "--max-file-bytes", min=1, help="Skip larger files (default 1 MiB).", show_default=False
+        "--max-file-bytes",
+        min=1,
+        metavar="BYTES",
+        help="Skip larger files (default 1 MiB).",
+        show_default=False,
+        rich_help_panel=INPUTS,
     ),
 ]
 OnSecretOpt = Annotated[
     OnSecret | None,
     typer.Option(
         "--on-secret",
+        metavar="redact|fail",
         help="redact (default): send a marker in place of each secret found; "
         "fail: stop before any request.",
         show_default=False,
+        rich_help_panel=INPUTS,
     ),
 ]
 AllowSecretsOpt = Annotated[
     bool,
-    typer.Option("--allow-secrets", help="Send secret files and values as they are (no scan)."),
+    typer.Option(
+        "--allow-secrets",
+        help="Send secret files and values as they are (no scan).",
+        rich_help_panel=INPUTS,
+    ),
 ]
 TokenizerOpt = Annotated[
     Tokenizer | None,
     typer.Option(
         "--tokenizer",
+        metavar="|".join(kind.value for kind in Tokenizer),
         help="How tokens are counted (default: the model's tiktoken encoding); "
         "server asks the endpoint's tokenize API.",
         show_default=False,
+        rich_help_panel=CHUNKING,
     ),
 ]
 ContextWindowOpt = Annotated[
@@ -129,14 +150,12 @@ ContextWindowOpt = Annotated[
     typer.Option(
         "--context-window",
         min=256,
+        metavar="TOKENS",
         help="The model's context size (default: asked from the server, else a built-in table).",
         show_default=False,
+        rich_help_panel=CHUNKING,
     ),
 ]
-VerboseOpt = Annotated[
-    bool, typer.Option("--verbose", "-v", help="List skipped files and every redaction.")
-]
-
 #: The ways to chunk: a flag for one of them replaces the recipe's choice.
 CHUNKING_MODES = ("chunks", "chunk_tokens", "by")
 
@@ -204,57 +223,100 @@ class By(str, Enum):
     file = "file"
 
 
+#: The examples at the end of `section --help`.
+EXAMPLES = """
+parallelize section src --chunks 4 -p "List the public functions"
+parallelize section src -r code-review --include '*.py' -o review.md
+git diff | parallelize section - -p "Explain this change"
+parallelize section docs -r translate --each locale=fr-FR,ja-JP --out-dir build/i18n
+parallelize section src --chunks 4 --dry-run    # the plan and its cost; no request
+"""
+
+
 @engine_options
 def section(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Files, directories (recursive), or - for stdin.", show_default=False),
+        typer.Argument(
+            metavar="PATH",
+            help="Files, directories (recursive), or - for stdin.",
+            show_default=False,
+        ),
     ] = None,
     prompt: Annotated[
         str | None,
         typer.Option(
             "--prompt",
             "-p",
+            metavar="TEXT",
             help="Instruction for every chunk; {{ input }} places the chunk.",
             show_default=False,
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     recipe: Annotated[
         str | None,
         typer.Option(
-            "--recipe", "-r", help="Built-in recipe name or a .yaml file.", show_default=False
+            "--recipe",
+            "-r",
+            metavar="NAME|FILE",
+            help="Built-in recipe name (see `parallelize recipes`) or a .yaml file.",
+            show_default=False,
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     chunks: Annotated[
         int | None,
         typer.Option(
-            "--chunks", "-c", min=1, help="Exactly N balanced chunks.", show_default=False
+            "--chunks",
+            "-c",
+            min=1,
+            metavar="N",
+            help="Exactly N balanced chunks.",
+            show_default=False,
+            rich_help_panel=CHUNKING,
         ),
     ] = None,
     chunk_tokens: Annotated[
         int | None,
         typer.Option(
-            "--chunk-tokens", min=16, help="Token budget per request.", show_default=False
+            "--chunk-tokens",
+            min=16,
+            metavar="N",
+            help="Token budget per request (at least 16).",
+            show_default=False,
+            rich_help_panel=CHUNKING,
         ),
     ] = None,
     by: Annotated[
-        By | None, typer.Option("--by", help="'file': one chunk per file.", show_default=False)
+        By | None,
+        typer.Option(
+            "--by",
+            metavar="file",
+            help="file: one chunk per file.",
+            show_default=False,
+            rich_help_panel=CHUNKING,
+        ),
     ] = None,
     merge: Annotated[
         MergeName | None,
         typer.Option(
             "--merge",
+            metavar="|".join(kind.value for kind in MergeName),
             help="How outputs combine: concat, llm (map-reduce), json, files (one per section).",
             show_default=False,
+            rich_help_panel=MERGE,
         ),
     ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "--out-dir",
+            metavar="DIR",
             help="Write every section to its own file here (implies --merge files).",
             show_default=False,
             file_okay=False,
+            rich_help_panel=MERGE,
         ),
     ] = None,
     each: Annotated[
@@ -264,11 +326,22 @@ def section(
             metavar="VAR=V1,V2",
             help="Clone the run per value: VAR=v1,v2,... (repeat for a product); PATH optional.",
             show_default=False,
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     system: SystemOpt = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", "-t", min=0, max=2, show_default=False)
+        float | None,
+        typer.Option(
+            "--temperature",
+            "-t",
+            min=0,
+            max=2,
+            metavar="T",
+            help="Sampling temperature, 0 to 2 (default: the recipe's, else the server's).",
+            show_default=False,
+            rich_help_panel=PROMPT,
+        ),
     ] = None,
     max_tokens: MaxTokensOpt = None,
     overlap: OverlapOpt = None,
@@ -294,7 +367,8 @@ def section(
     *,
     engine: dict[str, Any],
 ) -> None:
-    """Split DATA into chunks, run the same prompt on each in parallel, combine all results."""
+    """Split PATH (files, directories or stdin) into chunks, run the same prompt on each in
+    parallel, and combine the results."""
     if chunks is not None and (chunk_tokens is not None or by is not None):
         other = "--chunk-tokens" if chunk_tokens is not None else "--by"
         usage_error(f"--chunks and {other} cannot be combined: choose one way to chunk")

@@ -28,11 +28,13 @@ from .common import (
     RetriesOpt,
     SystemOpt,
     TimeoutOpt,
+    VerboseOpt,
     engine_options,
     finish,
     run_with_progress,
     usage_error,
 )
+from .helpformat import PROMPT, VOTING
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -50,6 +52,16 @@ class Match(str, Enum):
     similar = "similar"
 
 
+#: The examples at the end of `vote --help`.
+EXAMPLES = """
+parallelize vote "Write a tagline for a bakery" -n 5        # a judge keeps the best
+parallelize vote @question.txt -r answer -n 15 --early-stop  # the majority answer
+git log -1 --format=%B | parallelize vote - -r headline      # checks, then rubric scores
+parallelize vote "Is 2^31-1 prime? End with ANSWER: yes|no" --strategy weighted \\
+  --answer-pattern 'ANSWER: (\\w+)' -m gpt-4o-mini -m gpt-4.1-mini --weight gpt-4.1-mini=2
+"""
+
+
 @engine_options
 def vote(
     task: Annotated[
@@ -62,17 +74,35 @@ def vote(
     ] = None,
     n: Annotated[
         int | None,
-        typer.Option("-n", help="Candidates to generate (default 3).", show_default=False),
+        typer.Option(
+            "-n",
+            metavar="N",
+            help="Candidates to generate (default 3).",
+            show_default=False,
+            rich_help_panel=VOTING,
+        ),
     ] = None,
     recipe: Annotated[
         str | None,
         typer.Option(
-            "--recipe", "-r", help="Built-in recipe name or a .yaml file.", show_default=False
+            "--recipe",
+            "-r",
+            metavar="NAME|FILE",
+            help="Built-in recipe name (see `parallelize recipes`) or a .yaml file.",
+            show_default=False,
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     strategy: Annotated[
         Strategy | None,
-        typer.Option("--strategy", "-s", help="How to pick (default judge).", show_default=False),
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="|".join(kind.value for kind in Strategy),
+            help="How to pick (default judge).",
+            show_default=False,
+            rich_help_panel=VOTING,
+        ),
     ] = None,
     models: Annotated[
         list[str] | None,
@@ -82,6 +112,7 @@ def vote(
             help="Model (env PARALLELIZE_MODEL); repeat to spread the N attempts round-robin.",
             show_default=False,
             metavar="MODEL",
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     weights: Annotated[
@@ -91,44 +122,57 @@ def vote(
             help="How much a model's vote counts (weighted); repeatable.",
             show_default=False,
             metavar="NAME=W",
+            rich_help_panel=VOTING,
         ),
     ] = None,
     judge_model: Annotated[
         str | None,
         typer.Option(
             "--judge-model",
+            metavar="MODEL",
             help="Model that judges or scores (default: the first model).",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     judge_rounds: Annotated[
         int | None,
         typer.Option(
             "--judge-rounds",
+            metavar="N",
             help="Judge calls with different orders; majority wins (default 1).",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     quorum: Annotated[
         float | None,
         typer.Option(
             "--quorum",
-            help="Share of the N votes the winner needs (default: more than half).",
+            metavar="SHARE",
+            help="Share of the N votes the winner needs, e.g. 0.6 (default: more than half).",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     match: Annotated[
         Match | None,
         typer.Option(
-            "--match", help="exact (default with --answer-pattern) or similar.", show_default=False
+            "--match",
+            metavar="exact|similar",
+            help="exact (default with --answer-pattern) or similar.",
+            show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     answer_pattern: Annotated[
         str | None,
         typer.Option(
             "--answer-pattern",
+            metavar="REGEX",
             help="Regex whose group 1 (last match) is the final answer.",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     early_stop: Annotated[
@@ -138,6 +182,7 @@ def vote(
             help="Draw samples in waves; stop once the rest cannot change the result "
             "(consensus/weighted with exact matching). Default: the recipe's early_stop.",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     confidence: Annotated[
@@ -148,6 +193,7 @@ def vote(
             "(0.5-1; implies --early-stop; may differ from the full run).",
             show_default=False,
             metavar="P",
+            rich_help_panel=VOTING,
         ),
     ] = None,
     criteria: Annotated[
@@ -157,6 +203,7 @@ def vote(
             help="Rubric criterion, weight after '::' (default 1); repeatable.",
             show_default=False,
             metavar="TEXT[::W]",
+            rich_help_panel=VOTING,
         ),
     ] = None,
     checks: Annotated[
@@ -167,22 +214,27 @@ def vote(
             "valid_json; repeatable.",
             show_default=False,
             metavar="NAME=VALUE",
+            rich_help_panel=VOTING,
         ),
     ] = None,
     min_candidates: Annotated[
         int | None,
         typer.Option(
             "--min-candidates",
+            metavar="N",
             help="Successful candidates needed to vote (default 2).",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
             "--seed",
+            metavar="N",
             help="Drives the judge's shuffle; attempt i sends seed+i (default: derived).",
             show_default=False,
+            rich_help_panel=VOTING,
         ),
     ] = None,
     system: SystemOpt = None,
@@ -193,8 +245,10 @@ def vote(
             "-t",
             min=0,
             max=2,
-            help="Sampling temperature (default 0.8).",
+            metavar="T",
+            help="Sampling temperature, 0 to 2 (default 0.8).",
             show_default=False,
+            rich_help_panel=PROMPT,
         ),
     ] = None,
     max_tokens: MaxTokensOpt = None,
@@ -204,12 +258,14 @@ def vote(
     fmt: FormatOpt = Format.text,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     max_retries: RetriesOpt = DEFAULT_MAX_RETRIES,
     *,
     engine: dict[str, Any],
 ) -> None:
-    """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus)."""
+    """Run the same task N times in parallel, then pick ONE answer (judge, rubric, consensus or
+    weighted)."""
     if n is not None and n < 1:
         usage_error(f"-n must be at least 1 (got {n})")
 
@@ -273,7 +329,7 @@ def vote(
             engine=engine,
         )
 
-    finish(job, fmt=fmt, output=output, quiet=quiet)
+    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
 
 
 def _read_task(raw: str | None) -> str | None:
