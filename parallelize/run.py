@@ -42,10 +42,10 @@ from .merge.files import OutputWriter, plan_outputs
 from .merge.mapreduce import check_reduce, preview_reduce
 from .merge.reduceplan import output_ratio
 from .plan.chunking import Chunk
+from .plan.exactcounts import ExactCounts
 from .plan.healing import Healer, Healing
 from .plan.promptcounts import planned_request_tokens
 from .plan.sections import (
-    ExactCounts,
     Prepared,
     first_pass,
     prepare_section,

@@ -147,8 +147,9 @@ class ChatClient:
         self._adapted: dict[tuple[str, str], str | None] = {}
         #: Set once a first contact failed twice: later calls say so without waiting again.
         self._unreachable = False
-        #: Metadata GETs answered, by URL: asked once per client (what to choose, how to plan).
-        self._got: dict[str, tuple[int | None, Any]] = {}
+        #: The model list's reply: asked once per client (which model, and its window).
+        self._models_url = f"{endpoint.base_url}/models{self._query}"
+        self._models: tuple[int | None, Any] | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> ChatClient:
@@ -192,7 +193,7 @@ class ChatClient:
 
     def list_models(self) -> list[str]:
         """Model ids the endpoint lists (empty when it does not answer)."""
-        payload = self._metadata("GET", f"{self.endpoint.base_url}/models{self._query}")
+        payload = self._metadata("GET", self._models_url)
         listed = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(listed, list):
             return []
@@ -227,8 +228,9 @@ class ChatClient:
     def _metadata_reply(
         self, method: str, url: str, body: Mapping[str, Any] | None
     ) -> tuple[int | None, Any]:
-        if method == "GET" and url in self._got:  # the model list serves two questions
-            return self._got[url]
+        models = method == "GET" and url == self._models_url
+        if models and self._models is not None:  # it answers two questions: which, how big
+            return self._models
         try:
             reply = self._send(method, url, body, self.timeout if body else CONNECT_TIMEOUT)
         except UnreachableError:
@@ -239,8 +241,8 @@ class ChatClient:
             answer = reply.status, reply.json() if reply.status == 200 else None
         except ValueError:
             answer = reply.status, None
-        if method == "GET":
-            self._got[url] = answer
+        if models:
+            self._models = answer
         return answer
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, limit: float) -> Reply:
