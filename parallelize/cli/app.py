@@ -17,6 +17,8 @@ from .. import __version__
 from ..defaults import default_cache_dir
 from .common import CacheDirOpt, guard, usage_error
 from .helpformat import HelpCommand, HelpGroup
+from .report import EXAMPLES as REPORT_EXAMPLES
+from .report import report
 from .section import EXAMPLES as SECTION_EXAMPLES
 from .section import section
 from .vote import EXAMPLES as VOTE_EXAMPLES
@@ -52,6 +54,7 @@ def main_options(
 # Each command lives in its own module (they import only typer at load time).
 app.command(cls=HelpCommand, epilog=SECTION_EXAMPLES)(section)
 app.command(cls=HelpCommand, epilog=VOTE_EXAMPLES)(vote)
+app.command(cls=HelpCommand, epilog=REPORT_EXAMPLES)(report)
 
 
 @app.command("recipes", cls=HelpCommand)

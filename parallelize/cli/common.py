@@ -434,14 +434,19 @@ def finish(
     output: Path | None,
     quiet: bool,
     verbose: bool = False,
+    report: Path | None = None,
 ) -> None:
-    """Run a command's job, render its result, and exit with its code."""
+    """Run a command's job, render its result (and its `--report`), and exit with its code."""
 
     def go() -> int:
         from ..render.show import show  # here: --help stays light
 
         result = job()
         show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose)
+        if report is not None and not result.dry_run:
+            from ..render.report import write_report  # here: Jinja loads only for a report
+
+            write_report(result, report)
         return result.exit_code
 
     code = guard(go)

@@ -36,6 +36,7 @@ from .common import (
     run_with_progress,
     usage_error,
 )
+from .report import ReportOpt, check_report
 from .helpformat import CHUNKING, INPUTS, MERGE, PROMPT
 
 if TYPE_CHECKING:
@@ -358,6 +359,7 @@ def section(
     base_url: BaseUrlOpt = None,
     concurrency: ConcurrencyOpt = None,
     output: OutputOpt = None,
+    report: ReportOpt = None,
     fmt: FormatOpt = Format.text,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
@@ -376,6 +378,7 @@ def section(
         usage_error("--on-secret and --allow-secrets cannot be combined")
     if files_from == "-" and "-" in (paths or []):
         usage_error("--files-from - and PATH - both want stdin: put the list in a file")
+    check_report(report, dry_run=dry_run)
     matrix = _parse_each(each or [])
     merge_values = {
         "strategy": (merge.value if merge else None) or ("files" if out_dir else None),
@@ -447,7 +450,7 @@ def section(
             engine=engine,
         )
 
-    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
+    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose, report=report)
 
 
 def _parse_each(values: list[str]) -> dict[str, list[str]]:

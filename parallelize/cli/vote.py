@@ -34,6 +34,7 @@ from .common import (
     run_with_progress,
     usage_error,
 )
+from .report import ReportOpt, check_report
 from .helpformat import PROMPT, VOTING
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ def vote(
     base_url: BaseUrlOpt = None,
     concurrency: ConcurrencyOpt = None,
     output: OutputOpt = None,
+    report: ReportOpt = None,
     fmt: FormatOpt = Format.text,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
@@ -268,6 +270,7 @@ def vote(
     weighted)."""
     if n is not None and n < 1:
         usage_error(f"-n must be at least 1 (got {n})")
+    check_report(report, dry_run=dry_run)
 
     def job() -> RunResult:
         # Imported here, in the command: --help loads none of the pipeline.
@@ -329,7 +332,7 @@ def vote(
             engine=engine,
         )
 
-    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
+    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose, report=report)
 
 
 def _read_task(raw: str | None) -> str | None:

@@ -408,7 +408,8 @@ class Executor:
             failures = self.failures
         self.on_event(Event("done" if result.succeeded else "failed", result.task, result))
         if self.max_failures and failures >= self.max_failures and not result.succeeded:
-            self._halt("max_failures", f"{failures} calls failed (--max-failures)")
+            calls = "call" if failures == 1 else "calls"
+            self._halt("max_failures", f"{failures} {calls} failed (--max-failures)")
 
     def _fail_fast(self, exc: FatalLLMError) -> None:
         with self._lock:

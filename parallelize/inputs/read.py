@@ -362,7 +362,8 @@ def inputs_summary(found: Discovery, counter: TokenCounter) -> str:
     shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} KB"
     if size < 1000:  # "0.0 KB" says nothing
         shown = f"{size} bytes"
-    text = f"{len(found.documents)} files, {shown}, {found.tokens:,} tokens ({counter.name})"
+    files = len(found.documents)
+    text = f"{files:,} file{'s' * (files != 1)}, {shown}, {found.tokens:,} tokens ({counter.name})"
     skipped = skip_summary(found.skipped)
     if skipped:
         text += f"; skipped {skipped}"

@@ -21,4 +21,4 @@ def show(result: RunResult, *, fmt: str, output: Path | None, quiet: bool, verbo
     if not result.dry_run:
         if result.command == "vote":
             print_vote_report(result, quiet=quiet)
-        print_summary(result, quiet=quiet)
+        print_summary(result, quiet=quiet, verbose=verbose)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..masking import for_people, mask, terminal_safe
 from ..records import Event, RunResult
 from ..reports import InputsReport, VoteReport
+from .fold import RepeatedErrors, folds, not_started, plural
 from .lines import say, stderr_is_terminal
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
     if quiet:
         yield lambda event: None
         return
+    repeated = RepeatedErrors()  # a long server message is printed once, then pointed at
     if not stderr_is_terminal():
 
         def log(event: Event) -> None:
@@ -64,8 +66,9 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
                 line += " (cached)" if event.result.completion.cached else ""
             if event.result is not None and event.result.status == "truncated":
                 line += " (truncated)"
-            if event.message or (event.result and event.result.error):
-                line += f": {event.message or event.result.error}"  # type: ignore[union-attr]
+            message = event.message or (event.result.error if event.result else None)
+            if message:
+                line += f": {repeated.shown(event.task.label, message)}"
             say(line)
 
         yield log
@@ -90,7 +93,9 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
             elif event.kind in ("done", "failed"):
                 progress.advance(bar)
                 if event.kind == "failed":
-                    error = event.result.error if event.result else ""
+                    error = repeated.shown(
+                        event.task.label, (event.result.error if event.result else "") or ""
+                    )
                     line = terminal_safe(mask(f" {event.task.label}: {error}"))
                     console.print(Text.assemble(("failed", "red"), line))
             elif event.kind == "retry":
@@ -99,8 +104,9 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
         yield update
 
 
-def print_summary(result: RunResult, *, quiet: bool = False) -> None:
-    """The end-of-run summary on stderr: calls, tokens, time, failures."""
+def print_summary(result: RunResult, *, quiet: bool = False, verbose: bool = False) -> None:
+    """The end-of-run summary on stderr: calls, tokens, time; then the failed, not started and
+    truncated tasks, each kind folded into one line per shared error (every name if verbose)."""
     if quiet:
         return
     usage = result.usage
@@ -109,30 +115,30 @@ def print_summary(result: RunResult, *, quiet: bool = False) -> None:
     made = sum(1 for r in calls if r.attempts or (r.completion and r.completion.cached))
     parts = [
         _units(result),
-        f"{made} calls" + (f" ({cached} cached)" if cached else ""),
+        plural(made, "call") + (f" ({cached:,} cached)" if cached else ""),
         f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
         *engine_parts(result),
         f"{result.wall_time:.1f}s",
     ]
     healed = [s.split for r in result.results if (s := r.task.section) and s.split]
     if healed:  # their parts are calls too: say how many went out
-        parts.append(f"{len(healed)} sent in parts ({sum(healed)} part calls)")
+        parts.append(f"{len(healed):,} sent in parts ({plural(sum(healed), 'part call')})")
     reduce = result.merge.get("merge") or {}
     if reduce.get("depth"):
-        parts.append(f"reduce depth {reduce['depth']} ({reduce['calls']} reduce calls)")
-    if result.failed:
-        parts.append(f"{len(result.failed)} failed")
+        parts.append(f"reduce depth {reduce['depth']} ({plural(reduce['calls'], 'reduce call')})")
+    unstarted = not_started(result.failed)
+    if len(result.failed) > unstarted:
+        parts.append(f"{len(result.failed) - unstarted:,} failed")
+    if unstarted:
+        parts.append(f"{unstarted:,} not started")
     if result.truncated:
-        parts.append(f"{len(result.truncated)} truncated")
+        parts.append(f"{len(result.truncated):,} truncated")
     say("summary: " + ", ".join(parts))
-    for failed in result.failed:
-        say(f"  failed: {failed.task.label}: {failed.error}")
-    for cut in result.truncated:
-        reason = cut.completion.finish_reason if cut.completion else None
-        say(f"  truncated: {cut.task.label} ({reason or 'empty reply'})")
+    for fold in folds(result):
+        say(fold.line(verbose=verbose))
 
 
-UNITS = {"section": "chunks", "vote": "candidates"}
+UNITS = {"section": "chunk", "vote": "candidate"}
 
 
 def _units(result: RunResult) -> str:
@@ -140,8 +146,8 @@ def _units(result: RunResult) -> str:
     count = len(result.results)
     chunks = {s.chunk_id for r in result.results if (s := r.task.section) is not None}
     if result.command == "section" and chunks and len(chunks) < count:
-        return f"{len(chunks)} chunks x {count // len(chunks)} = {count} sections"
-    return f"{count} {UNITS.get(result.command, 'tasks')}"
+        return f"{plural(len(chunks), 'chunk')} x {count // len(chunks)} = {count:,} sections"
+    return plural(count, UNITS.get(result.command, "task"))
 
 
 def usd(amount: float) -> str:
