@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from llmserver import LLMServer
 from typer.testing import CliRunner
-from votehelp import JUDGE, TASK, candidates, judge_says
+from votehelp import TASK, candidates, judge_says
 
 from parallelize.cli.app import app
 from parallelize.render.report import md_escape, md_fence
@@ -119,7 +119,7 @@ def test_failures_are_listed_with_their_error(
     llm: LLMServer, cli: CliRunner, make_tree, tmp_path: Path
 ) -> None:
     llm.script("mod2.py", status=503)
-    run, page = section_run(cli, tmp_path, project(make_tree))
+    _, page = section_run(cli, tmp_path, project(make_tree))
     html = page.read_text()
     failed = re.search(r'<div class="callout bad" id="failures">(.*?)</div>', html, re.S)
     assert failed and "1 call failed" in failed[1] and "chunk 3/3" in failed[1]

@@ -36,8 +36,8 @@ from .common import (
     run_with_progress,
     usage_error,
 )
-from .report import ReportOpt, check_report
 from .helpformat import CHUNKING, INPUTS, MERGE, PROMPT
+from .report import ReportOpt, check_report
 
 if TYPE_CHECKING:
     from ..recipe.model import Recipe

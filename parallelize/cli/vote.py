@@ -34,8 +34,8 @@ from .common import (
     run_with_progress,
     usage_error,
 )
-from .report import ReportOpt, check_report
 from .helpformat import PROMPT, VOTING
+from .report import ReportOpt, check_report
 
 if TYPE_CHECKING:
     from ..records import RunResult
