@@ -7,7 +7,7 @@ Frozen records the layers fill in and `RunResult` carries; each `record()` gives
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -126,6 +126,9 @@ class EngineReport:
     #: budget refused their retry (too many calls were failing).
     retries: int = 0
     retry_budget_refused: int = 0
+    #: USD of each of the run's results by task index, at the run's prices (None: unpriced);
+    #: what a call cache hit saved is not in it. Not in `--format json` (its `cost` is the total).
+    task_costs: Mapping[int, float | None] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """Its keys in `--format json`."""

@@ -26,6 +26,8 @@ from llmserver import LLMServer
 
 SECRET_ENV_PREFIXES = ("OPENAI_", "AZURE_OPENAI", "PARALLELIZE_")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+#: Set by a GitHub Actions runner: a test run there must not annotate the job or write its summary.
+GITHUB_VARS = ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_WORKSPACE")
 
 #: The llama.cpp build of `make test-real` (tools/realserver/build.sh) stays where it was built
 #: and is only read: found from the real home before HOME moves.
@@ -63,7 +65,7 @@ def real_cache_untouched() -> Iterator[None]:
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No real key, endpoint or proxy can leak into a test; caches go to a temp dir."""
     for name in list(os.environ):
-        if name.startswith(SECRET_ENV_PREFIXES) or name in PROXY_VARS:
+        if name.startswith(SECRET_ENV_PREFIXES) or name in PROXY_VARS or name in GITHUB_VARS:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

@@ -89,7 +89,7 @@ def test_a_shipped_recipe_sends_the_system_prompt_and_instructions_as_a_shared_p
     llm: LLMServer, make_tree, name: str, args: list[str], calls: int
 ) -> None:
     recipe = find_recipe(name)
-    if name == "review-aspects":
+    if name in ("review-aspects", "code-review"):  # JSON reviews (their schemas accept it)
         llm.script(None, REVIEW)
     requests = run(llm, make_tree, "--recipe", name, *args)
     assert len(requests) == calls
@@ -114,6 +114,7 @@ def test_the_shared_prefix_is_what_a_prompt_cache_reports_as_cached(
     llm: LLMServer, make_tree
 ) -> None:
     llm.prompt_cache = True  # the loopback reports the tokens a prompt shares with earlier ones
+    llm.script(None, REVIEW)
     recipe = find_recipe("code-review")
     root = make_tree(FILES)
     args = ["section", str(root), "--by", "file", "-j", "1", "--recipe", "code-review"]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class Format(str, Enum):
     text = "text"
     json = "json"
+    sarif = "sarif"
 
 
 # Options shared by every command that calls a model.
@@ -72,7 +73,8 @@ FormatOpt = Annotated[
     typer.Option(
         "--format",
         metavar="|".join(kind.value for kind in Format),
-        help="text: the artifact (default); json: everything.",
+        help="text: the artifact (default); json: everything; sarif: a review's findings "
+        "(SARIF 2.1.0).",
         show_default=False,
         rich_help_panel=OUTPUT,
     ),
@@ -439,10 +441,12 @@ def finish(
     """Run a command's job, render its result (and its `--report`), and exit with its code."""
 
     def go() -> int:
+        from ..render.github import publish
         from ..render.show import show  # here: --help stays light
 
         result = job()
         show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose)
+        publish(result)  # GitHub Actions only: annotations and the step summary
         if report is not None and not result.dry_run:
             from ..render.report import write_report  # here: Jinja loads only for a report
 

@@ -426,6 +426,10 @@ def section(
             },
             replace=("chunking",),
         )
+        if fmt is Format.sarif and final.merge.strategy != "json":  # no findings to write
+            from ..render.sarif import NO_FINDINGS
+
+            usage_error(NO_FINDINGS)
         if not paths and not files_from and not final.matrix:
             usage_error(
                 "missing PATH: give files, directories, or - for stdin (PATH is optional "

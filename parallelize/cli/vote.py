@@ -270,6 +270,8 @@ def vote(
     weighted)."""
     if n is not None and n < 1:
         usage_error(f"-n must be at least 1 (got {n})")
+    if fmt is Format.sarif:
+        usage_error("--format sarif: a vote has no findings with locations (--format text or json)")
     check_report(report, dry_run=dry_run)
 
     def job() -> RunResult:

@@ -20,7 +20,7 @@ from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, default_cache_dir
 from ..errors import EXIT_BUDGET, EXIT_USAGE, CacheError, EndpointError, combine_exit_codes
 from ..masking import mask
 from ..recipe.model import Recipe
-from ..records import ChatRequest, Notice, ProgressCallback, RunResult
+from ..records import ChatRequest, Notice, ProgressCallback, RunResult, TaskResult
 from ..reports import EngineReport
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
@@ -70,6 +70,7 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
         stopped=executor.halt.reason if executor.halt else None,
         retries=executor.retries,
         retry_budget_refused=executor.budget.refused,
+        task_costs={r.task.index: _cost(executor.ledger.prices, r) for r in result.results},
     )
     if (refused := executor.retry_warning()) is not None:
         result.warnings.append(refused)
@@ -84,6 +85,15 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
         )
         result.exit_code = combine_exit_codes(result.exit_code, executor.exit_code)
     return result
+
+
+def _cost(prices: PriceBook, result: TaskResult) -> float | None:
+    """What one result's calls cost at the run's prices (a cache hit cost nothing)."""
+    price = prices.price(result.task.request.model)
+    usage = result.usage
+    if price is None:
+        return None
+    return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
 
 def estimate_plan(

@@ -1,4 +1,4 @@
-"""The artifact on stdout or in `--output`, and the `--format json` document.
+"""The artifact on stdout or in `--output`, the `--format json` document, and SARIF.
 
 stdout carries only the artifact; everything meant for people goes to stderr.
 """
@@ -80,6 +80,10 @@ def emit(result: RunResult, *, fmt: str, output: Path | None) -> None:
     """Write the artifact (or the JSON envelope) to stdout or to `output`, atomically."""
     if fmt == "json":
         text = json.dumps(envelope(result), indent=2, ensure_ascii=False, default=str) + "\n"
+    elif fmt == "sarif":
+        from .sarif import sarif_text  # only for --format sarif
+
+        text = sarif_text(result)  # exit 2 when the result has no findings with locations
     elif result.dry_run:
         text = plan_text(result)
     else:

@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..masking import mask, terminal_safe
+from .workflow import annotate_error
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -43,8 +44,11 @@ def print_warnings(result: RunResult, *, quiet: bool = False) -> None:
 
 
 def print_error(message: str) -> None:
-    """`error: ...` on stderr: the one line a failed command leaves."""
+    """`error: ...` on stderr: the one line a failed command leaves (in GitHub Actions also an
+    error annotation)."""
     say(f"error: {message}")
+    if (annotation := annotate_error(message)) is not None:
+        say(annotation)
 
 
 def print_guard(result: RunResult) -> None:

@@ -21,7 +21,8 @@ def test_cached_prompt_tokens_are_read_and_priced(server_4k, tmp_path: Path) -> 
     (tmp_path / "src").mkdir()
     for name in SOURCES:
         shutil.copy(PACKAGE / name, tmp_path / "src" / name.replace("/", "_"))
-    args = ["section", "src", "--recipe", "code-review", "--by", "file", "-j", "1"]
+    # summarize answers free text: a 16-token answer is kept (code-review's JSON would be repaired)
+    args = ["section", "src", "--recipe", "summarize", "--by", "file", "-j", "1"]
     args += ["-m", "tiny-llama", "--max-tokens", "16", "--no-cache", "--format", "json", *PRICES]
     runs = [run_cli(server_4k.base_url, tmp_path, *args) for _ in range(2)]
     for ran in runs:
