@@ -87,10 +87,12 @@ class VoteReport:
     extra: Mapping[str, Any]
     #: One record per candidate: index, model, weight, status, text and the vote's view of it.
     candidates: Sequence[Mapping[str, Any]]
+    #: Who chose the winner: the strategy, or a person (`vote --pick`).
+    picked_by: str = "strategy"
 
     def record(self) -> dict[str, Any]:
         """Its keys in `--format json`."""
-        first = ("strategy", "n", "seed", "winner", "reason", "error", "share")
+        first = ("strategy", "n", "seed", "winner", "picked_by", "reason", "error", "share")
         return {
             **{name: getattr(self, name) for name in first},
             **self.extra,

@@ -437,15 +437,17 @@ def finish(
     quiet: bool,
     verbose: bool = False,
     report: Path | None = None,
+    pick: Callable[[RunResult], RunResult] | None = None,
 ) -> None:
-    """Run a command's job, render its result (and its `--report`), and exit with its code."""
+    """Run a command's job, render its result (and its `--report`), and exit with its code;
+    `pick` lets a person choose a vote's winner once the candidates are shown."""
 
     def go() -> int:
         from ..render.github import publish
         from ..render.show import show  # here: --help stays light
 
         result = job()
-        show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose)
+        result = show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick)
         publish(result)  # GitHub Actions only: annotations and the step summary
         if report is not None and not result.dry_run:
             from ..render.report import write_report  # here: Jinja loads only for a report

@@ -16,6 +16,7 @@ import typer
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..errors import InputError
 from ..render.lines import print_notice
+from ..render.pick import can_pick
 from .common import (
     BaseUrlOpt,
     ConcurrencyOpt,
@@ -58,6 +59,7 @@ EXAMPLES = """
 parallelize vote "Write a tagline for a bakery" -n 5        # a judge keeps the best
 parallelize vote @question.txt -r answer -n 15 --early-stop  # the majority answer
 git log -1 --format=%B | parallelize vote - -r headline      # checks, then rubric scores
+parallelize vote "Name this release" -n 5 --pick > name.txt  # you pick from the table
 parallelize vote "Is 2^31-1 prime? End with ANSWER: yes|no" --strategy weighted \\
   --answer-pattern 'ANSWER: (\\w+)' -m gpt-4o-mini -m gpt-4.1-mini --weight gpt-4.1-mini=2
 """
@@ -238,6 +240,15 @@ def vote(
             rich_help_panel=VOTING,
         ),
     ] = None,
+    pick: Annotated[
+        bool,
+        typer.Option(
+            "--pick",
+            help="You pick the winner from the candidates table (Enter keeps the strategy's, "
+            "q quits); needs a terminal on stdin and stderr.",
+            rich_help_panel=VOTING,
+        ),
+    ] = False,
     system: SystemOpt = None,
     temperature: Annotated[
         float | None,
@@ -270,6 +281,15 @@ def vote(
     weighted)."""
     if n is not None and n < 1:
         usage_error(f"-n must be at least 1 (got {n})")
+    if pick and dry_run:
+        usage_error("--pick and --dry-run cannot be combined: a dry run has no candidates to pick")
+    if pick and not can_pick(sys.stdin, sys.stderr):
+        usage_error(
+            "--pick needs a terminal: stdin and stderr must be a terminal to show the candidates "
+            "and read your pick (stdout may be redirected, e.g. > winner.txt)"
+        )
+    # Set by the job: whether the recipe prints the extracted answer instead of the whole text.
+    answer_only: list[bool] = []
     if fmt is Format.sarif:
         usage_error("--format sarif: a vote has no findings with locations (--format text or json)")
     check_report(report, dry_run=dry_run)
@@ -315,6 +335,7 @@ def vote(
                 "confidence": confidence,
             },
         )
+        answer_only.append(final.vote.output == "answer")
         if not recipe and not quiet:
             from ..vote.setup import DEFAULT_VOTE_TEMPERATURE  # loaded by run_vote anyway
 
@@ -334,7 +355,20 @@ def vote(
             engine=engine,
         )
 
-    finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose, report=report)
+    def pick_winner(result: RunResult) -> RunResult:
+        from ..render.pick import human_pick  # here: only with --pick
+
+        return human_pick(result, answer_only=any(answer_only))
+
+    finish(
+        job,
+        fmt=fmt,
+        output=output,
+        quiet=quiet,
+        verbose=verbose,
+        report=report,
+        pick=pick_winner if pick else None,
+    )
 
 
 def _read_task(raw: str | None) -> str | None:
