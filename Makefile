@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TIKTOKEN_CACHE ?= $(abspath ../shared/tiktoken-cache)
 export TIKTOKEN_CACHE_DIR ?= $(if $(wildcard $(TIKTOKEN_CACHE)/*),$(TIKTOKEN_CACHE),)
 
-.PHONY: install test test-real serve-real lint fmt check bench bench-smoke clean
+.PHONY: install test test-real test-browser serve-real lint fmt check bench bench-smoke clean
 
 install: $(BIN)/parallelize
 
@@ -44,6 +44,14 @@ clean:
 test-real: install
 	bash tools/realserver/build.sh
 	$(BIN)/python -m pytest -q tests/integration
+
+# Opt-in, not part of `make test`: the HTML reports of real runs (against tests/llmserver.py) in
+# Debian's headless chromium: the DOM it builds (the winner marked, no element that fetches), no
+# request but the page's own, and the screenshots under docs/screenshots/ that the README shows.
+test-browser: install
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || { \
+		echo "make test-browser needs Debian's chromium: apt-get install -y chromium" >&2; exit 2; }
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 
 # A real local model in two commands: `make serve-real`, then paste the export line it prints.
 # 4 slots x 8,192 tokens and replies up to 1,024 on 127.0.0.1:8089 (serve.py --usable); pass
