@@ -98,6 +98,7 @@ def test_section_report_shows_chunks_files_tokens_outputs_and_timings(
         assert f">{task['tokens']:,}<" in html  # the chunk's token count in its row
     assert "MARKER-0" in html and "SUMMARY OF ONE" in html
     assert '<span class="pill truncated">truncated</span>' in html
+    assert "<strong>1 call cut short</strong>" in html and "incomplete: chunk 2/3." in html
     assert "exit 0 · success" in html and "test-model" in html and "unpriced" in html
     assert re.search(r'<i style="width: [\d.]+%"></i></span><span class="t">\d+ ms<', html)  # bars
     assert "3 files" in html and "Inputs" in html and "Cost and engine" in html

@@ -51,7 +51,9 @@ def render_report(doc: Mapping[str, Any] | object, *, flavour: str, source: str)
     """The page (HTML or Markdown) for a run document, masked."""
     run = read_run(doc, source=source)
     template = _environment(flavour).get_template(f"report.{flavour}.j2")
-    page = template.render(run=run, version=__version__, md_limit=_md_limit(run))
+    page = template.render(
+        run=run, version=__version__, md_limit=_md_limit(run), md_result_limit=MD_RESULT_LIMIT
+    )
     return mask(page)
 
 
