@@ -152,6 +152,13 @@ def test_nothing_for_github_when_the_variable_is_unset(
     assert bad.exit_code == 2 and not COMMAND.search(bad.stderr)
 
 
+def test_a_dry_run_writes_no_step_summary(make_tree, actions: Path) -> None:
+    make_tree({"a.py": "A = 1\n"})
+    done = CliRunner().invoke(app, ["section", "src", "-p", "Sum up", "--dry-run"])
+    assert done.exit_code == 0, done.stderr
+    assert not actions.exists()
+
+
 def test_errors_warnings_and_failures_become_annotations(
     llm: LLMServer, make_tree, actions: Path
 ) -> None:

@@ -126,7 +126,7 @@ def publish(result: RunResult) -> None:
     for line in annotations_for(result, findings).all_lines():
         say(line)
     target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target:
+    if target and not result.dry_run:  # a plan has no chunks run, candidates or result to show
         problem = write_step_summary(
             Path(target), lambda room: step_summary(result, findings, room)
         )
