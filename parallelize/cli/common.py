@@ -1,4 +1,4 @@
-"""What every command shares: the model and engine options, running with progress, finishing.
+"""What every command shares: the engine flags, running with progress, finishing.
 
 Printing goes through `render`; this module only turns results and errors into exit codes.
 """
@@ -9,156 +9,18 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EndpointError, ParallelizeError
 from ..render.lines import print_error, print_notice, say
-from .helpformat import ENGINE, OUTPUT, PROMPT
+from .helpformat import ENGINE
 
 if TYPE_CHECKING:
     from ..records import RunResult
-
-
-class Format(str, Enum):
-    text = "text"
-    json = "json"
-    sarif = "sarif"
-
-
-# Options shared by every command that calls a model.
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        metavar="MODEL",
-        help="Model name (env PARALLELIZE_MODEL).",
-        show_default=False,
-        rich_help_panel=PROMPT,
-    ),
-]
-
-BaseUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base-url",
-        metavar="URL",
-        help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).",
-        show_default=False,
-        rich_help_panel=PROMPT,
-    ),
-]
-
-ConcurrencyOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--concurrency",
-        "-j",
-        min=1,
-        max=1024,
-        metavar="N",
-        help="Parallel calls, 1 to 1024 (default min(tasks, 8)).",
-        show_default=False,
-        rich_help_panel=ENGINE,
-    ),
-]
-
-FormatOpt = Annotated[
-    Format,
-    typer.Option(
-        "--format",
-        metavar="|".join(kind.value for kind in Format),
-        help="text: the artifact (default); json: everything; sarif: a review's findings "
-        "(SARIF 2.1.0).",
-        show_default=False,
-        rich_help_panel=OUTPUT,
-    ),
-]
-
-OutputOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--output",
-        "-o",
-        metavar="FILE",
-        help="Write the artifact to this file instead of stdout.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=OUTPUT,
-    ),
-]
-
-SystemOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--system",
-        metavar="TEXT",
-        help="System prompt.",
-        show_default=False,
-        rich_help_panel=PROMPT,
-    ),
-]
-
-MaxTokensOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--max-tokens",
-        min=1,
-        metavar="N",
-        help="Output cap per call (max_tokens).",
-        show_default=False,
-        rich_help_panel=PROMPT,
-    ),
-]
-
-QuietOpt = Annotated[
-    bool,
-    typer.Option("--quiet", "-q", help="No progress, notices or summary.", rich_help_panel=OUTPUT),
-]
-
-VerboseOpt = Annotated[
-    bool,
-    typer.Option(
-        "--verbose",
-        "-v",
-        help="List every skipped file and redaction, and every name a summary line folds.",
-        rich_help_panel=OUTPUT,
-    ),
-]
-
-DryRunOpt = Annotated[
-    bool,
-    typer.Option("--dry-run", help="Print the plan; make no request.", rich_help_panel=OUTPUT),
-]
-
-TimeoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        min=1,
-        metavar="SECONDS",
-        help=f"Seconds per request, at least 1 (default {DEFAULT_TIMEOUT:g}).",
-        show_default=False,
-        rich_help_panel=ENGINE,
-    ),
-]
-
-RetriesOpt = Annotated[
-    int,
-    typer.Option(
-        "--max-retries",
-        min=0,
-        metavar="N",
-        help=f"Retries per call (default {DEFAULT_MAX_RETRIES}).",
-        show_default=False,
-        rich_help_panel=ENGINE,
-    ),
-]
+    from .options import Format
 
 
 # Engine options (pacing, cache, limits, prices) shared by every command that calls a model:

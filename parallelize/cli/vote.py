@@ -17,7 +17,9 @@ from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ..errors import InputError
 from ..render.lines import print_notice
 from ..render.pick import can_pick
-from .common import (
+from .common import engine_options, finish, run_with_progress, usage_error
+from .helpformat import PROMPT, VOTING
+from .options import (
     BaseUrlOpt,
     ConcurrencyOpt,
     DryRunOpt,
@@ -30,12 +32,7 @@ from .common import (
     SystemOpt,
     TimeoutOpt,
     VerboseOpt,
-    engine_options,
-    finish,
-    run_with_progress,
-    usage_error,
 )
-from .helpformat import PROMPT, VOTING
 from .report import ReportOpt, check_report
 
 if TYPE_CHECKING:
@@ -283,7 +280,7 @@ def vote(
         usage_error(f"-n must be at least 1 (got {n})")
     if pick and dry_run:
         usage_error("--pick and --dry-run cannot be combined: a dry run has no candidates to pick")
-    if pick and not can_pick(sys.stdin, sys.stderr):
+    if pick and not can_pick():
         usage_error(
             "--pick needs a terminal: stdin and stderr must be a terminal to show the candidates "
             "and read your pick (stdout may be redirected, e.g. > winner.txt)"

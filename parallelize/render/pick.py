@@ -26,10 +26,10 @@ MAX_TRIES = 20
 QUIT = ("q", "quit", "exit")
 
 
-def can_pick(stdin: TextIO, stderr: TextIO) -> bool:
+def can_pick() -> bool:
     """Whether a person can pick: the keys and the prompt need a terminal (stdout need not)."""
     try:
-        return stdin.isatty() and stderr.isatty()
+        return sys.stdin.isatty() and sys.stderr.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         return False
 
