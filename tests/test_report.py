@@ -282,7 +282,7 @@ def one_line_error(result, *needles: str) -> None:
         ("[1, 2]", ("not a parallelize run document", "not an object")),
         ('{"command": "section"}', ("has no 'schema_version'",)),
         ('{"schema_version": 2, "command": "vote", "tasks": []}', ("schema_version 2",)),
-        ('{"schema_version": "1", "command": "vote", "tasks": []}', ("schema_version is not",)),
+        ('{"schema_version": "1", "command": "vote", "tasks": []}', ("is not a whole number",)),
         ('{"schema_version": 1, "command": "cache", "tasks": []}', ("command 'cache'",)),
         ('{"schema_version": 1, "command": "vote"}', ("has no 'tasks'",)),
         ('{"schema_version": 1, "command": "vote", "tasks": [3]}', ("tasks[0] is not an object",)),
@@ -293,7 +293,7 @@ def one_line_error(result, *needles: str) -> None:
         (
             '{"schema_version": 1, "command": "section", "tasks": [{"usage": {"prompt_tokens": '
             '"x"}}]}',
-            ("tasks[0].usage.prompt_tokens is not a int",),
+            ("tasks[0].usage.prompt_tokens is not a whole number",),
         ),
     ],
 )

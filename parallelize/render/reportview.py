@@ -29,6 +29,17 @@ TEXT_LIMIT = 200_000
 SHORT_LINES = 16
 
 
+#: How an error names the JSON type a key should have.
+_KIND_NAMES = {
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
+
+
 class _Bad(Exception):
     """A key of the document is missing or of the wrong type (turned into one InputError)."""
 
@@ -55,10 +66,8 @@ class _Fields:
         value = self.data.get(key, default)
         if value is default:
             return default
-        if isinstance(value, bool) and bool not in kinds:
-            raise _Bad(f"{self.where}.{key} is not a {kinds[0].__name__}")
-        if not isinstance(value, kinds):
-            raise _Bad(f"{self.where}.{key} is not a {kinds[0].__name__}")
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise _Bad(f"{self.where}.{key} is not {_KIND_NAMES[kinds[0]]}")
         return value
 
     def required(self, key: str, kind: type) -> Any:
