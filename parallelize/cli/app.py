@@ -15,6 +15,7 @@ import typer
 
 from .. import __version__
 from ..defaults import default_cache_dir
+from .batch import batch_app
 from .common import CacheDirOpt, guard, usage_error
 from .helpformat import HelpCommand, HelpGroup
 from .report import EXAMPLES as REPORT_EXAMPLES
@@ -78,6 +79,7 @@ cache_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(cache_app, name="cache")
+app.add_typer(batch_app, name="batch")
 
 
 @cache_app.command("info", cls=HelpCommand)
