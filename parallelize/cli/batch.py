@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..defaults import default_cache_dir
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CacheError
 from .common import CacheDirOpt, guard
 from .helpformat import OUTPUT, HelpCommand, HelpGroup
+from .options import BaseUrlOpt
+
+if TYPE_CHECKING:
+    from ..engine.batches import Batch, BatchAPI
+    from ..engine.client import ChatClient
 
 
 class Format(str, Enum):
@@ -35,6 +40,13 @@ FormatOpt = Annotated[
     ),
 ]
 
+LIST_EXAMPLES = """
+parallelize batch list
+parallelize batch list --limit 100 --format json
+parallelize batch status batch_abc123
+parallelize batch cancel batch_abc123
+"""
+
 EXAMPLES = """
 parallelize section src/ -p "Summarize" --batch --export requests.jsonl
 python tools/realserver/batchrun.py requests.jsonl results.jsonl --base-url $OPENAI_BASE_URL
@@ -48,6 +60,105 @@ batch_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+
+
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="The batch's id (batch list shows them).", show_default=False
+    ),
+]
+
+
+def _show(
+    command: str, batches: list[Batch], fmt: Format, cache_dir: Path | None, *, table: bool
+) -> None:
+    """Print batches as a table or one batch's details, or as JSON; mark those this cache knows."""
+    from ..render.batches import print_batches
+
+    known = _known_ids(cache_dir)
+    print_batches(command, batches, known, as_json=fmt is Format.json, table=table)
+
+
+def _known_ids(cache_dir: Path | None) -> set[str]:
+    """The batch ids this cache recorded (none when it has no batch table yet or cannot open)."""
+    from ..engine.cache import CACHE_FILE, CallCache
+
+    directory = cache_dir or default_cache_dir()
+    if not (Path(directory).expanduser() / CACHE_FILE).is_file():
+        return set()  # no cache yet: nothing to mark, and none made only to look
+    try:
+        with CallCache(directory) as cache:
+            recorded = getattr(cache, "recorded_batches", None)
+            return {b.id for b in recorded()} if recorded is not None else set()
+    except CacheError:  # marking is a courtesy: a cache that cannot be read marks nothing
+        return set()
+
+
+def _batch_api(base_url: str | None) -> tuple[ChatClient, BatchAPI]:
+    """The endpoint's client (--base-url, else OPENAI_BASE_URL / OpenAI) and its Batch API."""
+    from ..engine.batches import BatchAPI
+    from ..engine.client import ChatClient, Endpoint
+
+    client = ChatClient(Endpoint.resolve(base_url))
+    return client, BatchAPI(client)
+
+
+@batch_app.command("list", cls=HelpCommand, epilog=LIST_EXAMPLES)
+def batch_list(
+    limit: Annotated[
+        int,
+        typer.Option("--limit", metavar="N", min=1, max=1000, help="Show the newest N batches."),
+    ] = 20,
+    base_url: BaseUrlOpt = None,
+    fmt: FormatOpt = Format.text,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """List the endpoint's batches, newest first; * marks those this cache submitted."""
+
+    def job() -> None:
+        client, api = _batch_api(base_url)
+        with client:
+            batches = api.list(limit=limit)
+        _show("batch list", batches, fmt, cache_dir, table=True)
+
+    guard(job)
+
+
+@batch_app.command("status", cls=HelpCommand, epilog=LIST_EXAMPLES)
+def batch_status(
+    batch_id: IdArg,
+    base_url: BaseUrlOpt = None,
+    fmt: FormatOpt = Format.text,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Show one batch: its status, request counts, files and run."""
+
+    def job() -> None:
+        client, api = _batch_api(base_url)
+        with client:
+            batch = api.get(batch_id)
+        _show("batch status", [batch], fmt, cache_dir, table=False)
+
+    guard(job)
+
+
+@batch_app.command("cancel", cls=HelpCommand, epilog=LIST_EXAMPLES)
+def batch_cancel(
+    batch_id: IdArg,
+    base_url: BaseUrlOpt = None,
+    fmt: FormatOpt = Format.text,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Cancel one batch: lines already answered are kept, a re-run resubmits the rest."""
+
+    def job() -> None:
+        client, api = _batch_api(base_url)
+        with client:
+            batch = api.cancel(batch_id)
+        _show("batch cancel", [batch], fmt, cache_dir, table=False)
+
+    guard(job)
 
 
 @batch_app.command("import", cls=HelpCommand, epilog=EXAMPLES)
