@@ -165,7 +165,7 @@ class By(str, Enum):
 #: The examples at the end of `section --help`.
 EXAMPLES = """
 parallelize section src --chunks 4 -p "List the public functions"
-parallelize section src -r code-review --include '*.py' -o review.md
+parallelize section src -r code-review --include '*.py' --format sarif -o review.sarif
 git diff | parallelize section - -p "Explain this change"
 parallelize section docs -r translate --each locale=fr-FR,ja-JP --out-dir build/i18n
 parallelize section src --chunks 4 --dry-run    # the plan and its cost; no request
