@@ -48,8 +48,14 @@ KEPT_HEADERS = re.compile(r"^(retry-after(-ms)?|x-ratelimit-.*|x-request-id|open
 
 def tls_context() -> ssl.SSLContext:
     """The verifying TLS context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once per
-    setting: building one costs about 50 ms, and the metadata probe and the run share it."""
-    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    setting: building one costs about 50 ms, and the metadata probe and the run share it. The
+    lock makes the first volley's 64 workers wait for one build instead of each making its own
+    (lru_cache does not hold a second caller back while the first one computes)."""
+    with _TLS_LOCK:
+        return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+_TLS_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
