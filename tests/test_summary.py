@@ -11,7 +11,24 @@ from llmserver import LLMServer
 from typer.testing import CliRunner
 
 from parallelize.cli.app import app
-from parallelize.render.fold import Fold, RepeatedErrors, listed, plural
+from parallelize.records import (
+    ChatRequest,
+    Completion,
+    RunResult,
+    SectionSource,
+    Task,
+    TaskResult,
+    Usage,
+)
+from parallelize.render import fold, terminal
+from parallelize.render.findings import NO_FINDINGS
+from parallelize.render.fold import Fold, RepeatedErrors, listed
+from parallelize.render.markdown import fence, plural, usd
+from parallelize.render.report import _environment as report_environment
+from parallelize.render.report import md_escape, md_fence
+from parallelize.render.stepsummary import SUMMARY_LIMIT, cell, step_summary
+from parallelize.render.terminal import engine_parts
+from parallelize.reports import CostReport, EngineReport
 
 FILES = 12
 LONG_ERROR = "The request was rejected by the upstream policy service because " + "x" * 240
@@ -111,3 +128,70 @@ def test_folding_helpers() -> None:
     assert repeated.shown("a", long) == long and repeated.shown("a", long) == long
     assert repeated.shown("b", long) == "(same error as a)"
     assert repeated.shown("b", "short") == "short" and repeated.shown("c", "short") == "short"
+
+
+# ---- one set of text rules for the terminal, the step summary and the report -------------------
+
+
+def chunk(index: int, total: int) -> Task:
+    source = SectionSource(f"c{index}", (f"src/f{index}.py",), 10)
+    request = ChatRequest("m", ({"role": "user", "content": "x"},))
+    return Task(index, f"chunk {index + 1}/{total}", request, source)
+
+
+def priced(*results: TaskResult, cost: CostReport) -> RunResult:
+    engine = EngineReport(cost, 1, 0, 0, None, None, task_costs={0: 0.0, 1: 0.0, 2: 0.002})
+    tasks = [r.task for r in results]
+    return RunResult("section", "code-review", "m", tasks, results=list(results), engine=engine)
+
+
+def test_a_saving_that_rounds_to_nothing_is_not_mentioned() -> None:
+    done = TaskResult(chunk(0, 1), Completion("ok", "stop", Usage(10, 2), "m"), attempts=1)
+    tiny = CostReport(0.5, 0.00001, None, (), prompt_cache_saved_usd=0.00004)
+    assert engine_parts(priced(done, cost=tiny)) == ["cost $0.5000"]
+    some = CostReport(0.5, 0.0002, None, (), prompt_cache_saved_usd=0.00005)
+    assert engine_parts(priced(done, cost=some)) == [
+        "cost $0.5000 (saved $0.0002, prompt cache saved $0.0001)"
+    ]
+
+
+def test_step_summary_rows_show_no_cost_for_calls_not_made_and_a_cached_run_says_so() -> None:
+    failed = TaskResult(chunk(0, 3), error="HTTP 500: boom", attempts=1)
+    unstarted = TaskResult(chunk(1, 3), error="not started: deadline", attempts=0)
+    made = TaskResult(chunk(2, 3), Completion("ok", "stop", Usage(10, 2), "m"), attempts=1)
+    page = step_summary(
+        priced(failed, unstarted, made, cost=CostReport(0.002, 0, None, ())),
+        NO_FINDINGS,
+        SUMMARY_LIMIT,
+    )
+    rows = [line for line in page.splitlines() if re.match(r"^\| \d", line)]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == ["-", "-", "$0.0020"]
+    hit = Completion("ok", "stop", Usage(10, 2), "m", cached=True)
+    cached = [TaskResult(chunk(i, 2), hit) for i in range(2)]
+    page = step_summary(
+        priced(*cached, cost=CostReport(0, 0.001, None, ())), NO_FINDINGS, SUMMARY_LIMIT
+    )
+    assert "tokens in 0 / out 0 (all cached)" in page
+    page = step_summary(
+        priced(cached[0], made, cost=CostReport(0, 0, None, ())), NO_FINDINGS, SUMMARY_LIMIT
+    )
+    assert "tokens in 10 / out 2 (1 call cached)" in page
+
+
+@pytest.mark.parametrize(
+    "text", ["@octocat", "![i](http://e.example/i.png)", "#12", "(a) <b> & *c*"]
+)
+def test_the_step_summary_escapes_as_strictly_as_the_markdown_report(text: str) -> None:
+    assert cell(text) == md_escape(text)
+    assert "@octocat" not in cell("@octocat") and "](http" not in cell(text).replace("\\](http", "")
+
+
+def test_one_rule_for_dollars_plurals_and_fences() -> None:
+    assert usd(0) == "$0.0000" and usd(0.0042) == "$0.0042" and usd(1234.5) == "$1,234.50"
+    assert usd(None) == "unpriced"
+    assert report_environment("md").filters["usd"] is usd is terminal.usd
+    assert report_environment("md").filters["plural"] is plural is fold.plural
+    assert plural(3, "retry", "retries") == "3 retries"
+    block = fence("x ```` y", "json")
+    assert block == "`````json\nx ```` y\n`````\n"
+    assert md_fence("x ```` y") == "`````text\nx ```` y\n`````"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..records import RunResult, TaskResult
+from .markdown import plural
 
 #: Names shown on a folded line before "and N more" (all of them with --verbose).
 SHOWN_NAMES = 3
@@ -26,11 +27,6 @@ TRUNCATION_ADVICE = {
     "length": "raise max_tokens",
     "content_filter": "the provider's content filter stopped it",
 }
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 chunk`, `2 chunks`, `1,200 calls`: the count with its noun in agreement."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def listed(names: Sequence[str], *, verbose: bool = False, shown: int = SHOWN_NAMES) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..masking import mask
 from ..merge.files import write_atomic
 from ..records import RunResult
 from .document import envelope
+from .markdown import escape, fence, plural, usd
 from .reportview import FLAVOURS, Run, read_run
 
 #: Largest run document `parallelize report` reads (a 60-chunk run's is a few MB).
@@ -137,7 +137,7 @@ def _environment(flavour: str) -> jinja2.Environment:
         env.filters |= {"fence": md_fence, "html": md_html, "cut": md_cut}
     env.filters |= {
         "seconds": format_seconds,
-        "usd": format_usd,
+        "usd": usd,
         "num": format_number,
         "plural": plural,
         "size": format_size,
@@ -151,13 +151,9 @@ class Safe(str):
     """Markdown a filter built on purpose (a fence, escaped HTML): `finalize` leaves it as is."""
 
 
-_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+!|~$<>&@]")
-_MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", "@": "@\u2060"}
-
-
 def md_escape(text: str) -> str:
     """Inline text for Markdown: one line, no markup, no HTML, no @mention (a word joiner)."""
-    return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), oneline(text))
+    return escape(oneline(text))
 
 
 def _md_finalize(value: object) -> str:
@@ -170,9 +166,7 @@ def md_fence(text: str, limit: int | None = None) -> Safe:
     """A fenced code block longer than any run of backticks in the text (nothing inside renders)."""
     if limit is not None:
         text = md_cut(text, limit)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return Safe(f"{fence}text\n{text.rstrip()}\n{fence}")
+    return Safe(fence(text.rstrip(), "text").removesuffix("\n"))
 
 
 def md_html(text: str) -> Safe:
@@ -204,13 +198,6 @@ def format_seconds(value: float | None) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
-def format_usd(value: float | None) -> str:
-    """Dollars with the precision small sums need; `unpriced` when no price is known."""
-    if value is None:
-        return "unpriced"
-    return f"${value:,.2f}" if value >= 0.1 or value == 0 else f"${value:.4f}"
-
-
 def format_number(value: float | None) -> str:
     """Thousands separated; whole floats without their `.0`."""
     if value is None:
@@ -218,11 +205,6 @@ def format_number(value: float | None) -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.2f}"
     return f"{int(value):,}"
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """`1 file`, `2 files`."""
-    return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
 def format_size(count: int) -> str:

@@ -9,9 +9,7 @@ text is masked; model text is escaped so that it shows as text, never as Markdow
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from ..masking import for_people, mask
 from ..records import RunResult, TaskResult
 from ..reports import VoteReport
 from .findings import Findings
+from .markdown import escape, fence, plural, usd
 
 #: GitHub's limit on one step's summary, in bytes.
 SUMMARY_LIMIT = 1024 * 1024
@@ -35,21 +34,12 @@ CUT_NOTE = (
     "> The summary was cut to stay within GitHub's 1 MiB step-summary limit; the full result "
     "is in the job log or the output file."
 )
-_MARKDOWN = re.compile(r"([\\`*_\[\]|~$])")
 
 
 def cell(text: object, limit: int = CELL) -> str:
-    """Text for a table cell: one line, masked, capped, shown literally (no Markdown, no HTML)."""
-    line = for_people(str(text), limit)
-    return _MARKDOWN.sub(r"\\\1", html.escape(line, quote=False))
-
-
-def fenced(text: str, language: str = "") -> str:
-    """A fenced code block whose fence no run of backticks in `text` can close."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    body = text if text.endswith("\n") else text + "\n"
-    return f"{fence}{language}\n{body}{fence}\n"
+    """Text for a table cell: one line, masked, capped, shown literally (no Markdown, no HTML,
+    no @mention)."""
+    return escape(for_people(str(text), limit))
 
 
 class Page:
@@ -88,14 +78,14 @@ class Page:
     def block(self, title: str, text: str, language: str = "") -> None:
         """A heading and a code block of `text`, its tail cut to the room left."""
         self.take(f"### {title}\n\n")
-        whole = fenced(text, language)
+        whole = fence(text, language)
         if self.take(whole):
             return
         data = text.encode("utf-8")
         keep = max(0, self.room - 64 - (len(whole.encode("utf-8")) - len(data)))
         shown = data[:keep].decode("utf-8", errors="ignore")
         self.cut = True
-        self.parts.append(fenced(shown, language))
+        self.parts.append(fence(shown, language))
         self.parts.append(f"\n_… {len(data) - len(shown.encode()):,} more bytes not shown here._\n")
 
     def text(self) -> str:
@@ -123,7 +113,7 @@ def headline(result: RunResult) -> str:
         f"**exit {code}: {cell(EXIT_CODES.get(code, 'unknown'))}**",
         f"model {cell(result.model)}",
         units(result),
-        f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}",
+        f"tokens in {usage.prompt_tokens:,} / out {usage.completion_tokens:,}" + cache_note(result),
     ]
     cost = result.engine.cost.usd if result.engine else None
     if cost is not None:
@@ -132,18 +122,24 @@ def headline(result: RunResult) -> str:
     return " · ".join(parts)
 
 
+def cache_note(result: RunResult) -> str:
+    """` (all cached)` or ` (3 calls cached)`: the tokens counted are those of the calls made,
+    while the rows show what each cached answer once took."""
+    calls = result.all_calls
+    hits = sum(1 for r in calls if r.completion and r.completion.cached)
+    if not hits:
+        return ""
+    return " (all cached)" if hits == len(calls) else f" ({plural(hits, 'call')} cached)"
+
+
 def units(result: RunResult) -> str:
     """`3 candidates`, `4 chunks`, or `4 chunks (12 calls)` when aspects or clones multiply them."""
     count = len(result.results)
     if result.command == "vote":
-        return f"{count} candidate{'s' * (count != 1)}"
+        return plural(count, "candidate")
     chunks = len({s.chunk_id for r in result.results if (s := r.task.section) is not None})
-    text = f"{chunks or count} chunk{'s' * ((chunks or count) != 1)}"
-    return text + (f" ({count} calls)" if chunks and chunks != count else "")
-
-
-def usd(amount: float) -> str:
-    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
+    text = plural(chunks or count, "chunk")
+    return text + (f" ({plural(count, 'call')})" if chunks and chunks != count else "")
 
 
 def section_part(page: Page, result: RunResult, findings: Findings) -> None:
@@ -179,7 +175,8 @@ def chunk_row(r: TaskResult, cost: float | None) -> list[str]:
         cell(first_few(list(r.task.paths))) if r.task.paths else "",
         cell(status),
         f"{usage.prompt_tokens:,} / {usage.completion_tokens:,}" if completion else "-",
-        "cached" if cached else (usd(cost) if cost is not None else "-"),
+        # A call that failed or never started has no cost to show, not $0.0000.
+        "cached" if cached else (usd(cost) if cost is not None and completion else "-"),
     ]
 
 

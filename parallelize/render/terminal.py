@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ..masking import for_people, mask, terminal_safe
 from ..records import Event, RunResult
 from ..reports import InputsReport, VoteReport
-from .fold import RepeatedErrors, folds, not_started, plural
+from .fold import RepeatedErrors, folds, not_started
 from .lines import say, stderr_is_terminal
+from .markdown import plural, shows_usd, usd
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,11 +151,6 @@ def _units(result: RunResult) -> str:
     return plural(count, UNITS.get(result.command, "task"))
 
 
-def usd(amount: float) -> str:
-    """Dollars with the precision small amounts need."""
-    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
-
-
 def engine_parts(result: RunResult) -> list[str]:
     """Cost, cache savings and throttling for the summary line (nothing when unknown)."""
     engine = result.engine
@@ -163,8 +159,9 @@ def engine_parts(result: RunResult) -> list[str]:
     parts = []
     cost = engine.cost
     if cost.usd is not None:
-        saved = [f"saved {usd(cost.saved_usd)}"] if cost.saved_usd else []
-        if cost.prompt_cache_saved_usd and cost.prompt_cache_saved_usd > 0:
+        # A saving is mentioned only when it shows as more than $0.0000.
+        saved = [f"saved {usd(cost.saved_usd)}"] if shows_usd(cost.saved_usd) else []
+        if shows_usd(cost.prompt_cache_saved_usd):
             saved.append(f"prompt cache saved {usd(cost.prompt_cache_saved_usd)}")
         parts.append(f"cost {usd(cost.usd)}" + (f" ({', '.join(saved)})" if saved else ""))
     if engine.throttled:
