@@ -374,7 +374,11 @@ def extra_rows(smoke: bool) -> list[tuple[str, list[dict]]]:
     chunking = ROOT / "bench" / "chunking.py"
     if chunking.exists():
         found.append(("chunking (bench/chunking.py)", _load(chunking).run(smoke)))
-    for name, title in (("dryrun", "dry run speed"), ("vote", "early-stopping votes")):
+    for name, title in (
+        ("dryrun", "dry run speed"),
+        ("vote", "early-stopping votes"),
+        ("batch", "the Batch API at 10,000 prompts"),
+    ):
         module = ROOT / "bench" / f"{name}.py"
         if module.exists():
             found.append((f"{title} (bench/{name}.py)", _load(module).run(smoke)))

@@ -11,6 +11,7 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 │                                DNS, TLS); exit 2 after one quick retry
 ├── LLMError                     transport failure of one call (retried, then reported per task)
 ├── BudgetError                  exit 5: budget or deadline exceeded
+├── BatchesPending               exit 6: --detach left batches running; a re-run collects them
 └── InterruptedRun               exit 130: SIGINT / SIGTERM
 
 Exit 3 (no winner) and 4 (flagged) are outcomes, not errors: they come back in
@@ -27,6 +28,7 @@ EXIT_USAGE = 2
 EXIT_NO_WINNER = 3
 EXIT_FLAGGED = 4
 EXIT_BUDGET = 5
+EXIT_PENDING = 6
 EXIT_INTERRUPTED = 130
 
 #: What each exit code means; the README's table is checked against this.
@@ -37,6 +39,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NO_WINNER: "no winner (vote quorum not met, or every candidate rejected)",
     EXIT_FLAGGED: "flagged by a guardrail",
     EXIT_BUDGET: "budget or deadline exceeded",
+    EXIT_PENDING: "batches pending (--detach): run the same command again to collect them",
     EXIT_INTERRUPTED: "interrupted",
 }
 
@@ -44,6 +47,7 @@ EXIT_CODES: dict[int, str] = {
 EXIT_PRECEDENCE = (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    EXIT_PENDING,
     EXIT_BUDGET,
     EXIT_FLAGGED,
     EXIT_NO_WINNER,
@@ -143,6 +147,12 @@ class BudgetError(ParallelizeError):
     """A cost budget or deadline stopped the run."""
 
     exit_code = EXIT_BUDGET
+
+
+class BatchesPending(ParallelizeError):
+    """--detach: the run's batches are still running on the provider; a re-run resumes."""
+
+    exit_code = EXIT_PENDING
 
 
 class InterruptedRun(ParallelizeError):

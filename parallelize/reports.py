@@ -112,6 +112,8 @@ class CostReport:
     max_cost: float | None
     unpriced_models: Sequence[str]
     prompt_cache_saved_usd: float | None = None
+    #: What the Batch API's rates saved against the list rates; only in runs with --batch.
+    batch_saved_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,4 +140,5 @@ class EngineReport:
             *("requests", "cached", "throttled", "paced_rpm", "stopped"),
             *("retries", "retry_budget_refused"),
         )
-        return {"cost": vars(self.cost), "engine": {n: getattr(self, n) for n in names}}
+        cost = {k: v for k, v in vars(self.cost).items() if k != "batch_saved_usd" or v is not None}
+        return {"cost": cost, "engine": {n: getattr(self, n) for n in names}}

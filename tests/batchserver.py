@@ -142,6 +142,8 @@ class BatchServer(LLMServer):
             self.outcome = BatchServer.outcome
             self.shuffle = BatchServer.shuffle
             self.partial = BatchServer.partial
+            #: While set, polls leave a batch in_progress (a test kills the client meanwhile).
+            self.paused = False
             self.outcomes: list[str] = []
             self.files: dict[str, tuple[str, bytes]] = {}
             self.batches: dict[str, FakeBatch] = {}
@@ -221,7 +223,8 @@ class BatchServer(LLMServer):
             batch = self.batches.get(batch_id)
         if batch is None or batch.vanished:
             return None
-        if advance and batch.step < len(PATHS[batch.outcome]) - 1:
+        held = self.paused and batch.status == "in_progress"
+        if advance and not held and batch.step < len(PATHS[batch.outcome]) - 1:
             started = time.thread_time()
             batch.step += 1
             status = batch.status

@@ -299,7 +299,7 @@ def test_a_version_1_cache_is_migrated_and_its_calls_load_with_no_cached_tokens(
         assert cache.get_many(["k1"])["k1"].usage == Usage(3, 4, 0)
         cache.put("k2", Completion("new", "stop", Usage(30, 4, cached_tokens=20), "m"))
     db = sqlite3.connect(tmp_path / CACHE_FILE)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
     with CallCache(tmp_path) as cache:
         found = cache.get_many(["k1", "k2"])

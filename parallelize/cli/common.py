@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EndpointError, ParallelizeError
+from ..errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PENDING,
+    EXIT_USAGE,
+    EndpointError,
+    ParallelizeError,
+)
 from ..render.lines import print_error, print_notice, say
 from .helpformat import ENGINE
 
@@ -161,6 +167,49 @@ MaxTasksOpt = Annotated[
 ]
 
 
+BatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Send the calls through the provider's Batch API: half the price, answers within "
+        "24 h (recipe batch: true).",
+        rich_help_panel=ENGINE,
+    ),
+]
+
+DetachOpt = Annotated[
+    bool,
+    typer.Option(
+        "--detach",
+        help="With --batch: submit (or poll once), print the batch ids and exit 6 while any "
+        "runs; the same command again resumes.",
+        rich_help_panel=ENGINE,
+    ),
+]
+
+BatchRetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-retries",
+        min=0,
+        max=10,
+        metavar="N",
+        help="With --batch: resubmit failed or expired calls up to N times (default 1).",
+        show_default=False,
+        rich_help_panel=ENGINE,
+    ),
+]
+
+FinishOnlineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--finish-online",
+        help="With --batch: make the calls the batches left failed as online requests.",
+        rich_help_panel=ENGINE,
+    ),
+]
+
+
 #: The engine flags: parameter name -> (Typer annotation, default).
 ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "rpm": (RpmOpt, None),
@@ -175,6 +224,10 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "price_out": (PriceOutOpt, None),
     "price_cached_in": (PriceCachedInOpt, None),
     "max_tasks": (MaxTasksOpt, None),
+    "batch": (BatchOpt, False),
+    "detach": (DetachOpt, False),
+    "batch_retries": (BatchRetriesOpt, 1),
+    "finish_online": (FinishOnlineOpt, False),
 }
 
 
@@ -222,6 +275,10 @@ def engine_settings(
     price_out: float | None,
     price_cached_in: float | None,
     max_tasks: int | None,
+    batch: bool = False,
+    detach: bool = False,
+    batch_retries: int = 1,
+    finish_online: bool = False,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
@@ -252,7 +309,21 @@ def engine_settings(
         "price_cached_in": price_cached_in,
         # Not an engine setting: each command folds it into the recipe (the plan checks it there).
         "max_tasks": max_tasks,
+        "batch": batch_flags(batch, detach, batch_retries, finish_online, no_cache=no_cache),
     }
+
+
+def batch_flags(
+    batch: bool, detach: bool, retries: int, finish_online: bool, *, no_cache: bool
+) -> Any:
+    """--batch and its companions as BatchOptions (None: none given; the recipe may still ask)."""
+    if not (batch or detach or finish_online or retries != 1):
+        return None
+    if batch and no_cache:
+        usage_error("--batch needs the call cache: it records the batches (drop --no-cache)")
+    from ..engine.batchoptions import BatchOptions  # only when given
+
+    return BatchOptions(enabled=batch, detach=detach, retries=retries, finish_online=finish_online)
 
 
 def run_with_progress(
@@ -326,7 +397,7 @@ def guard(job: Callable[[], Any]) -> Any:
     try:
         return job()
     except ParallelizeError as exc:
-        if exc.exit_code == EXIT_INTERRUPTED:
+        if exc.exit_code in (EXIT_INTERRUPTED, EXIT_PENDING):
             say(str(exc))
         else:
             print_error(str(exc))

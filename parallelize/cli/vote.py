@@ -280,6 +280,8 @@ def vote(
         usage_error(f"-n must be at least 1 (got {n})")
     if pick and dry_run:
         usage_error("--pick and --dry-run cannot be combined: a dry run has no candidates to pick")
+    if pick and engine.get("batch") is not None:
+        usage_error("--pick and --batch cannot be combined yet: pick from a finished run instead")
     if pick and not can_pick():
         usage_error(
             "--pick needs a terminal: stdin and stderr must be a terminal to show the candidates "

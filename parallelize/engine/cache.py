@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import CacheError
 from ..masking import mask
 from ..records import ChatRequest, Completion, Usage
+from .batchstate import BATCH_SCHEMA, BatchBook
 from .durations import format_duration
 from .facts import FACTS_SCHEMA, KnownFacts
 from .overflows import OverflowMemory
@@ -41,8 +42,9 @@ CACHE_FILE = "calls.sqlite3"
 #: Bumped when the key recipe changes, so old entries are never misread.
 KEY_VERSION = 1
 #: The file's layout (`PRAGMA user_version`): 0 is the calls table alone (files written before
-#: the version was kept), 1 adds `facts` and `token_counts`, 2 the calls' `cached_tokens`.
-SCHEMA_VERSION = 2
+#: the version was kept), 1 adds `facts` and `token_counts`, 2 the calls' `cached_tokens`, 3 the
+#: Batch API's `batches` and `batch_lines` (batchstate.py).
+SCHEMA_VERSION = 3
 #: Seconds a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT = 30.0
 #: Keys per SELECT when looking many up at once (SQLite's variable limit is 999 on old builds).
@@ -70,6 +72,8 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_used ON calls (used);
 """
     + FACTS_SCHEMA
+    + ";"
+    + BATCH_SCHEMA
 )
 #: Columns named, so a row never depends on the order a migration left the table's columns in.
 INSERT_CALL = (
@@ -109,7 +113,7 @@ class CacheInfo:
     completion_tokens: int
 
 
-class CallCache(KnownFacts):
+class CallCache(KnownFacts, BatchBook):
     """One SQLite file of finished calls, shared by every worker thread of this process."""
 
     def __init__(self, directory: str | Path) -> None:

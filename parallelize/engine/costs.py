@@ -110,6 +110,8 @@ class PriceBook:
     price_in: float | None = None
     price_out: float | None = None
     price_cached_in: float | None = None
+    #: --batch: calls are billed at the Batch API's rates (the list rate where none is known).
+    batch: bool = False
 
     def price(self, model: str) -> Price | None:
         """The price of one model's tokens, or None when it is not known."""
@@ -125,7 +127,13 @@ class PriceBook:
             changed |= {"output": self.price_out, "batch_output": None}
         if self.price_cached_in is not None:
             changed["cached_input"] = self.price_cached_in
-        return replace(base, **changed)
+        price = replace(base, **changed)
+        if self.batch:
+            batch_in = price.input if price.batch_input is None else price.batch_input
+            batch_out = price.output if price.batch_output is None else price.batch_output
+            cached = None if price.cached_input is None else min(price.cached_input, batch_in)
+            price = replace(price, input=batch_in, output=batch_out, cached_input=cached)
+        return price
 
 
 def output_cap(request: ChatRequest) -> int:
@@ -181,6 +189,8 @@ class Ledger:
         self.saved = 0.0
         #: What the provider's prompt cache saved on the calls made (cached vs input rate).
         self.prompt_cache_saved = 0.0
+        #: What the Batch API's rates saved against the list rates (None: no batch call).
+        self.batch_saved: float | None = None
         self.reserved = 0.0
         self.unpriced: set[str] = set()
         self._lock = threading.Lock()
@@ -239,6 +249,17 @@ class Ledger:
             if price is not None and usage is not None:
                 self.prompt_cache_saved += price.cache_saving(usage.cached_tokens)
 
+    def save_batch(self, model: str, usage: Usage) -> None:
+        """Count what a batch call saved against the list price (the book has batch rates)."""
+        listed = replace(self.prices, batch=False).price(model)
+        cost = self.cost(model, usage)
+        saving = 0.0
+        if listed is not None and cost is not None:
+            saving = listed.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            saving = max(0.0, saving - cost)
+        with self._lock:
+            self.batch_saved = (self.batch_saved or 0.0) + saving
+
     def save(self, model: str, usage: Usage) -> None:
         """Count what a cached call would have cost."""
         cost = self.cost(model, usage)
@@ -267,4 +288,7 @@ class Ledger:
             max_cost=self.max_cost,
             unpriced_models=sorted(self.unpriced),
             prompt_cache_saved_usd=round(self.prompt_cache_saved, 6) if known else None,
+            batch_saved_usd=round(self.batch_saved, 6)
+            if known and self.batch_saved is not None
+            else None,
         )

@@ -15,6 +15,7 @@ from dataclasses import replace
 from ..defaults import DEFAULT_CONCURRENCY
 from ..errors import CacheError, ContextOverflowError, FatalLLMError, InterruptedRun, LLMError
 from ..records import Completion, Event, Notice, ProgressCallback, Task, TaskResult
+from .batchoptions import BatchOptions
 from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
@@ -55,9 +56,11 @@ class Executor:
         deadline: float | None = None,
         on_notice: Notice | None = None,
         retry_budget: RetryBudget | None = None,
+        batch: BatchOptions | None = None,
     ) -> None:
         self.client = client
         self.concurrency = max(1, concurrency)
+        self.batch = batch  # --batch: calls go through the provider's Batch API (batchrun.py)
         self.retry = retry or RetryPolicy()
         #: Shared by every worker: retries stop while too many calls fail (retrybudget.py).
         self.budget = retry_budget or RetryBudget.for_concurrency(self.concurrency)
@@ -121,6 +124,11 @@ class Executor:
         self._check_deadline()
         if pending and self.halt is None:
             self.ledger.check([work.tasks[i].request for i in pending], first=not self.attempts)
+            if self.batch is not None:  # what it leaves (--finish-online) goes online
+                from .batchrun import run_batch  # only with --batch
+
+                pending = run_batch(self, work, pending)
+        if pending and self.halt is None:
             workers = min(self.concurrency, len(pending))
             work.schedule(pending, workers=workers)
             self._work(work, workers=workers)

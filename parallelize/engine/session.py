@@ -22,6 +22,7 @@ from ..masking import mask
 from ..recipe.model import Recipe
 from ..records import ChatRequest, Notice, ProgressCallback, RunResult, TaskResult
 from ..reports import EngineReport
+from .batchoptions import BatchOptions, batch_for
 from .client import DEFAULT_OPENAI_MODEL, ChatClient, Endpoint
 from .costs import Ledger, Price, PriceBook, estimate
 from .executor import Executor
@@ -167,6 +168,8 @@ class RunOptions:
     price_out: float | None = None
     price_cached_in: float | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
+    #: --batch: through the provider's Batch API, billed at its rates (None: online).
+    batch: BatchOptions | None = None
 
     def for_recipe(self, recipe: Recipe) -> RunOptions:
         """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""
@@ -175,6 +178,7 @@ class RunOptions:
             rpm=self.rpm if self.rpm is not None else recipe.rpm,
             tpm=self.tpm if self.tpm is not None else recipe.tpm,
             max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
+            batch=batch_for(self.batch, recipe),
             prices={
                 **{model: Price(**spec.model_dump()) for model, spec in recipe.prices.items()},
                 **self.prices,
@@ -188,6 +192,7 @@ class RunOptions:
             price_in=self.price_in,
             price_out=self.price_out,
             price_cached_in=self.price_cached_in,
+            batch=self.batch is not None,
         )
 
 
@@ -217,6 +222,7 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
             max_failures=options.max_failures,
             deadline=time.monotonic() + options.deadline if options.deadline else None,
             on_notice=notice,
+            batch=options.batch,
         )
         stack.enter_context(stop_on_signals(executor))
         yield executor

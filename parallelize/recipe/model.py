@@ -103,6 +103,9 @@ class Recipe(Strict):
     rpm: float | None = Field(None, gt=0, description="requests per minute never to exceed")
     tpm: float | None = Field(None, gt=0, description="tokens per minute never to exceed")
     max_cost: float | None = Field(None, gt=0, description="USD budget: no call starts past it")
+    batch: bool = Field(
+        False, description="send the calls through the provider's Batch API (--batch)"
+    )
     #: Declared before the fan-out keys below: their validators compare against it.
     max_tasks: int = Field(
         DEFAULT_MAX_TASKS, ge=1, description="most calls a run may plan (chunks x aspects x clones)"

@@ -1,0 +1,442 @@
+"""One Executor.run() through the Batch API: submit what the cache does not answer, wait, collect.
+
+Each call the cache does not answer becomes one line (batchfiles.py), files are uploaded and
+batches created (batchapi.py), every step recorded in the cache file first (batchstate.py). The
+batches are polled with a growing wait until they end; their output goes into the call cache as
+if the calls had been made online (the same reply parser), so a re-run, the merge and the vote
+read it unchanged. Lines that failed for a reason another try may cure (expired, cancelled, a
+5xx) are submitted again up to --batch-retries times, or left to the online path with
+--finish-online; a vanished batch's lines are submitted once more. Multi-stage commands (a
+vote's judge, a map-reduce merge's levels) call the executor once per stage: one batch each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    BatchesPending,
+    BudgetError,
+    ConfigError,
+    ContextOverflowError,
+    FatalLLMError,
+    InterruptedRun,
+    LLMError,
+    first_few,
+)
+from ..masking import for_people
+from ..records import ChatRequest, Completion, TaskResult
+from .batchapi import BatchAPI, BatchAPIError
+from .batchfiles import Line, read_lines, write_inputs
+from .batchstate import TERMINAL, UPLOAD, LineRecord
+from .client import CONTEXT_OVERFLOW, _status_error, encode_body
+from .reply import parse_completion
+from .transport import Reply
+
+if TYPE_CHECKING:
+    from .cache import CallCache
+    from .executor import Executor
+    from .queue import WorkQueue
+
+#: Test hook only: the process exits right after creating a batch, before recording it, so a
+#: test can prove a re-run adopts that batch instead of submitting its lines again.
+TEST_EXIT_AFTER_CREATE = "PARALLELIZE_TEST_EXIT_AFTER_BATCH_CREATE"
+#: The metadata key naming the run on the provider's side (what a re-run adopts by).
+RUN_KEY = "parallelize_run"
+#: Our batch states for which the server has nothing more to say.
+SETTLED = frozenset({"collected", "lost", "held"})
+#: Seconds between the checks for an interrupt while waiting for the next poll.
+TICK = 0.1
+
+
+def run_id(keys: Sequence[str | None]) -> str:
+    """The run's name at the provider: a hash of every call of this stage, cached or not, so the
+    same command finds it again however much of it is done."""
+    text = "\n".join(sorted(k for k in keys if k))
+    return "pz-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def run_batch(executor: Executor, work: WorkQueue, pending: list[int]) -> list[int]:
+    """Settle the pending tasks through batches (answered, or failed for good); returns those
+    left to the online path (--finish-online)."""
+    cache = executor.cache
+    if cache is None or cache.read_only:
+        raise ConfigError(
+            "--batch needs a writable call cache: it records the batches and keeps their answers",
+            hint="drop --no-cache (or use a cache this parallelize can write)",
+        )
+    requests: dict[str, ChatRequest] = {}
+    for index in pending:
+        key = work.keys[index]
+        if key is not None:
+            requests.setdefault(key, work.tasks[index].request)
+    runner = BatchRunner(executor, cache, requests, run_id(work.keys))
+    try:
+        runner.run()
+    finally:
+        runner.close()
+    results: dict[int, TaskResult] = {}
+    for index in pending:
+        key = work.keys[index]
+        task = work.tasks[index]
+        if key in runner.completions:
+            completion = runner.completions[key]
+            executor.ledger.settle(0.0, task.request.model, completion.usage)
+            executor.ledger.save_batch(task.request.model, completion.usage)
+            results[index] = TaskResult(task, completion, attempts=1)
+        elif key in runner.failures and not runner.options.finish_online:
+            error = runner.failures[key]
+            overflow = isinstance(error, ContextOverflowError)
+            if overflow and not executor._keep_overflows:  # fails the run as online would
+                executor._fail_fast(error)
+            results[index] = TaskResult(task, error=str(error), attempts=1, overflow=overflow)
+    for index, result in results.items():
+        work.results[index] = result
+        executor._finish(result)  # counts and progress events, as for an online call
+    return [i for i in pending if work.results[i] is None]
+
+
+class BatchRunner:
+    """One stage's batches, from submission to collection, recorded as it goes."""
+
+    def __init__(
+        self, executor: Executor, cache: CallCache, requests: dict[str, ChatRequest], run: str
+    ) -> None:
+        assert executor.batch is not None
+        self.executor = executor
+        self.options = executor.batch
+        self.cache = cache
+        self.requests = requests
+        self.run_name = run
+        self.completions: dict[str, Completion] = {}
+        self.failures: dict[str, LLMError] = {}
+        self.apis: dict[str, BatchAPI] = {}
+        self.folder = cache.path.parent / "batches"
+        #: The enqueued-token limit's message, while it refuses new batches.
+        self.held: str | None = None
+        self._counts: tuple[int, int, int] | None = None
+        self._warned: set[str] = set()
+
+    def close(self) -> None:
+        for api in self.apis.values():
+            api.close()
+
+    def notice(self, message: str) -> None:
+        self.executor.notice(message)
+
+    def run(self) -> None:
+        """Submit, poll and collect until every line is answered or failed for good."""
+        waits = self.options.waits()
+        while True:
+            self._adopt_uploads()
+            records = self._records()
+            todo = [key for key in self._open() if self._submittable(records.get(key, []))]
+            if todo and self.held is None:
+                self._submit(todo)
+                records = self._records()
+            live = sorted({r.batch for rs in records.values() for r in rs if self._live(r)})
+            if not live:
+                if todo and self.held is not None:
+                    raise LLMError(
+                        f"the provider refused the batch: {self.held}",
+                        retryable=False,
+                        hint="run the same command again later: nothing is lost, only the "
+                        "calls not yet answered are submitted",
+                    )
+                self._settle(records)
+                return
+            endpoints = {r.batch: r.endpoint for rs in records.values() for r in rs}
+            for batch_id in live:
+                self._poll(batch_id, endpoints[batch_id])
+            if any(self._live(r) for r in self._flat(self._records())):
+                if self.options.detach:
+                    self._detach()
+                self._wait(next(waits))
+
+    # ---- what is known ----
+
+    def _open(self) -> list[str]:
+        return [k for k in self.requests if k not in self.completions and k not in self.failures]
+
+    def _records(self) -> dict[str, list[LineRecord]]:
+        found: dict[str, list[LineRecord]] = {}
+        for record in self.cache.batch_lines(self._open()):
+            found.setdefault(record.key, []).append(record)
+        return found
+
+    @staticmethod
+    def _flat(records: dict[str, list[LineRecord]]) -> list[LineRecord]:
+        return [r for rs in records.values() for r in rs]
+
+    @staticmethod
+    def _live(record: LineRecord) -> bool:
+        return record.state not in SETTLED and not record.batch.startswith(UPLOAD)
+
+    def _submittable(self, records: list[LineRecord]) -> bool:
+        """Never sent, or failed for a curable reason with tries left (a vanished batch's
+        lines get one more)."""
+        if any(self._live(r) or r.final or r.batch.startswith(UPLOAD) for r in records):
+            return False
+        failed = [r for r in records if r.error]  # a line answered before is no try
+        lost = min(1, sum(r.state == "lost" for r in failed))
+        return len(failed) < 1 + self.options.retries + lost
+
+    def _settle(self, records: dict[str, list[LineRecord]]) -> None:
+        """The lines no batch answered: each fails with the reason its last batch gave."""
+        for key in self._open():
+            tried = records.get(key, [])
+            reasons = [r.error for r in tried if r.error]
+            why = reasons[-1] if reasons else "no batch answered it"
+            final = any(r.final for r in tried)
+            message = for_people(why, 300)
+            if CONTEXT_OVERFLOW.search(message):  # healed (split) as an online overflow is
+                self.failures[key] = ContextOverflowError(message)
+                continue
+            tries = "" if final else f" (after {len(tried)} batch(es))"
+            self.failures[key] = LLMError(message + tries, retryable=False)
+
+    # ---- submitting ----
+
+    def _api(self, endpoint: str) -> BatchAPI:
+        if endpoint not in self.apis:
+            client = self.executor.client
+            known = client.endpoint
+            if known.base_url != endpoint:
+                found = [
+                    client.endpoint_for(r)
+                    for r in self.requests.values()
+                    if client.endpoint_for(r).base_url == endpoint
+                ]
+                known = found[0] if found else known
+            self.apis[endpoint] = BatchAPI(known)
+        return self.apis[endpoint]
+
+    def _submit(self, keys: list[str]) -> None:
+        by_endpoint: dict[str, list[str]] = {}
+        for key in keys:
+            endpoint = self.executor.client.endpoint_for(self.requests[key]).base_url
+            by_endpoint.setdefault(endpoint, []).append(key)
+        for endpoint, group in by_endpoint.items():
+            api = self._api(endpoint)
+            lines = (
+                Line(endpoint, self.requests[k].model, k, encode_body(self.requests[k].body()))
+                for k in group
+            )
+            files = write_inputs(lines, self.folder / self.run_name, url=api.line_url)
+            for file in files:
+                try:
+                    self._create(api, file.path, endpoint, file.model, file.keys)
+                finally:
+                    file.path.unlink(missing_ok=True)
+
+    def _create(
+        self, api: BatchAPI, path: Path, endpoint: str, model: str, keys: list[str]
+    ) -> None:
+        file_id = api.upload(path)
+        row = self.cache.record_upload(
+            file_id, run=self.run_name, endpoint=endpoint, model=model, keys=keys
+        )
+        try:
+            batch = api.create(file_id, {RUN_KEY: self.run_name})
+        except BatchAPIError as exc:
+            self.cache.drop_batch(row)
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                raise ConfigError(f"the Batch API refused the batch: {exc.message}") from None
+            raise
+        if os.environ.get(TEST_EXIT_AFTER_CREATE) == "1":
+            os._exit(97)  # test only: the crash between creating a batch and recording it
+        batch_id = str(batch.get("id"))
+        self.cache.record_batch(row, batch_id, str(batch.get("status") or "validating"))
+        with self.executor._lock:  # the executor's counters: each line is one request
+            self.executor.attempts += len(keys)
+        self.notice(f"batch {batch_id}: {len(keys)} call(s) of {model} submitted")
+
+    def _adopt_uploads(self) -> None:
+        """Uploads recorded without their batch (a crash in between): adopt the batch the server
+        made for the file, or forget the upload when it made none."""
+        uploads = {
+            r.batch: r for r in self.cache.batch_lines(self._open()) if r.batch.startswith(UPLOAD)
+        }
+        if not uploads:
+            return
+        by_endpoint: dict[str, dict[str, LineRecord]] = {}
+        for row_id, record in uploads.items():
+            by_endpoint.setdefault(record.endpoint, {})[row_id.removeprefix(UPLOAD)] = record
+        for endpoint, files in by_endpoint.items():
+            for batch in self._api(endpoint).list():
+                file_id = batch.get("input_file_id")
+                metadata = batch.get("metadata") or {}
+                record = files.get(str(file_id))
+                if record is None or metadata.get(RUN_KEY) != record.run:
+                    continue
+                batch_id = str(batch.get("id"))
+                self.cache.record_batch(record.batch, batch_id, str(batch.get("status")))
+                self.notice(f"batch {batch_id}: adopted (created before the last run stopped)")
+                del files[str(file_id)]
+            for file_id in files:
+                self.cache.drop_batch(UPLOAD + file_id)
+
+    # ---- polling and collecting ----
+
+    def _poll(self, batch_id: str, endpoint: str) -> None:
+        batch = self._api(endpoint).get(batch_id)
+        if batch is None:
+            keys = self.cache.line_keys(batch_id)
+            self.cache.fail_lines(batch_id, {k: ("its batch vanished (404)", False) for k in keys})
+            self.cache.set_batch_state(batch_id, "lost")
+            self.notice(
+                f"warning: batch {batch_id} vanished at the provider (404): its {len(keys)} "
+                "call(s) are submitted once more"
+            )
+            return
+        status = str(batch.get("status"))
+        self.cache.set_batch_state(batch_id, status)
+        self._progress(batch)
+        if status in TERMINAL:
+            self._collect(batch_id, endpoint, batch)
+
+    def _progress(self, batch: dict[str, Any]) -> None:
+        counts = batch.get("request_counts") or {}
+        figures = tuple(int(counts.get(n) or 0) for n in ("completed", "failed", "total"))
+        if figures != self._counts:
+            self._counts = figures
+            done, failed, total = figures
+            failing = f", {failed} failed" if failed else ""
+            self.notice(
+                f"batch {batch.get('id')}: {batch.get('status')}, {done} of {total} done{failing}"
+            )
+
+    def _collect(self, batch_id: str, endpoint: str, batch: dict[str, Any]) -> None:
+        """Store a finished batch's answers in the cache and record why the rest failed."""
+        keys = set(self.cache.line_keys(batch_id))
+        status = str(batch.get("status"))
+        if status == "failed":
+            self._failed(batch_id, batch, keys)
+            return
+        api = self._api(endpoint)
+        failures: dict[str, tuple[str, bool]] = {}
+        answered: set[str] = set()
+        for name in ("output_file_id", "error_file_id"):
+            file_id = batch.get(name)
+            if not isinstance(file_id, str) or not file_id:
+                continue
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = api.download(file_id, self.folder / f"{batch_id}-{name}.jsonl")
+            try:
+                for line in read_lines(path):
+                    key = line.get("custom_id")
+                    if not isinstance(key, str) or key not in keys:
+                        continue
+                    outcome = self._line(key, line)
+                    if isinstance(outcome, Completion):
+                        answered.add(key)
+                        failures.pop(key, None)
+                    else:
+                        failures[key] = outcome
+            finally:
+                path.unlink(missing_ok=True)
+        why = f"not run: the batch {batch_id} was {status}"
+        for key in keys - answered - set(failures):
+            failures[key] = (why, False)
+        self.cache.flush()
+        self.cache.fail_lines(batch_id, failures)
+        self.cache.set_batch_state(batch_id, "collected")
+        self.held = None  # a batch ended: the enqueued-token limit may take a new one
+        if failures:
+            self.notice(
+                f"batch {batch_id}: {status}; {len(answered)} answered, {len(failures)} failed "
+                f"({for_people(next(iter(failures.values()))[0], 200)})"
+            )
+
+    def _line(self, key: str, line: dict[str, Any]) -> Completion | tuple[str, bool]:
+        """One output or error line: its completion (stored in the cache), or (why, final)."""
+        response = line.get("response")
+        error = line.get("error")
+        if not isinstance(response, dict):
+            detail = error if isinstance(error, dict) else {}
+            code, message = detail.get("code"), detail.get("message") or "no response"
+            return for_people(f"{code}: {message}" if code else str(message), 300), False
+        status = response.get("status_code")
+        body = response.get("body")
+        raw = json.dumps(body).encode()
+        request = self.requests.get(key)
+        model = request.model if request is not None else str((body or {}).get("model", ""))
+        if status != 200:
+            failed = _classify(int(status or 500), raw, request.body() if request else {})
+            final = not failed.retryable or isinstance(failed, FatalLLMError)
+            return failed.message, final
+        try:
+            completion = parse_completion(
+                raw, status=200, headers={}, latency=0.0, model=model, tools_offered=False
+            )
+        except LLMError as exc:
+            return exc.message, not exc.retryable
+        self.cache.put(key, completion)
+        for warning in set(completion.warnings) - self._warned:
+            self._warned.add(warning)
+            self.notice(f"warning: {warning}")
+        if request is not None and key in self.requests:
+            self.completions[key] = replace(completion, cached=False)
+        return completion
+
+    def _failed(self, batch_id: str, batch: dict[str, Any], keys: set[str]) -> None:
+        errors = (batch.get("errors") or {}).get("data") or []
+        reasons = [
+            for_people(f"line {e.get('line')}: {e.get('code')}: {e.get('message')}", 300)
+            if e.get("line")
+            else for_people(f"{e.get('code')}: {e.get('message')}", 300)
+            for e in errors
+            if isinstance(e, dict)
+        ] or ["no reason given"]
+        if any(isinstance(e, dict) and e.get("code") == "token_limit_exceeded" for e in errors):
+            self.cache.drop_batch(batch_id)  # its lines never ran: they are submitted later
+            self.held = reasons[0]
+            self.notice(
+                f"warning: batch {batch_id} refused by the enqueued-token limit: its "
+                f"{len(keys)} call(s) wait for the running batches to finish"
+            )
+            return
+        why = f"batch {batch_id} failed validation: {'; '.join(reasons[:3])}"
+        self.cache.fail_lines(batch_id, {k: (why, True) for k in keys})
+        self.cache.set_batch_state(batch_id, "collected")
+        raise ConfigError(why, hint="fix the request (model, parameters) and run again")
+
+    # ---- waiting ----
+
+    def _detach(self) -> None:
+        live = sorted({r.batch for r in self._flat(self._records()) if self._live(r)})
+        done = len(self.requests) - len(self._open())
+        raise BatchesPending(
+            f"batches pending: {first_few(live, 10)} ({done} of {len(self.requests)} call(s) "
+            "answered); run the same command again to collect them"
+        )
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until the next poll, stopping at once on an interrupt or the deadline."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.executor._signals:  # SIGINT/SIGTERM (Executor.interrupt)
+                live = sorted({r.batch for r in self._flat(self._records()) if self._live(r)})
+                raise InterruptedRun(
+                    f"interrupted: the batches {first_few(live, 10)} keep running at the "
+                    "provider; run the same command again to collect them"
+                )
+            if self.executor.deadline is not None and time.monotonic() >= self.executor.deadline:
+                live = sorted({r.batch for r in self._flat(self._records()) if self._live(r)})
+                raise BudgetError(
+                    f"the deadline (--deadline) passed while the batches {first_few(live, 10)} "
+                    "run at the provider; run the same command again to collect them"
+                )
+            time.sleep(min(TICK, max(0.0, end - time.monotonic())))
+
+
+def _classify(status: int, raw: bytes, body: dict[str, Any]) -> LLMError:
+    """A failed line's error, as the online path would have raised it for the same reply."""
+    return _status_error(Reply(status, {}, raw), body)
