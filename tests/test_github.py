@@ -168,12 +168,40 @@ def test_errors_warnings_and_failures_become_annotations(
     done = CliRunner().invoke(app, [*args, "--max-retries", "0"])
     assert done.exit_code == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("::error")]
-    assert len(errors) == 10 and errors[0].startswith("::error title=parallelize%3A chunk ")
-    assert "4 more errors not annotated" in done.stderr
+    # One annotation for the 14 chunks that failed alike, folded as the summary folds them.
+    (error,) = errors
+    assert error.startswith(
+        "::error title=parallelize%3A 14 chunks failed::14 chunks failed: chunk 1/14, chunk 2/14, "
+        "chunk 3/14 and 11 more; HTTP 500: "
+    )
+    assert "not annotated" not in done.stderr
     assert "| failed: " in actions.read_text()
     usage = CliRunner().invoke(app, ["section", "src", "--chunks", "2", "--by", "file"])
     assert usage.exit_code == 2
     assert "::error title=parallelize::--chunks and --by cannot be combined" in usage.stderr
+
+
+def test_errors_that_differ_only_in_request_ids_or_counts_fold_into_one_annotation(
+    llm: LLMServer, make_tree, actions: Path
+) -> None:
+    make_tree({f"f{i}.txt": f"text {i}\n" for i in range(6)})
+    for i in range(5):  # OpenAI's 5xx bodies name each request
+        message = f"The server had an error. (Please include the request ID req_{i}Ab9x{i}z)"
+        llm.script(f"text {i}", status=500, error={"message": message, "type": "server_error"})
+    llm.script("text 5", status=400, error={"message": "bad one", "type": "invalid_request"})
+    args = ["section", "src", "--by", "file", "-p", "Sum up", "-m", "test-model", "--no-cache"]
+    done = CliRunner().invoke(app, [*args, "--max-retries", "0", "-j", "1"])
+    assert done.exit_code == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("::error")]
+    assert errors == [
+        "::error title=parallelize%3A 5 chunks failed::5 chunks failed: chunk 1/6, chunk 2/6, "
+        "chunk 3/6 and 2 more; HTTP 500: The server had an error. "
+        "(Please include the request ID req_0Ab9x0z)",  # the first one, verbatim
+        "::error title=parallelize%3A chunk 6/6 failed::failed: chunk 6/6: HTTP 400: bad one",
+    ]
+    assert "\n  5 chunks failed: chunk 1/6, chunk 2/6, chunk 3/6 and 2 more; HTTP 500: " in (
+        done.stderr
+    )
 
 
 def test_a_vote_summary_shows_the_candidates_and_marks_the_winner(
