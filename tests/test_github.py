@@ -85,6 +85,17 @@ def test_a_command_escapes_masks_and_neutralises_what_it_carries() -> None:
     assert len(workflow_command("warning", "y" * 10_000)) < 2_100  # capped
 
 
+def test_a_path_too_long_or_changed_for_a_file_property_moves_into_the_message() -> None:
+    deep = "d/" * 600 + "a.py"
+    line = workflow_command("warning", "bad", file=deep, line=3, title="t")
+    assert line == f"::warning title=t::{deep}:3: bad"  # never a cut path that does not exist
+    assert "…" not in line
+    odd = workflow_command("warning", "bad", file="a\x1bb.py", line=1)
+    assert odd.startswith("::warning::") and "file=" not in odd
+    fine = "e/" * 200 + "b.py"  # longer than a title, still a path
+    assert workflow_command("error", "x", file=fine, line=2) == f"::error file={fine},line=2::x"
+
+
 def test_at_most_ten_of_each_kind_and_the_rest_folded_into_one_line() -> None:
     notes = Annotations()
     for i in range(25):

@@ -297,14 +297,56 @@ def test_paths_are_relative_to_the_workspace_root_with_forward_slashes(
     assert places.repo_path("a.py") == "service/src/a.py"
     assert places.repo_path(str(sub / "src" / "a.py")) == "service/src/a.py"
     assert places.repo_path("src\\x\\..\\a.py") == "service/src/a.py"
-    assert places.repo_path("/elsewhere/z.py") == "/elsewhere/z.py"
+    assert places.repo_path("service/src/a.py") == "service/src/a.py"  # from the root
+    assert places.repo_path("/elsewhere/z.py") is None  # no input of the run
     monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path / "repo"))
     found = collect_findings(result_with(json.dumps({"findings": [{"path": "a.py", "line": 1}]})))
     assert found.items[0].path == "service/src/a.py"
 
 
-def test_a_path_outside_the_repository_is_a_file_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = {"findings": [{"path": "/outside/z py.c", "line": 1, "severity": "low"}]}
-    log = json.loads(sarif_text(result_with(json.dumps(doc))))
-    location = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
-    assert location["artifactLocation"] == {"uri": "file:///outside/z%20py.c"}
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "../../x/a.py",
+        "src/../../a.py",
+        "src/other.py",
+        "..",
+        "b.py",
+    ],
+)
+def test_a_path_that_names_no_input_of_the_run_has_no_location(path: str) -> None:
+    doc = {"findings": [{"path": path, "line": 1}, {"path": "a.py", "line": 2, "severity": "low"}]}
+    result = result_with(json.dumps(doc))
+    found = collect_findings(result)
+    assert [(f.path, f.line) for f in found.items] == [("src/a.py", 2)] and found.unlocated == 1
+    log = json.loads(sarif_text(result))
+    (only,) = check_sarif(log)
+    assert only["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "src/a.py",
+        "uriBaseId": "%SRCROOT%",
+    }
+    assert log["runs"][0]["properties"]["unlocatedFindings"] == 1
+
+
+def test_an_input_outside_the_repository_has_no_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    places = Places([str(tmp_path / "outside.py"), "src/a.py"], root=tmp_path / "repo")
+    assert places.repo_path(str(tmp_path / "outside.py")) is None
+    assert places.repo_path("outside.py") is None
+    assert places.repo_path("a.py") == "src/a.py"
+
+
+def test_a_review_reporting_only_places_outside_the_inputs_annotates_no_file(
+    llm: LLMServer, make_tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tree(FILES)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    llm.script(None, review(("/etc/passwd", 1, "high", "leak"), ("../../x.py", 2, "low", "far")))
+    done = run_cli(*section("--recipe", "code-review", "--format", "sarif"))
+    assert done.exit_code == 2 and done.stdout == ""  # no located finding: no log that closes all
+    assert "file=" not in done.stderr and "::warning" not in done.stderr

@@ -115,7 +115,6 @@ def sarif_result(finding: Finding, rule_id: str, rule_index: int) -> dict[str, A
 
 
 def artifact_location(path: str) -> dict[str, str]:
-    """A relative path as a URI under the repository root; an absolute one as a file: URI."""
-    if path.startswith("/"):
-        return {"uri": "file://" + quote(path)}
+    """A repository-relative path as a URI under the repository root (findings.py keeps only
+    those: a path outside the repository has no location)."""
     return {"uri": quote(path), "uriBaseId": SRCROOT}
