@@ -23,8 +23,9 @@ MERGE = "Merge"
 VOTING = "Voting"
 OUTPUT = "Output"
 ENGINE = "Engine and limits"
+TOOLS = "Tools"
 #: The headings in the order `--help` shows them; an option without one goes under "Options".
-PANELS = (INPUTS, CHUNKING, PROMPT, MERGE, VOTING, OUTPUT, ENGINE)
+PANELS = (INPUTS, CHUNKING, PROMPT, MERGE, VOTING, TOOLS, OUTPUT, ENGINE)
 OTHER = "Options"
 
 #: The widest option column; a longer one puts its help on the next line.

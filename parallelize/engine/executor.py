@@ -26,6 +26,7 @@ from .pacing import Pacer
 from .queue import WorkQueue
 from .retry import RetryPolicy, refused_wait
 from .retrybudget import RetryBudget, rerun_advice
+from .toolloop import ToolLoop, offers_tools
 
 #: Seconds that calls in flight may still take after an interrupt or the deadline.
 STOP_GRACE = 10.0
@@ -57,8 +58,9 @@ class Executor:
         on_notice: Notice | None = None,
         retry_budget: RetryBudget | None = None,
         batch: BatchOptions | None = None,
+        tools: ToolLoop | None = None,  # worker and candidate calls loop through tool calls
     ) -> None:
-        self.client = client
+        self.client, self.tools = client, tools
         self.concurrency = max(1, concurrency)
         self.batch = batch  # --batch: calls go through the provider's Batch API (batchrun.py)
         self.retry = retry or RetryPolicy()
@@ -151,7 +153,7 @@ class Executor:
         for task in work.tasks:
             endpoint = self.client.endpoint_for(task.request)
             key = request_key(endpoint.base_url, task.request, api_version=endpoint.api_version)
-            work.keys.append(key)
+            work.keys.append(None if self.tools and offers_tools(task) else key)  # per round
         if self.refresh:
             return
         try:
@@ -235,7 +237,10 @@ class Executor:
                 task = work.tasks[index]
                 started = time.monotonic()
                 try:
-                    result = self._run_one(task, work.keys[index])
+                    if self.tools is not None and offers_tools(task):
+                        result = self.tools.run(self, task, self._run_one)
+                    else:
+                        result = self._run_one(task, work.keys[index])
                 except Exception as exc:  # a bug fails its task, never the worker
                     result = TaskResult(task, error=str(internal_error(exc)), attempts=1)
                 result = replace(result, duration=time.monotonic() - started)
@@ -295,7 +300,7 @@ class Executor:
                 tokens_used=completion.usage.total_tokens,
             )
             self.ledger.settle(reserve, request.model, completion.usage)
-            self._warn(completion.warnings)
+            self.warn(*completion.warnings)
             self._store(key, completion)
             return TaskResult(task, completion, attempts=attempt)
 
@@ -349,7 +354,13 @@ class Executor:
         if memory is not None and key is not None and self.cache is not None:
             memory.remember(key, str(exc))
 
-    def _warn(self, warnings: tuple[str, ...]) -> None:
+    def count_cached(self, task: Task, hit: Completion) -> None:
+        """A call answered from the cache (a tool round): its saving and the count."""
+        self.ledger.save(task.request.model, hit.usage)
+        with self._lock:
+            self.cached += 1
+
+    def warn(self, *warnings: str) -> None:
         """Tell each distinct reply anomaly once per run."""
         for warning in warnings:
             with self._lock:
