@@ -367,3 +367,44 @@ def test_the_action_passes_exit_codes_and_refuses_bad_args(
     assert "::error title=parallelize::--chunks and --by cannot be combined" in done.stderr
     done, _ = run_step({"paths": "src", "args": "-p 'unclosed"}, tmp_path, llm)
     assert done.returncode == 2 and "::error title=parallelize::args: cannot split" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args", ["--format json", "--format=json", "-o x.json", "-ox.json", "--output x.json"]
+)
+def test_the_action_refuses_format_or_output_in_args_with_a_sarif_file(
+    llm: LLMServer, make_tree, tmp_path: Path, args: str
+) -> None:
+    make_tree({"a.py": "A = 1\n"})
+    inputs = {"paths": "src", "recipe": "code-review", "args": args, "sarif-file": "r.sarif"}
+    done, _ = run_step(inputs, tmp_path, llm)
+    assert done.returncode == 2 and llm.count() == 0
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("::error")]
+    name = args.split("=")[0].split()[0]
+    name = "-o" if name.startswith("-o") else name
+    assert line == (
+        f"::error title=parallelize::args: {name} cannot be combined with sarif-file, which sets "
+        "--format sarif --output FILE (drop it from args, or drop sarif-file)"
+    )
+    assert not (tmp_path / "r.sarif").exists()
+
+
+def test_the_action_names_no_sarif_file_when_a_chunk_was_not_reviewed(
+    llm: LLMServer, make_tree, tmp_path: Path
+) -> None:
+    make_tree({"a.py": "A = 1\n", "b.py": "B = 2\n"})
+    stale = tmp_path / "review.sarif"
+    stale.write_text('{"version": "2.1.0", "runs": []}')  # an earlier run's
+    llm.script("a.py", status=500)
+    llm.script(None, review(("src/b.py", 1, "low", "name")))
+    inputs = {
+        "paths": "src",
+        "recipe": "code-review",
+        "args": "--by file -m test-model --no-cache --max-retries 0",
+        "sarif-file": "review.sarif",
+    }
+    done, outputs = run_step(inputs, tmp_path, llm)
+    assert done.returncode == 1, done.stderr
+    assert "no SARIF written: 1 of 2 chunks was not reviewed (chunk 1/2)" in done.stderr
+    assert "exit-code=1\n" in outputs.read_text()
+    assert "sarif-file=\n" in outputs.read_text()  # the stale file is not this run's

@@ -238,6 +238,56 @@ def test_a_failed_run_writes_no_sarif_and_keeps_its_exit_code(llm: LLMServer, ma
     assert done.stdout == ""  # no empty log: code scanning would close every open alert
 
 
+@pytest.mark.parametrize("unstarted", [False, True], ids=["failed", "not-started"])
+def test_a_partial_review_writes_no_sarif_and_warns_how_many_chunks_were_not_reviewed(
+    llm: LLMServer, make_tree, tmp_path: Path, unstarted: bool
+):
+    make_tree({f"f{i}.py": f"V{i} = {i}\n" for i in range(6)})
+    llm.script("f0.py", status=500)  # one chunk fails; the others find something
+    llm.script(None, review(("f1.py", 1, "high", "bad")))
+    limits = ["-j", "1", "--max-failures", "1"] if unstarted else []
+    args = section("--recipe", "code-review", "--format", "sarif", "-o", "r.sarif")
+    done = run_cli(*args, "--max-retries", "0", *limits)
+    assert done.exit_code == 1, done.stderr  # the run's own code
+    assert not (tmp_path / "r.sarif").exists() and done.stdout == ""
+    (warning,) = [x for x in done.stderr.splitlines() if "no SARIF written" in x]
+    if unstarted:
+        assert warning.startswith(
+            "warning: --format sarif: no SARIF written: 6 of 6 chunks were not reviewed "
+            "(chunk 1/6, chunk 2/6, chunk 3/6 and 3 more); "
+        )
+    else:
+        assert warning.startswith(
+            "warning: --format sarif: no SARIF written: 1 of 6 chunks was not reviewed "
+            "(chunk 1/6); uploaded, a partial log would close the code-scanning alerts"
+        )
+
+
+def test_a_refused_format_still_writes_the_summary_report_and_keeps_the_result(
+    llm: LLMServer, make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    make_tree(FILES)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prompt: 'Count: {{ input }}'\nmerge: {strategy: json}\n")
+    llm.script(None, '{"count": 1}')
+    args = section("--recipe", str(recipe), "--format", "sarif", "--report", "r.md")
+    done = run_cli(*args, "-o", "r.sarif")
+    assert done.exit_code == 2 and not (tmp_path / "r.sarif").exists()
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: --format sarif: the result has no findings with a path")
+    assert line.endswith("; the result went to stdout")
+    assert json.loads(done.stdout) == {"count": 1}  # kept: with -o, stdout is free
+    assert "### Result" in (tmp_path / "summary.md").read_text()  # the step summary was written
+    assert "count" in (tmp_path / "r.md").read_text()  # and the report
+    assert "summary: 2 chunks" in done.stderr
+    done = run_cli(*args)  # without -o stdout was the SARIF's: the result goes to stderr
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-2].endswith("; the result is above on stderr")
+    assert '"count": 1' in done.stderr.split("the result (not written as asked):", 1)[1]
+
+
 def result_with(output: str, paths: tuple[str, ...] = ("src/a.py",)) -> RunResult:
     source = SectionSource("c1", paths, 10)
     task = Task(0, "chunk 1/1", ChatRequest("m", ({"role": "user", "content": "x"},)), source)

@@ -18,6 +18,7 @@ from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_PENDING,
     EXIT_USAGE,
+    ConfigError,
     EndpointError,
     ParallelizeError,
 )
@@ -397,12 +398,20 @@ def finish(
         from ..render.show import show  # here: --help stays light
 
         result = job()
-        result = show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick)
+        refused: ConfigError | None = None
+        try:
+            result = show(
+                result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick
+            )
+        except ConfigError as exc:  # the format refused the finished result (--format sarif):
+            refused = exc  # the annotations, step summary and report still show it
         publish(result)  # GitHub Actions only: annotations and the step summary
         if report is not None and not result.dry_run:
             from ..render.report import write_report  # here: Jinja loads only for a report
 
             write_report(result, report)
+        if refused is not None:
+            raise refused
         return result.exit_code
 
     code = guard(go)
