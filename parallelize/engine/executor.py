@@ -20,7 +20,7 @@ from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
 from .durations import format_duration
-from .halts import Halt, HaltReason, internal_error
+from .halts import Halt, HaltReason, internal_error, interrupted_message, unfinished
 from .overflows import OverflowMemory
 from .pacing import Pacer
 from .queue import WorkQueue
@@ -136,11 +136,15 @@ class Executor:
             self._work(work, workers=workers)
         work.close()
         self._flush_cache()
-        results = [r or self._unfinished(work, i) for i, r in enumerate(work.results)]
+        results = [
+            r or unfinished(work.tasks[i], i in work.in_flight, self.halt)
+            for i, r in enumerate(work.results)
+        ]
         if self._fatal is not None:
             raise self._fatal
         if self.halt is not None and self.halt.reason == "interrupted":
-            raise InterruptedRun(self._interrupted_message())
+            cache = self.cache.path if self.cache is not None else None
+            raise InterruptedRun(interrupted_message(self.finished, self.queued, cache))
         return results
 
     # ---- the caller's thread ----
@@ -211,23 +215,6 @@ class Executor:
                 "stopping: no new calls; calls in flight get up to "
                 f"{STOP_GRACE:.0f}s to finish (interrupt again to stop now)"
             )
-
-    def _unfinished(self, work: WorkQueue, index: int) -> TaskResult:
-        task = work.tasks[index]
-        why = self.halt.message if self.halt else "the run was stopped"
-        if index in work.in_flight:
-            return TaskResult(task, error=f"abandoned in flight: {why}", attempts=1)
-        return TaskResult(task, error=f"not started: {why}")
-
-    def _interrupted_message(self) -> str:
-        missing = self.queued - self.finished
-        done = f"interrupted: {self.finished} of {self.queued} calls finished"
-        if self.cache is None:
-            return f"{done}; the cache is off, so a re-run starts over"
-        return (
-            f"{done} and are saved in the cache ({self.cache.path}); {missing} did not. "
-            "Run the same command again to resume: only the missing calls are made"
-        )
 
     # ---- worker threads ----
 
