@@ -298,3 +298,18 @@ def test_recipe_keys_and_flags(llm: LLMServer, project: Path) -> None:
     dry = CliRunner().invoke(app, [*args[:-2], "--tools", "fs", "--dry-run"])
     assert "tools offered to worker calls: fs" in dry.output
     assert "the estimate counts one round per call" in dry.output
+
+
+def test_the_shipped_recipe_opens_the_neighbouring_files(llm: LLMServer, project: Path) -> None:
+    from parallelize.recipe.load import find_recipe
+
+    shipped = find_recipe("explain-with-tools")
+    asks = lambda body: first_round(body) and "main.py" in body["messages"][-1]["content"]  # noqa: E731
+    llm.script(asks, tool_calls=[call("read_file", path="helper.py")])
+    llm.script(lambda body: first_round(body), "explained")
+    llm.script(None, lambda body: "uses " + tool_messages(body)[0]["content"].splitlines()[2])
+    rec = shipped.model_copy(update={"model": "test-model"})
+    result = run_section([str(project)], rec, options=RunOptions(tool_root=str(project)))
+    by_path = {r.task.paths[0].rsplit("/", 1)[-1]: r.text for r in result.results}
+    assert by_path["main.py"] == "uses     return 42"
+    assert result.exit_code == 0
