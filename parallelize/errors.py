@@ -12,6 +12,8 @@ ParallelizeError                 exit 1 unless a subclass says otherwise
 ├── LLMError                     transport failure of one call (retried, then reported per task)
 ├── BudgetError                  exit 5: budget or deadline exceeded
 ├── BatchesPending               exit 6: --detach left batches running; a re-run collects them
+│   └── CallsExported            exit 0: --export wrote the calls to a file; `batch import` reads
+│                                the answers
 └── InterruptedRun               exit 130: SIGINT / SIGTERM
 
 Exit 3 (no winner) and 4 (flagged) are outcomes, not errors: they come back in
@@ -153,6 +155,12 @@ class BatchesPending(ParallelizeError):
     """--detach: the run's batches are still running on the provider; a re-run resumes."""
 
     exit_code = EXIT_PENDING
+
+
+class CallsExported(BatchesPending):
+    """--export: the calls were written to a file for another runner; not an error (exit 0)."""
+
+    exit_code = EXIT_OK
 
 
 class InterruptedRun(ParallelizeError):

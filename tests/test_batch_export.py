@@ -5,11 +5,15 @@ every size bounded."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from llmserver import LLMServer
 from typer.testing import CliRunner
+from votehelp import judge_says
 
 from parallelize.cli.app import app
 from parallelize.engine import batchimport
@@ -152,3 +156,95 @@ def test_sizes_are_bounded(exported: Path, tmp_path: Path, monkeypatch: pytest.M
 def test_a_missing_file_is_exit_2(exported: Path, tmp_path: Path) -> None:
     run = run_import(tmp_path / "nowhere.jsonl", exported)
     assert run.exit_code == 2 and "cannot read" in run.stderr
+
+
+# ---- export, answer elsewhere, import, re-run ----
+
+RUNNER = Path(__file__).resolve().parents[1] / "tools" / "realserver" / "batchrun.py"
+
+
+def answer_elsewhere(requests: Path, results: Path, base_url: str) -> None:
+    """What a user without a Batch API does: tools/realserver/batchrun.py against the server."""
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), str(requests), str(results), "--base-url", base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_export_import_then_the_same_command_runs_from_the_cache(
+    llm: LLMServer, make_tree, tmp_path: Path
+) -> None:
+    root = make_tree({f"m{i}.txt": f"MARKER-{i}\n" + "text line\n" * 20 for i in range(4)})
+    command = ["section", str(root), "-p", "Sum up", "-m", "test-model", "--by", "file", "-q"]
+    online = cli(*command, "--cache-dir", str(tmp_path / "online"))
+    assert online.exit_code == 0, online.output
+    online_bodies = sorted(json.dumps(r.body, sort_keys=True) for r in llm.requests)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    llm.clear()
+
+    requests = tmp_path / "requests.jsonl"
+    exported = cli(*command, *cache, "--batch", "--export", str(requests))
+    assert exported.exit_code == 0, exported.output
+    assert llm.requests == []  # no chat request: the calls went to the file
+    assert "exported 4 call(s) to" in exported.stderr and "error" not in exported.stderr
+    assert exported.stdout == ""
+    lines = [json.loads(x) for x in requests.read_text().splitlines()]
+    assert {(x["method"], x["url"]) for x in lines} == {("POST", "/v1/chat/completions")}
+    assert all(len(x["custom_id"]) == 64 for x in lines)
+    # Each body is exactly what the online run sent.
+    assert sorted(json.dumps(x["body"], sort_keys=True) for x in lines) == online_bodies
+
+    results = tmp_path / "results.jsonl"
+    answer_elsewhere(requests, results, llm.base_url)
+    llm.clear()
+    imported = cli("batch", "import", str(results), *cache)
+    assert imported.exit_code == 0, imported.output
+    assert "stored 4, failed 0, unknown 0" in imported.stderr
+
+    again = cli(*command, *cache)
+    assert again.exit_code == 0, again.output
+    assert llm.requests == []  # every call answered by the import
+    assert again.stdout == online.stdout
+
+
+def test_export_stage_by_stage_for_a_vote_with_a_judge(llm: LLMServer, tmp_path: Path) -> None:
+    """A vote's candidates, then its judge: each --export writes the next stage's calls."""
+    judge_says(llm, '{"winner": "B", "reason": "the clearest"}')
+    command = ["vote", "Name a colour", "-n", "3", "-m", "test-model", "--no-early-stop", "-q"]
+    online = cli(*command, "--cache-dir", str(tmp_path / "online"))
+    assert online.exit_code == 0, online.output
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    llm.clear()
+    stages = []
+    for stage in range(3):
+        requests = tmp_path / f"requests-{stage}.jsonl"
+        exported = cli(*command, *cache, "--export", str(requests))
+        assert exported.exit_code == 0, exported.output
+        if "exported" not in exported.stderr:
+            break  # every call answered: the command finished
+        stages.append(len(requests.read_text().splitlines()))
+        answer_elsewhere(requests, tmp_path / f"results-{stage}.jsonl", llm.base_url)
+        imported = cli("batch", "import", str(tmp_path / f"results-{stage}.jsonl"), *cache)
+        assert imported.exit_code == 0, imported.output
+    assert stages[0] == 3 and len(stages) >= 2  # the candidates, then the judge
+    llm.clear()
+    again = cli(*command, *cache)
+    assert again.exit_code == 0 and llm.requests == []
+    assert again.stdout == online.stdout
+
+
+def test_export_refuses_what_cannot_work(llm: LLMServer, make_tree, tmp_path: Path) -> None:
+    root = make_tree({"a.txt": "text\n"})
+    base = ["section", str(root), "-p", "Sum up", "-m", "test-model", "--export", "x.jsonl"]
+    detached = cli(*base, "--detach")
+    assert detached.exit_code == 2 and "drop --detach" in detached.stderr
+    uncached = cli(*base, "--no-cache")
+    assert uncached.exit_code == 2 and "needs the call cache" in uncached.stderr
+    assert llm.requests == []

@@ -20,8 +20,7 @@ from .helpformat import OUTPUT, HelpCommand, HelpGroup
 from .options import BaseUrlOpt
 
 if TYPE_CHECKING:
-    from ..engine.batches import Batch, BatchAPI
-    from ..engine.client import ChatClient
+    from ..engine.batches import Batch, Batches
 
 
 class Format(str, Enum):
@@ -95,13 +94,12 @@ def _known_ids(cache_dir: Path | None) -> set[str]:
         return set()
 
 
-def _batch_api(base_url: str | None) -> tuple[ChatClient, BatchAPI]:
-    """The endpoint's client (--base-url, else OPENAI_BASE_URL / OpenAI) and its Batch API."""
-    from ..engine.batches import BatchAPI
-    from ..engine.client import ChatClient, Endpoint
+def _batches(base_url: str | None) -> Batches:
+    """The batches of the endpoint (--base-url, else OPENAI_BASE_URL / OpenAI)."""
+    from ..engine.batches import Batches
+    from ..engine.client import Endpoint
 
-    client = ChatClient(Endpoint.resolve(base_url))
-    return client, BatchAPI(client)
+    return Batches(Endpoint.resolve(base_url))
 
 
 @batch_app.command("list", cls=HelpCommand, epilog=LIST_EXAMPLES)
@@ -117,9 +115,8 @@ def batch_list(
     """List the endpoint's batches, newest first; * marks those this cache submitted."""
 
     def job() -> None:
-        client, api = _batch_api(base_url)
-        with client:
-            batches = api.list(limit=limit)
+        with _batches(base_url) as remote:
+            batches = remote.list(limit=limit)
         _show("batch list", batches, fmt, cache_dir, table=True)
 
     guard(job)
@@ -135,9 +132,8 @@ def batch_status(
     """Show one batch: its status, request counts, files and run."""
 
     def job() -> None:
-        client, api = _batch_api(base_url)
-        with client:
-            batch = api.get(batch_id)
+        with _batches(base_url) as remote:
+            batch = remote.get(batch_id)
         _show("batch status", [batch], fmt, cache_dir, table=False)
 
     guard(job)
@@ -153,9 +149,8 @@ def batch_cancel(
     """Cancel one batch: lines already answered are kept, a re-run resubmits the rest."""
 
     def job() -> None:
-        client, api = _batch_api(base_url)
-        with client:
-            batch = api.cancel(batch_id)
+        with _batches(base_url) as remote:
+            batch = remote.cancel(batch_id)
         _show("batch cancel", [batch], fmt, cache_dir, table=False)
 
     guard(job)

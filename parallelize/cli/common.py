@@ -16,15 +16,15 @@ import typer
 
 from ..errors import (
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_PENDING,
     EXIT_USAGE,
-    ConfigError,
     EndpointError,
     ParallelizeError,
 )
 from ..render.lines import print_error, print_notice, say
+from .exportflag import ExportOpt, export_flags
 from .helpformat import ENGINE
-from .options import MaxToolRoundsOpt, ToolConcurrencyOpt, ToolsOpt
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -230,36 +230,27 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "detach": (DetachOpt, False),
     "batch_retries": (BatchRetriesOpt, 1),
     "finish_online": (FinishOnlineOpt, False),
-}
-#: The tool flags, for the commands that take them (`@engine_options(tools=True)`).
-TOOL_FLAGS: dict[str, tuple[Any, Any]] = {
-    "tools": (ToolsOpt, None),
-    "max_tool_rounds": (MaxToolRoundsOpt, None),
-    "tool_concurrency": (ToolConcurrencyOpt, None),
+    "export": (ExportOpt, None),
 }
 
 
-def engine_options(command: Callable[..., None] | None = None, *, tools: bool = False) -> Any:
-    """Give a command the engine flags (and the tool flags with `tools`), checked and turned
-    into RunOptions fields as `engine`.
+def engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the engine flags, checked and turned into RunOptions fields as `engine`.
 
     Typer reads a command's options from its signature, so the flags are added to the signature
     here once instead of being declared again by every command that calls a model.
     """
-    if command is None:
-        return functools.partial(engine_options, tools=tools)
-    table = ENGINE_FLAGS | (TOOL_FLAGS if tools else {})
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "engine"]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-        for name, (kind, default) in table.items()
+        for name, (kind, default) in ENGINE_FLAGS.items()
     ]
 
     @functools.wraps(command)
     def run(**values: Any) -> None:
         check_finite(values)
-        flags = {name: values.pop(name) for name in table}
+        flags = {name: values.pop(name) for name in ENGINE_FLAGS}
         command(**values, engine=engine_settings(**flags))
 
     run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
@@ -291,9 +282,7 @@ def engine_settings(
     detach: bool = False,
     batch_retries: int = 1,
     finish_online: bool = False,
-    tools: list[Any] | None = None,
-    max_tool_rounds: int | None = None,
-    tool_concurrency: int | None = None,
+    export: Path | None = None,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
@@ -324,10 +313,9 @@ def engine_settings(
         "price_cached_in": price_cached_in,
         # Not an engine setting: each command folds it into the recipe (the plan checks it there).
         "max_tasks": max_tasks,
-        "batch": batch_flags(batch, detach, batch_retries, finish_online, no_cache=no_cache),
-        "tools": tuple(dict.fromkeys(tool.value for tool in tools or ())),
-        "max_tool_rounds": max_tool_rounds,
-        "tool_concurrency": tool_concurrency,
+        "batch": export_flags(export, detach=detach, no_cache=no_cache)
+        if export is not None
+        else batch_flags(batch, detach, batch_retries, finish_online, no_cache=no_cache),
     }
 
 
@@ -398,20 +386,12 @@ def finish(
         from ..render.show import show  # here: --help stays light
 
         result = job()
-        refused: ConfigError | None = None
-        try:
-            result = show(
-                result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick
-            )
-        except ConfigError as exc:  # the format refused the finished result (--format sarif):
-            refused = exc  # the annotations, step summary and report still show it
+        result = show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick)
         publish(result)  # GitHub Actions only: annotations and the step summary
         if report is not None and not result.dry_run:
             from ..render.report import write_report  # here: Jinja loads only for a report
 
             write_report(result, report)
-        if refused is not None:
-            raise refused
         return result.exit_code
 
     code = guard(go)
@@ -423,7 +403,7 @@ def guard(job: Callable[[], Any]) -> Any:
     try:
         return job()
     except ParallelizeError as exc:
-        if exc.exit_code in (EXIT_INTERRUPTED, EXIT_PENDING):
+        if exc.exit_code in (EXIT_INTERRUPTED, EXIT_PENDING, EXIT_OK):  # not errors
             say(str(exc))
         else:
             print_error(str(exc))

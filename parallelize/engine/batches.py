@@ -1,4 +1,5 @@
-"""The provider's batches as records: list, retrieve, cancel (OpenAI's `/v1/batches`).
+"""The provider's batches as records: list, retrieve, cancel (OpenAI's `/v1/batches`), through
+the engine's Batch API client.
 
 What `parallelize batch list|status|cancel` show. Everything a server says is read defensively
 (a field of the wrong type is left out, strings are masked and capped), and the three ways such a
@@ -10,28 +11,27 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, LLMError
+from ..errors import ConfigError, FatalLLMError, LLMError
 from ..masking import for_people
-from .client import ChatClient, status_error
+from .batchapi import LIST_PAGE, BatchAPI, BatchAPIError
+from .batchrun import RUN_KEY
+from .client import Endpoint, unreachable
+from .transport import ConnectFailed
 
-#: Batches one `batch list` shows at most (pages of LIST_PAGE are read until then).
+#: Batches `batch list` shows by default.
 DEFAULT_LIST_LIMIT = 20
-MAX_LIST_LIMIT = 1000
-LIST_PAGE = 100
 #: A batch id as providers write them: anything else is refused before it goes into a URL.
 BATCH_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,200}$")
-#: The metadata key the engine names its runs under (engine batches carry it).
-RUN_KEY = "parallelize_run"
 NO_BATCH_API = "this endpoint has no Batch API; use --export/batch import"
 NO_BATCH_API_HINT = (
     "run the command with --batch --export FILE, answer FILE elsewhere "
     "(tools/realserver/batchrun.py for a self-hosted server), then `parallelize batch import`"
 )
-#: Statuses after which a batch changes no more.
-FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -58,69 +58,86 @@ class Batch:
         """The parallelize run this batch belongs to, when its metadata names one."""
         return self.metadata.get(RUN_KEY) or self.metadata.get("run")
 
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
 
+class Batches:
+    """The endpoint's batches as records, through the engine's Batch API client (batchapi.py:
+    its key, proxy, Azure root and api-version, timeouts)."""
 
-class BatchAPI:
-    """The Batch API of the client's endpoint (its key, proxy, Azure api-version and timeouts)."""
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.api = BatchAPI(endpoint)
 
-    def __init__(self, client: ChatClient) -> None:
-        self.client = client
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.close()
 
     def list(self, *, limit: int = DEFAULT_LIST_LIMIT) -> list[Batch]:
         """The newest `limit` batches, newest first."""
+        pages = -(-limit // LIST_PAGE)
         found: list[Batch] = []
-        after: str | None = None
-        while len(found) < limit:
-            page = min(LIST_PAGE, limit - len(found))
-            query = f"batches?limit={page}" + (f"&after={after}" if after else "")
-            payload = self._call("GET", query, None)
-            data = payload.get("data") if isinstance(payload, dict) else None
-            if not isinstance(data, list):
-                raise LLMError("malformed reply: the batch list has no data", retryable=False)
-            batches = [b for b in (batch_from(item) for item in data[:page]) if b is not None]
-            found.extend(batches)
-            if not batches or not (isinstance(payload, dict) and payload.get("has_more") is True):
-                break
-            after = batches[-1].id
-        return found[:limit]
+        with self._errors(None):
+            for raw in self.api.list(pages=pages):
+                batch = batch_from(raw)
+                if batch is not None:
+                    found.append(batch)
+                if len(found) >= limit:
+                    break
+        return found
 
     def get(self, batch_id: str) -> Batch:
         """One batch, as the server has it now."""
-        return self._one("GET", f"batches/{check_id(batch_id)}", batch_id)
+        with self._errors(check_id(batch_id)):
+            raw = self.api.get(batch_id)
+        if raw is None:
+            raise self._missing(batch_id)
+        return _batch(raw)
 
     def cancel(self, batch_id: str) -> Batch:
         """Ask the server to cancel a batch; it is `cancelling` until the running lines end."""
-        return self._one("POST", f"batches/{check_id(batch_id)}/cancel", batch_id)
+        with self._errors(check_id(batch_id)):
+            return _batch(self.api.cancel(batch_id))
 
-    def _one(self, method: str, path: str, batch_id: str) -> Batch:
-        found = batch_from(self._call(method, path, batch_id))
-        if found is None:
-            raise LLMError("malformed reply: not a batch object", retryable=False)
-        return found
-
-    def _no_batch_api(self) -> bool:
-        """After a 404 for one batch: whether the list is missing too (a server without the
-        Batch API, as llama.cpp), not only that batch."""
-        return self.client.exchange("GET", "batches?limit=1").status == 404
-
-    def _call(self, method: str, path: str, batch_id: str | None) -> Any:
-        reply = self.client.exchange(method, path, {} if method == "POST" else None)
-        if reply.status == 404:
-            if batch_id is None or self._no_batch_api():
-                raise ConfigError(NO_BATCH_API, hint=NO_BATCH_API_HINT)
-            raise ConfigError(
-                f"no batch {for_people(batch_id, 200)} at this endpoint",
-                hint="`parallelize batch list` shows the endpoint's batches",
-            )
-        if reply.status >= 400:
-            raise status_error(reply)
+    @contextmanager
+    def _errors(self, batch_id: str | None) -> Iterator[None]:
+        """The Batch API's failures as the CLI says them: no Batch API, no such batch, the key,
+        the endpoint out of reach (each exit 2); anything else stays a failed request (exit 1)."""
         try:
-            return reply.json()
-        except (ValueError, RecursionError):
-            raise LLMError("malformed reply: not JSON", retryable=False) from None
+            yield
+        except ConnectFailed as exc:
+            raise unreachable(self.endpoint, exc) from None
+        except BatchAPIError as exc:
+            if exc.status == 404:
+                raise self._missing(batch_id) from None
+            if exc.status in (401, 403):
+                raise FatalLLMError(
+                    exc.message, status=exc.status, hint="check OPENAI_API_KEY for this endpoint"
+                ) from None
+            raise
+
+    def _missing(self, batch_id: str | None) -> ConfigError:
+        """After a 404: a server without the Batch API (its list is missing too, as llama.cpp's
+        is), or only no such batch."""
+        if batch_id is not None:
+            try:
+                next(self.api.list(pages=1), None)
+            except BatchAPIError as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                return ConfigError(
+                    f"no batch {for_people(batch_id, 200)} at this endpoint",
+                    hint="`parallelize batch list` shows the endpoint's batches",
+                )
+        return ConfigError(NO_BATCH_API, hint=NO_BATCH_API_HINT)
+
+
+def _batch(raw: Any) -> Batch:
+    found = batch_from(raw)
+    if found is None:
+        raise LLMError("malformed reply: not a batch object", retryable=False)
+    return found
 
 
 def check_id(batch_id: str) -> str:

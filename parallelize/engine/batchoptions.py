@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..recipe.model import Recipe
@@ -35,6 +36,8 @@ class BatchOptions:
     finish_online: bool = False
     #: Seconds before the second poll (later ones grow); None: PARALLELIZE_BATCH_POLL or 30.
     poll: float | None = None
+    #: --export FILE: write the calls to FILE for another runner instead of submitting them.
+    export: Path | None = None
 
     def waits(self) -> Iterator[float]:
         """The seconds to wait before each next poll: growing from the first, capped."""

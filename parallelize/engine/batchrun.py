@@ -72,6 +72,10 @@ def run_batch(executor: Executor, work: WorkQueue, pending: list[int]) -> list[i
             "--batch needs a writable call cache: it records the batches and keeps their answers",
             hint="drop --no-cache (or use a cache this parallelize can write)",
         )
+    if executor.batch.export is not None:  # written for another runner: the run stops here
+        from .batchexport import export_pending
+
+        export_pending(cache, work, pending, executor.batch.export)
     requests: dict[str, ChatRequest] = {}
     for index in pending:
         key = work.keys[index]
