@@ -378,6 +378,7 @@ def extra_rows(smoke: bool) -> list[tuple[str, list[dict]]]:
         ("dryrun", "dry run speed"),
         ("vote", "early-stopping votes"),
         ("batch", "the Batch API at 10,000 prompts"),
+        ("tools", "parallel tool calling"),
     ):
         module = ROOT / "bench" / f"{name}.py"
         if module.exists():

@@ -178,6 +178,31 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ToolCallRecord:
+    """One tool call a worker made, as `--format json` shows it (`tasks[].tool_calls[]`)."""
+
+    name: str
+    #: The parsed arguments, or the model's text when it was not a JSON object.
+    arguments: Mapping[str, Any] | str
+    ok: bool
+    error: str | None
+    duration_s: float
+    bytes: int
+
+    def record(self) -> dict[str, Any]:
+        """The call's JSON fields."""
+        arguments = dict(self.arguments) if isinstance(self.arguments, Mapping) else self.arguments
+        return {
+            "name": self.name,
+            "arguments": arguments,
+            "ok": self.ok,
+            "error": self.error,
+            "duration_s": round(self.duration_s, 3),
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
 class Completion:
     """What one successful call returned."""
 
@@ -214,6 +239,8 @@ class TaskResult:
     #: Wall seconds from a worker taking the task to its result, retries and waits included
     #: (0 for a cache hit or a call never started): the report's timings.
     duration: float = 0.0
+    #: The tools the worker called on the way to its answer, round by round.
+    tool_calls: tuple[ToolCallRecord, ...] = ()
 
     @property
     def status(self) -> Status:
@@ -308,7 +335,8 @@ class RunResult:
         return [r for r in self.all_calls if r.status == "truncated"]
 
 
-EventKind = Literal["queued", "start", "retry", "done", "failed"]
+#: "tools": a worker's tool calls started (the message says which, and how many are in flight).
+EventKind = Literal["queued", "start", "retry", "tools", "done", "failed"]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .engine.session import (
     RunOptions,
     default_model,
     engine,
-    estimate_plan,
+    estimate_run,
     open_cache,
     record_engine,
 )
@@ -112,7 +112,7 @@ def run_section(
             dry.merge = _reduce_preview(template, prepared, tasks, model or UNKNOWN_MODEL)
             dry = _with_inputs(dry, prepared)
             count = _request_counter(prepared, tasks)
-            return estimate_plan(dry, options.price_book(), options.max_cost, count=count)
+            return estimate_run(dry, options, count=count)
         result = _execute(template, prepared, tasks, model, replace(options, endpoint=endpoint))
     result.wall_time = time.monotonic() - started
     return result
@@ -149,7 +149,7 @@ def run_vote(
             warnings=[*setup.warnings, *dry_run_notes(setup)],
             vote=VotePlan(recipe.vote.strategy, setup.seed, planned_calls(setup)),
         )
-        return estimate_plan(dry, options.price_book(), options.max_cost)
+        return estimate_run(dry, options)
     with engine(options, concurrency=setup.concurrency) as executor:
         setup.resolve(None if setup.models else default_model(executor.client))
         with route_models(executor, setup.models, timeout=options.timeout):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -273,3 +274,45 @@ def test_refresh_submits_again_even_without_retries(fake: BatchServer, tree: Pat
     assert again.exit_code == 0, again.stderr
     assert again.stdout == first.stdout
     assert len(fake.submitted_lines()) == 2 * len(FILES)
+
+
+def test_an_llm_merge_runs_its_levels_as_batches_and_prints_what_online_does(
+    fake: BatchServer, tree: Path
+) -> None:
+    args = section(tree, "--merge", "llm")
+    online = invoke([*args, "--no-cache"])
+    assert online.exit_code == 0, online.stderr
+    fake.clear()
+    batch = invoke([*args, "--batch"])
+    assert batch.exit_code == 0, batch.stderr
+    assert batch.stdout == online.stdout
+    assert len(fake.batches) >= 2 and fake.count() == 0
+
+
+def test_a_line_too_long_is_split_and_healed_as_online(
+    fake: BatchServer, make_tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = make_tree({"big.txt": "word " * 1200, "small.txt": "tiny\n"}, name="big")
+    fake.context_window = 700
+    args = ["section", str(big), "--by", "file", "-m", "test-model", "-p", "Summarize."]
+    online = invoke([*args, "--no-cache", "--context-window", "100000"])
+    fake.clear()
+    batch = invoke([*args, "--batch", "--context-window", "100000"])
+    assert batch.exit_code == online.exit_code, batch.stderr
+    assert batch.stdout == online.stdout
+    assert fake.count() == 0 and len(fake.batches) >= 2  # the split parts went in a second batch
+
+
+def test_ctrl_c_while_waiting_says_the_batches_keep_running(
+    fake: BatchServer, tree: Path, entry_point: str
+) -> None:
+    fake.paused = True
+    run = run_entry(entry_point, section(tree, "--batch"), fake)
+    for _ in range(600):
+        if fake.count_path("GET", r"batches/batch_1$") >= 2:
+            break
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130
+    assert "batch_1 keep running at the provider" in err

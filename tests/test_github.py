@@ -85,6 +85,17 @@ def test_a_command_escapes_masks_and_neutralises_what_it_carries() -> None:
     assert len(workflow_command("warning", "y" * 10_000)) < 2_100  # capped
 
 
+def test_a_path_too_long_or_changed_for_a_file_property_moves_into_the_message() -> None:
+    deep = "d/" * 600 + "a.py"
+    line = workflow_command("warning", "bad", file=deep, line=3, title="t")
+    assert line == f"::warning title=t::{deep}:3: bad"  # never a cut path that does not exist
+    assert "…" not in line
+    odd = workflow_command("warning", "bad", file="a\x1bb.py", line=1)
+    assert odd.startswith("::warning::") and "file=" not in odd
+    fine = "e/" * 200 + "b.py"  # longer than a title, still a path
+    assert workflow_command("error", "x", file=fine, line=2) == f"::error file={fine},line=2::x"
+
+
 def test_at_most_ten_of_each_kind_and_the_rest_folded_into_one_line() -> None:
     notes = Annotations()
     for i in range(25):
@@ -168,12 +179,40 @@ def test_errors_warnings_and_failures_become_annotations(
     done = CliRunner().invoke(app, [*args, "--max-retries", "0"])
     assert done.exit_code == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("::error")]
-    assert len(errors) == 10 and errors[0].startswith("::error title=parallelize%3A chunk ")
-    assert "4 more errors not annotated" in done.stderr
+    # One annotation for the 14 chunks that failed alike, folded as the summary folds them.
+    (error,) = errors
+    assert error.startswith(
+        "::error title=parallelize%3A 14 chunks failed::14 chunks failed: chunk 1/14, chunk 2/14, "
+        "chunk 3/14 and 11 more; HTTP 500: "
+    )
+    assert "not annotated" not in done.stderr
     assert "| failed: " in actions.read_text()
     usage = CliRunner().invoke(app, ["section", "src", "--chunks", "2", "--by", "file"])
     assert usage.exit_code == 2
     assert "::error title=parallelize::--chunks and --by cannot be combined" in usage.stderr
+
+
+def test_errors_that_differ_only_in_request_ids_or_counts_fold_into_one_annotation(
+    llm: LLMServer, make_tree, actions: Path
+) -> None:
+    make_tree({f"f{i}.txt": f"text {i}\n" for i in range(6)})
+    for i in range(5):  # OpenAI's 5xx bodies name each request
+        message = f"The server had an error. (Please include the request ID req_{i}Ab9x{i}z)"
+        llm.script(f"text {i}", status=500, error={"message": message, "type": "server_error"})
+    llm.script("text 5", status=400, error={"message": "bad one", "type": "invalid_request"})
+    args = ["section", "src", "--by", "file", "-p", "Sum up", "-m", "test-model", "--no-cache"]
+    done = CliRunner().invoke(app, [*args, "--max-retries", "0", "-j", "1"])
+    assert done.exit_code == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("::error")]
+    assert errors == [
+        "::error title=parallelize%3A 5 chunks failed::5 chunks failed: chunk 1/6, chunk 2/6, "
+        "chunk 3/6 and 2 more; HTTP 500: The server had an error. "
+        "(Please include the request ID req_0Ab9x0z)",  # the first one, verbatim
+        "::error title=parallelize%3A chunk 6/6 failed::failed: chunk 6/6: HTTP 400: bad one",
+    ]
+    assert "\n  5 chunks failed: chunk 1/6, chunk 2/6, chunk 3/6 and 2 more; HTTP 500: " in (
+        done.stderr
+    )
 
 
 def test_a_vote_summary_shows_the_candidates_and_marks_the_winner(
@@ -328,3 +367,44 @@ def test_the_action_passes_exit_codes_and_refuses_bad_args(
     assert "::error title=parallelize::--chunks and --by cannot be combined" in done.stderr
     done, _ = run_step({"paths": "src", "args": "-p 'unclosed"}, tmp_path, llm)
     assert done.returncode == 2 and "::error title=parallelize::args: cannot split" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args", ["--format json", "--format=json", "-o x.json", "-ox.json", "--output x.json"]
+)
+def test_the_action_refuses_format_or_output_in_args_with_a_sarif_file(
+    llm: LLMServer, make_tree, tmp_path: Path, args: str
+) -> None:
+    make_tree({"a.py": "A = 1\n"})
+    inputs = {"paths": "src", "recipe": "code-review", "args": args, "sarif-file": "r.sarif"}
+    done, _ = run_step(inputs, tmp_path, llm)
+    assert done.returncode == 2 and llm.count() == 0
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("::error")]
+    name = args.split("=")[0].split()[0]
+    name = "-o" if name.startswith("-o") else name
+    assert line == (
+        f"::error title=parallelize::args: {name} cannot be combined with sarif-file, which sets "
+        "--format sarif --output FILE (drop it from args, or drop sarif-file)"
+    )
+    assert not (tmp_path / "r.sarif").exists()
+
+
+def test_the_action_names_no_sarif_file_when_a_chunk_was_not_reviewed(
+    llm: LLMServer, make_tree, tmp_path: Path
+) -> None:
+    make_tree({"a.py": "A = 1\n", "b.py": "B = 2\n"})
+    stale = tmp_path / "review.sarif"
+    stale.write_text('{"version": "2.1.0", "runs": []}')  # an earlier run's
+    llm.script("a.py", status=500)
+    llm.script(None, review(("src/b.py", 1, "low", "name")))
+    inputs = {
+        "paths": "src",
+        "recipe": "code-review",
+        "args": "--by file -m test-model --no-cache --max-retries 0",
+        "sarif-file": "review.sarif",
+    }
+    done, outputs = run_step(inputs, tmp_path, llm)
+    assert done.returncode == 1, done.stderr
+    assert "no SARIF written: 1 of 2 chunks was not reviewed (chunk 1/2)" in done.stderr
+    assert "exit-code=1\n" in outputs.read_text()
+    assert "sarif-file=\n" in outputs.read_text()  # the stale file is not this run's

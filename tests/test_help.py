@@ -65,8 +65,31 @@ def test_section_groups_its_inputs_chunking_and_merge_options() -> None:
     assert "--include GLOB" in inputs and "--on-secret redact|fail" in inputs
     assert "-c, --chunks N" in chunking and "--context-window TOKENS" in chunking
     assert "--merge concat|llm|json|files" in merge
-    assert "Usage: root section [OPTIONS] [PATH]..." in text or "[PATH]..." in text
     assert "-t, --temperature T" in text and "Sampling temperature" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("section", "[OPTIONS] [PATH]..."),
+        ("vote", "[OPTIONS] [TASK]"),
+        ("report", "[OPTIONS] RUN"),  # required: plain, never Typer's {RUN}
+    ],
+)
+def test_the_usage_line_names_each_argument_plainly(command: str, usage: str) -> None:
+    first = help_text(command).splitlines()[0]
+    assert re.fullmatch(rf"Usage: \S+ {command} {re.escape(usage)}", first), first
+
+
+def test_report_help_has_readable_metavars_help_and_examples() -> None:
+    text = help_text("report")
+    assert "{" not in text and "\nExamples:\n  parallelize " in text
+    assert not re.search(r"<[a-z]|\[str\]", text)  # Typer's type names
+    for option in options("report"):
+        name = option.opts[0]
+        assert (option.help or "").strip(), f"report {name}: no help text"
+        assert option.is_flag or option.metavar == "FILE", name
+    assert re.search(r"^  RUN +A run's document", text, re.M)
 
 
 def test_the_app_lists_whole_command_summaries() -> None:

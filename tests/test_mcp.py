@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,9 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from llmserver import LLMServer
+from typer.testing import CliRunner
 
 pytest.importorskip("mcp", reason="the optional `mcp` extra is not installed")
 
+from parallelize.cli import app
 from parallelize.errors import ConfigError
 from parallelize.tools.base import ToolOutcome
 from parallelize.tools.mcp import (
@@ -54,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpSource]:
         env.setenv("OPENAI_API_KEY", SECRET)
         env.setenv("PARALLELIZE_API_KEY", SECRET)
         env.setenv("SOME_TOKEN", SECRET)
-        source = open_mcp_source(SERVER, root=root, timeout=20, max_output_bytes=1_000)
+        source = open_mcp_source(SERVER, root=root, timeout=20, max_output_chars=1_000)
     yield source
     source.close()
 
@@ -119,7 +123,7 @@ def test_output_over_the_cap_is_truncated_with_a_note(server: McpSource) -> None
     assert outcome.ok
     assert outcome.bytes == 50_000
     assert outcome.text.startswith("x" * 1_000)
-    assert outcome.text.endswith("[output truncated: 50,000 bytes, the first 1,000 shown]")
+    assert "\n[output truncated: the first 1,000 of 50,000 characters" in outcome.text
 
 
 def test_non_text_blocks_are_described(server: McpSource) -> None:
@@ -213,27 +217,38 @@ def test_a_server_that_exits_at_once_says_why(tmp_path: Path) -> None:
     assert str(caught.value).count("(its stderr ends: mcp: bad config file)") == 1
 
 
-def test_without_the_mcp_package_the_error_says_how_to_install_it(tmp_path: Path) -> None:
+def test_without_the_mcp_package_the_cli_says_how_to_install_it(
+    llm: LLMServer, tmp_path: Path
+) -> None:
+    """The entry point, with `mcp` made unimportable: exit 2 and one line naming the extra."""
+    (tmp_path / "notes.txt").write_text("hello\n", encoding="utf-8")
+    (tmp_path / "mcp.yaml").write_text(
+        "model: test-model\nprompt: '{{ input }}'\ntools:\n  - mcp: [my-server]\n",
+        encoding="utf-8",
+    )
     script = textwrap.dedent(
         """
         import sys
         sys.modules["mcp"] = None  # as if the optional extra were not installed
-        from pathlib import Path
-        from parallelize.errors import ConfigError
-        from parallelize.tools.mcp import open_mcp_source
-        try:
-            open_mcp_source(["server"], root=Path("."), timeout=1)
-        except ConfigError as exc:
-            print(exc.exit_code, exc)
+        from parallelize.cli import main
+        sys.argv = ["parallelize", "section", "notes.txt", "--recipe", "mcp.yaml", "--no-cache"]
+        main()
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
-    assert done.stdout.strip() == (
-        "2 tools: mcp needs the `mcp` package, which is not installed "
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: tools: mcp needs the `mcp` package, which is not installed "
         "(pip install 'parallelize[mcp]')"
-    )
+    ]
+    assert llm.requests == []
 
 
 def test_offered_names_are_ones_an_endpoint_accepts() -> None:
@@ -267,3 +282,45 @@ def test_offered_names_are_ones_an_endpoint_accepts() -> None:
 )
 def test_every_block_kind_becomes_text(block: dict, text: str) -> None:
     assert block_text(block).startswith(text)
+
+
+def test_a_recipe_with_an_mcp_server_runs_end_to_end(llm: LLMServer, tmp_path: Path) -> None:
+    """Through the CLI: the model calls three MCP tools in one reply, reads their answers, and
+    the server is gone when the run is over."""
+    (tmp_path / "notes.txt").write_text("what does the server say?\n", encoding="utf-8")
+    recipe = tmp_path / "mcp.yaml"
+    recipe.write_text(
+        "model: test-model\nprompt: '{{ input }}'\ntools:\n  - mcp: " + json.dumps(SERVER) + "\n",
+        encoding="utf-8",
+    )
+
+    def call(name: str, **arguments: object) -> dict:
+        return {"function": {"name": name, "arguments": arguments}}
+
+    def tool_texts(body: dict) -> list[str]:
+        return [m["content"] for m in body["messages"] if m.get("role") == "tool"]
+
+    llm.script(
+        lambda body: body["messages"][-1]["role"] == "user",
+        tool_calls=[call("echo", text="ping"), call("info"), call("fail", reason="no such row")],
+    )
+    llm.script(None, lambda body: json.dumps(tool_texts(body)))
+    done = CliRunner().invoke(
+        app, ["section", str(tmp_path / "notes.txt"), "--recipe", str(recipe), "--format", "json"]
+    )
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    calls = doc["tasks"][0]["tool_calls"]
+    assert [(c["name"], c["ok"]) for c in calls] == [
+        ("echo", True),
+        ("info", True),
+        ("fail", False),
+    ]
+    assert "no such row" in calls[2]["error"]
+    offered = {tool["function"]["name"] for tool in llm.requests[0].body["tools"]}
+    assert {"echo", "info", "sleep_then_echo"} <= offered
+    answers = json.loads(doc["tasks"][0]["output"])  # the reply: the tool messages it was sent
+    assert "ping" in answers[0]
+    assert "no such row" in answers[2]
+    pid = int(re.search(r'"pid": (\d+)', answers[1]).group(1))
+    assert gone(pid)  # the run closed the server

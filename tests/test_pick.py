@@ -189,3 +189,11 @@ def test_a_recipe_that_prints_the_answer_prints_the_picked_answer() -> None:
     assert isinstance(chosen.vote, VoteReport) and chosen.vote.record()["picked_by"] == "human"
     assert picked(result, vote, 1, answer_only=False).output == "hence ANSWER: 41\n"
     assert result.vote is vote and vote.picked_by == "strategy"  # the run's own record is kept
+
+
+def test_a_pick_clears_no_winner_but_keeps_a_budget_or_deadline_halt() -> None:
+    rows = [{"index": 0, "model": "m", "status": "ok", "winner": False, "text": "A"}]
+    vote = VoteReport("consensus", 1, 1, None, "no quorum", "no quorum", None, {}, rows)
+    for code, kept in ((3, 0), (1, 0), (5, 5)):
+        result = RunResult("vote", "v", "m", [], output="", vote=vote, exit_code=code)
+        assert picked(result, vote, 0, answer_only=False).exit_code == kept

@@ -16,7 +16,7 @@ from parallelize.cli.app import app
 from parallelize.engine.cache import CACHE_FILE, SCHEMA_VERSION, CallCache
 from parallelize.engine.costs import PRICES, Ledger, Price, PriceBook, builtin_price
 from parallelize.engine.reply import CACHED_IGNORED, parse_usage
-from parallelize.errors import RecipeError
+from parallelize.errors import ConfigError, RecipeError
 from parallelize.recipe.load import parse_recipe
 from parallelize.records import Completion, Usage
 
@@ -131,6 +131,32 @@ def test_a_bad_price_cached_in_is_exit_2_naming_the_flag(
     result = CliRunner().invoke(app, ["section", str(root), "-p", "x", "-m", "test-model", *flags])
     assert result.exit_code == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and llm.requests == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["section", "SRC", "-p", "x"],
+        ["section", "SRC", "-p", "x", "--dry-run"],
+        ["vote", "Name a colour", "-n", "2"],
+        ["section", "SRC", "-p", "x", "--max-cost", "1"],
+    ],
+    ids=["section", "dry-run", "vote", "budget"],
+)
+def test_price_cached_in_above_a_models_table_input_price_is_exit_2_before_any_request(
+    llm: LLMServer, make_tree, args: list[str]
+) -> None:
+    root = str(make_tree({"a.txt": "A\n"}))
+    args = [root if a == "SRC" else a for a in args]
+    result = CliRunner().invoke(app, [*args, "-m", "gpt-4o-mini", "--price-cached-in", "5"])
+    assert result.exit_code == 2, result.stderr
+    assert "error: --price-cached-in 5 is above the input price of gpt-4o-mini (0.15 USD per " in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and llm.requests == []
+    with pytest.raises(ConfigError, match="above the input price of gpt-4o"):
+        PriceBook(price_cached_in=5).price("gpt-4o")
+    assert PriceBook(price_cached_in=1).price("gpt-4o").cache_saving(1_000_000) == 1.5
 
 
 @pytest.mark.parametrize("command", ["section", "vote"])

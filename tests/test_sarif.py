@@ -238,6 +238,56 @@ def test_a_failed_run_writes_no_sarif_and_keeps_its_exit_code(llm: LLMServer, ma
     assert done.stdout == ""  # no empty log: code scanning would close every open alert
 
 
+@pytest.mark.parametrize("unstarted", [False, True], ids=["failed", "not-started"])
+def test_a_partial_review_writes_no_sarif_and_warns_how_many_chunks_were_not_reviewed(
+    llm: LLMServer, make_tree, tmp_path: Path, unstarted: bool
+):
+    make_tree({f"f{i}.py": f"V{i} = {i}\n" for i in range(6)})
+    llm.script("f0.py", status=500)  # one chunk fails; the others find something
+    llm.script(None, review(("f1.py", 1, "high", "bad")))
+    limits = ["-j", "1", "--max-failures", "1"] if unstarted else []
+    args = section("--recipe", "code-review", "--format", "sarif", "-o", "r.sarif")
+    done = run_cli(*args, "--max-retries", "0", *limits)
+    assert done.exit_code == 1, done.stderr  # the run's own code
+    assert not (tmp_path / "r.sarif").exists() and done.stdout == ""
+    (warning,) = [x for x in done.stderr.splitlines() if "no SARIF written" in x]
+    if unstarted:
+        assert warning.startswith(
+            "warning: --format sarif: no SARIF written: 6 of 6 chunks were not reviewed "
+            "(chunk 1/6, chunk 2/6, chunk 3/6 and 3 more); "
+        )
+    else:
+        assert warning.startswith(
+            "warning: --format sarif: no SARIF written: 1 of 6 chunks was not reviewed "
+            "(chunk 1/6); uploaded, a partial log would close the code-scanning alerts"
+        )
+
+
+def test_a_refused_format_still_writes_the_summary_report_and_keeps_the_result(
+    llm: LLMServer, make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    make_tree(FILES)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prompt: 'Count: {{ input }}'\nmerge: {strategy: json}\n")
+    llm.script(None, '{"count": 1}')
+    args = section("--recipe", str(recipe), "--format", "sarif", "--report", "r.md")
+    done = run_cli(*args, "-o", "r.sarif")
+    assert done.exit_code == 2 and not (tmp_path / "r.sarif").exists()
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: --format sarif: the result has no findings with a path")
+    assert line.endswith("; the result went to stdout")
+    assert json.loads(done.stdout) == {"count": 1}  # kept: with -o, stdout is free
+    assert "### Result" in (tmp_path / "summary.md").read_text()  # the step summary was written
+    assert "count" in (tmp_path / "r.md").read_text()  # and the report
+    assert "summary: 2 chunks" in done.stderr
+    done = run_cli(*args)  # without -o stdout was the SARIF's: the result goes to stderr
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-2].endswith("; the result is above on stderr")
+    assert '"count": 1' in done.stderr.split("the result (not written as asked):", 1)[1]
+
+
 def result_with(output: str, paths: tuple[str, ...] = ("src/a.py",)) -> RunResult:
     source = SectionSource("c1", paths, 10)
     task = Task(0, "chunk 1/1", ChatRequest("m", ({"role": "user", "content": "x"},)), source)
@@ -297,14 +347,56 @@ def test_paths_are_relative_to_the_workspace_root_with_forward_slashes(
     assert places.repo_path("a.py") == "service/src/a.py"
     assert places.repo_path(str(sub / "src" / "a.py")) == "service/src/a.py"
     assert places.repo_path("src\\x\\..\\a.py") == "service/src/a.py"
-    assert places.repo_path("/elsewhere/z.py") == "/elsewhere/z.py"
+    assert places.repo_path("service/src/a.py") == "service/src/a.py"  # from the root
+    assert places.repo_path("/elsewhere/z.py") is None  # no input of the run
     monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path / "repo"))
     found = collect_findings(result_with(json.dumps({"findings": [{"path": "a.py", "line": 1}]})))
     assert found.items[0].path == "service/src/a.py"
 
 
-def test_a_path_outside_the_repository_is_a_file_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = {"findings": [{"path": "/outside/z py.c", "line": 1, "severity": "low"}]}
-    log = json.loads(sarif_text(result_with(json.dumps(doc))))
-    location = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
-    assert location["artifactLocation"] == {"uri": "file:///outside/z%20py.c"}
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "../../x/a.py",
+        "src/../../a.py",
+        "src/other.py",
+        "..",
+        "b.py",
+    ],
+)
+def test_a_path_that_names_no_input_of_the_run_has_no_location(path: str) -> None:
+    doc = {"findings": [{"path": path, "line": 1}, {"path": "a.py", "line": 2, "severity": "low"}]}
+    result = result_with(json.dumps(doc))
+    found = collect_findings(result)
+    assert [(f.path, f.line) for f in found.items] == [("src/a.py", 2)] and found.unlocated == 1
+    log = json.loads(sarif_text(result))
+    (only,) = check_sarif(log)
+    assert only["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "src/a.py",
+        "uriBaseId": "%SRCROOT%",
+    }
+    assert log["runs"][0]["properties"]["unlocatedFindings"] == 1
+
+
+def test_an_input_outside_the_repository_has_no_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    places = Places([str(tmp_path / "outside.py"), "src/a.py"], root=tmp_path / "repo")
+    assert places.repo_path(str(tmp_path / "outside.py")) is None
+    assert places.repo_path("outside.py") is None
+    assert places.repo_path("a.py") == "src/a.py"
+
+
+def test_a_review_reporting_only_places_outside_the_inputs_annotates_no_file(
+    llm: LLMServer, make_tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tree(FILES)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    llm.script(None, review(("/etc/passwd", 1, "high", "leak"), ("../../x.py", 2, "low", "far")))
+    done = run_cli(*section("--recipe", "code-review", "--format", "sarif"))
+    assert done.exit_code == 2 and done.stdout == ""  # no located finding: no log that closes all
+    assert "file=" not in done.stderr and "::warning" not in done.stderr

@@ -22,7 +22,7 @@ from parallelize.records import (
 )
 from parallelize.render import fold, terminal
 from parallelize.render.findings import NO_FINDINGS
-from parallelize.render.fold import Fold, RepeatedErrors, listed
+from parallelize.render.fold import Fold, RepeatedErrors, error_key, listed
 from parallelize.render.markdown import fence, plural, usd
 from parallelize.render.report import _environment as report_environment
 from parallelize.render.report import md_escape, md_fence
@@ -123,6 +123,16 @@ def test_folding_helpers() -> None:
     assert listed(names, verbose=True) == "c1, c2, c3, c4, c5 and c6"
     cut = Fold("chunk", "truncated (empty reply)", "", ("chunk 2/9",))
     assert cut.line() == "  truncated (empty reply): chunk 2/9"
+    assert (
+        error_key("HTTP 500: boom (request ID req_8f2c1A9e)") == "HTTP 500: boom (request ID req_*)"
+    )
+    assert error_key("budget: the last 21 attempts failed") == "budget: the last N attempts failed"
+    assert error_key("job 3f2a9c0d1e2b4f5a6b7c8d9e failed") == "job <id> failed"
+    assert error_key("HTTP 502: bad gateway") == "HTTP 502: bad gateway"  # a status stays
+    repeated = RepeatedErrors()
+    retried = "retry budget exhausted: the last {} attempts all failed; a re-run resumes them"
+    assert repeated.shown("a", retried.format(20)) == retried.format(20)
+    assert repeated.shown("b", retried.format(21)) == "(same error as a)"
     repeated = RepeatedErrors()
     long = "y" * 80
     assert repeated.shown("a", long) == long and repeated.shown("a", long) == long

@@ -16,7 +16,7 @@ from votehelp import TASK, recipe
 
 from parallelize import RunOptions, run_vote
 from parallelize.cli.app import app
-from parallelize.errors import ConfigError
+from parallelize.errors import BudgetError, ConfigError
 from parallelize.records import Completion, RunResult, TaskResult, Usage
 from parallelize.vote.certainty import Rule, Sample, next_wave, settled
 from parallelize.vote.confidence import leader_probability
@@ -178,6 +178,21 @@ def test_when_all_agree_one_wave_of_8_decides_15(llm: LLMServer) -> None:
     assert llm.count() == 7 and full.details["winner"] == 0 and full.output == result.output
     assert (full.details["samples_drawn"], full.details["samples_saved"]) == (15, 0)
     assert sorted(r.body["seed"] - SEED for r in llm.requests) == list(range(8, 15))
+
+
+def test_a_budget_all_n_could_exceed_is_refused_before_the_first_wave(llm: LLMServer) -> None:
+    """--max-cost holds the early-stopping vote to all N, as the full vote: the waves may draw
+    them all. Samples the cache already holds cost nothing, so a warm re-run is not refused."""
+    answers(llm, ["Paris"] * 15)
+    budget = RunOptions(max_cost=0.0001, price_in=10.0, price_out=10.0, max_retries=0)
+    for vote in (early(15), early(15, early_stop=False)):
+        with pytest.raises(BudgetError, match="15 call"):
+            run_vote(TASK, vote, options=budget)
+    assert llm.count() == 0
+    run_vote(TASK, early(15, early_stop=False))  # all 15 in the cache now
+    llm.clear()
+    result = run_vote(TASK, early(15), options=budget)
+    assert result.exit_code == 0 and llm.count() == 0
 
 
 def test_a_split_draws_only_the_samples_that_could_settle_it(llm: LLMServer) -> None:

@@ -145,3 +145,20 @@ def test_a_warm_rerun_loads_no_http_client_and_no_tokenizer(
     inputs = [[line for line in r.stderr.splitlines() if line.startswith("inputs:")] for r in runs]
     assert "tokens (cl100k_base)" in inputs[0][0] and inputs[1] == inputs[0]  # the same counts
     assert runs[0].stdout == runs[1].stdout
+
+
+def test_probes_refused_for_a_wrong_key_are_asked_again(
+    llm: LLMServer, make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 says nothing about the server: kept as its answer, it hid the window and the
+    tokenizer until --refresh, although the next run had the right key."""
+    llm.api_key = "sk-right-key-0000"
+    args = ["section", str(_tree(make_tree)), "--by", "file", "-m", "test-model", "-p", "Sum"]
+    args += ["-q", "--cache-dir", str(tmp_path)]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-0000")
+    assert CliRunner().invoke(app, args).exit_code == 2
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right-key-0000")
+    llm.clear()
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert ("GET", "/v1/models") in _requests(llm)

@@ -19,12 +19,14 @@ from ..errors import (
     EXIT_OK,
     EXIT_PENDING,
     EXIT_USAGE,
+    ConfigError,
     EndpointError,
     ParallelizeError,
 )
 from ..render.lines import print_error, print_notice, say
 from .exportflag import ExportOpt, export_flags
 from .helpformat import ENGINE
+from .options import MaxToolRoundsOpt, ToolConcurrencyOpt, ToolsOpt
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -232,25 +234,35 @@ ENGINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "finish_online": (FinishOnlineOpt, False),
     "export": (ExportOpt, None),
 }
+#: The tool flags, for the commands that take them (`@engine_options(tools=True)`).
+TOOL_FLAGS: dict[str, tuple[Any, Any]] = {
+    "tools": (ToolsOpt, None),
+    "max_tool_rounds": (MaxToolRoundsOpt, None),
+    "tool_concurrency": (ToolConcurrencyOpt, None),
+}
 
 
-def engine_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the engine flags, checked and turned into RunOptions fields as `engine`.
+def engine_options(command: Callable[..., None] | None = None, *, tools: bool = False) -> Any:
+    """Give a command the engine flags (and the tool flags with `tools`), checked and turned
+    into RunOptions fields as `engine`.
 
     Typer reads a command's options from its signature, so the flags are added to the signature
     here once instead of being declared again by every command that calls a model.
     """
+    if command is None:
+        return functools.partial(engine_options, tools=tools)
+    table = ENGINE_FLAGS | (TOOL_FLAGS if tools else {})
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "engine"]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-        for name, (kind, default) in ENGINE_FLAGS.items()
+        for name, (kind, default) in table.items()
     ]
 
     @functools.wraps(command)
     def run(**values: Any) -> None:
         check_finite(values)
-        flags = {name: values.pop(name) for name in ENGINE_FLAGS}
+        flags = {name: values.pop(name) for name in table}
         command(**values, engine=engine_settings(**flags))
 
     run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
@@ -283,6 +295,9 @@ def engine_settings(
     batch_retries: int = 1,
     finish_online: bool = False,
     export: Path | None = None,
+    tools: list[Any] | None = None,
+    max_tool_rounds: int | None = None,
+    tool_concurrency: int | None = None,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
@@ -316,6 +331,9 @@ def engine_settings(
         "batch": export_flags(export, detach=detach, no_cache=no_cache)
         if export is not None
         else batch_flags(batch, detach, batch_retries, finish_online, no_cache=no_cache),
+        "tools": tuple(dict.fromkeys(tool.value for tool in tools or ())),
+        "max_tool_rounds": max_tool_rounds,
+        "tool_concurrency": tool_concurrency,
     }
 
 
@@ -386,12 +404,20 @@ def finish(
         from ..render.show import show  # here: --help stays light
 
         result = job()
-        result = show(result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick)
+        refused: ConfigError | None = None
+        try:
+            result = show(
+                result, fmt=fmt.value, output=output, quiet=quiet, verbose=verbose, pick=pick
+            )
+        except ConfigError as exc:  # the format refused the finished result (--format sarif):
+            refused = exc  # the annotations, step summary and report still show it
         publish(result)  # GitHub Actions only: annotations and the step summary
         if report is not None and not result.dry_run:
             from ..render.report import write_report  # here: Jinja loads only for a report
 
             write_report(result, report)
+        if refused is not None:
+            raise refused
         return result.exit_code
 
     code = guard(go)

@@ -8,6 +8,7 @@ headings are the options' `rich_help_panel`, so Typer's Rich help would group th
 from __future__ import annotations
 
 import inspect
+import re
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,13 @@ MERGE = "Merge"
 VOTING = "Voting"
 OUTPUT = "Output"
 ENGINE = "Engine and limits"
+TOOLS = "Tools"
 #: The headings in the order `--help` shows them; an option without one goes under "Options".
-PANELS = (INPUTS, CHUNKING, PROMPT, MERGE, VOTING, OUTPUT, ENGINE)
+PANELS = (INPUTS, CHUNKING, PROMPT, MERGE, VOTING, TOOLS, OUTPUT, ENGINE)
 OTHER = "Options"
+
+#: Typer's usage form of a required argument: `{RUN}`, `{PATH}...`.
+_REQUIRED = re.compile(r"^\{([^{}]+)\}")
 
 #: The widest option column; a longer one puts its help on the next line.
 OPTION_COLUMN = 30
@@ -33,6 +38,10 @@ OPTION_COLUMN = 30
 
 class HelpCommand(TyperCommand):
     """A command whose --help groups its options under PANELS and ends with examples."""
+
+    def collect_usage_pieces(self, ctx: _click.Context) -> list[str]:
+        """`[OPTIONS] RUN`: a required argument as its plain name (Typer writes `{RUN}`)."""
+        return [_REQUIRED.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
     def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
         """Arguments first, then one section per panel, the columns aligned across sections."""

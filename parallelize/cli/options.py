@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..defaults import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from .helpformat import ENGINE, OUTPUT, PROMPT
+from .helpformat import ENGINE, OUTPUT, PROMPT, TOOLS
 
 
 class Format(str, Enum):
@@ -149,5 +149,49 @@ RetriesOpt = Annotated[
         help=f"Retries per call (default {DEFAULT_MAX_RETRIES}).",
         show_default=False,
         rich_help_panel=ENGINE,
+    ),
+]
+
+
+class BuiltinTool(str, Enum):
+    fs = "fs"
+
+
+# Tool flags: the recipe's tools: and max_tool_rounds keys, and the pool their calls run on.
+ToolsOpt = Annotated[
+    list[BuiltinTool] | None,
+    typer.Option(
+        "--tools",
+        metavar="|".join(kind.value for kind in BuiltinTool),
+        help="Offer built-in tools to the worker calls, added to the recipe's tools: (fs: "
+        "read_file, list_dir and search under the input root). Repeatable.",
+        show_default=False,
+        rich_help_panel=TOOLS,
+    ),
+]
+
+MaxToolRoundsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tool-rounds",
+        min=1,
+        max=100,
+        metavar="N",
+        help="Tool rounds per call before it must answer (default: the recipe's, else 8).",
+        show_default=False,
+        rich_help_panel=TOOLS,
+    ),
+]
+
+ToolConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tool-concurrency",
+        min=1,
+        max=4096,
+        metavar="N",
+        help="Tool calls that run at once across the run (default 3x --concurrency).",
+        show_default=False,
+        rich_help_panel=TOOLS,
     ),
 ]

@@ -172,7 +172,7 @@ parallelize section src --chunks 4 --dry-run    # the plan and its cost; no requ
 """
 
 
-@engine_options
+@engine_options(tools=True)
 def section(
     paths: Annotated[
         list[str] | None,
@@ -327,6 +327,7 @@ def section(
         # Imported here, in the command: --help loads none of the pipeline.
         from ..recipe.load import DEFAULT_SECTION_RECIPE, override, section_recipe
         from ..run import run_section
+        from ..tools.kit import input_root
 
         base = section_recipe(recipe, prompt=prompt)
         if not recipe and not prompt:
@@ -389,7 +390,7 @@ def section(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
-            engine=engine,
+            engine=engine | {"tool_root": input_root(paths or [])},  # where tools may look
         )
 
     finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose, report=report)

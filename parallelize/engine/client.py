@@ -61,6 +61,8 @@ PARAM_ADAPTATIONS: dict[str, str | None] = {
     "top_p": None,
     "seed": None,
     "response_format": None,  # no JSON mode: the prompt's instructions and our validation remain
+    "parallel_tool_calls": None,  # the calls of one reply still run at once
+    "tool_choice": None,  # the last tool round asks for an answer without it
 }
 
 
@@ -177,7 +179,7 @@ class ChatClient:
             adapted = self._learn_adaptation(error, body)
             if adapted:
                 return self.complete(request, timeout=timeout)
-            raise error
+            raise _refused_tools(error, body, self.endpoint) or error
         return parse_completion(
             reply.content,
             status=reply.status,
@@ -314,6 +316,20 @@ class ChatClient:
                     self._adapted[(str(body.get("model")), name)] = replacement
                 return True
         return False
+
+
+def _refused_tools(error: LLMError, body: Mapping[str, Any], endpoint: Endpoint) -> LLMError | None:
+    """An endpoint that refuses `tools` altogether fails the run (exit 2), naming it."""
+    if "tools" not in body or not isinstance(error, FatalLLMError) or error.status != 400:
+        return None
+    if not re.search(r"\btools?\b|function", error.message, re.IGNORECASE):
+        return None
+    return FatalLLMError(
+        f"{public_url(endpoint.base_url)} does not accept tools: {error.message}",
+        status=error.status,
+        hint="use a server and model with tool calling (llama.cpp: llama-server --jinja), "
+        "or remove tools: from the recipe and --tools",
+    )
 
 
 def public_url(url: str) -> str:

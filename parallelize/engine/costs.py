@@ -128,6 +128,15 @@ class PriceBook:
         if self.price_cached_in is not None:
             changed["cached_input"] = self.price_cached_in
         price = replace(base, **changed)
+        if self.price_cached_in is not None and self.price_cached_in > price.input:
+            # A cached rate above the input rate would make every cached token a loss (a
+            # negative prompt_cache_saved_usd); --price-in is checked against it by the CLI.
+            raise ConfigError(
+                f"--price-cached-in {self.price_cached_in:g} is above the input price of "
+                f"{model} ({price.input:g} USD per million tokens): the cached rate is the "
+                "discounted one",
+                hint="lower --price-cached-in, or set --price-in for this model",
+            )
         if self.batch:
             batch_in = price.input if price.batch_input is None else price.batch_input
             batch_out = price.output if price.batch_output is None else price.batch_output
@@ -201,6 +210,9 @@ class Ledger:
         Later batches (a merge, a judge) are held to the budget call by call instead, so that
         the work already paid for is kept.
         """
+        if self.prices.price_cached_in is not None:  # its check is in price(): before any call
+            for model in sorted({r.model for r in requests}):
+                self.prices.price(model)
         if self.max_cost is None or not requests:
             return
         unknown = sorted({r.model for r in requests if self.prices.price(r.model) is None})

@@ -20,12 +20,13 @@ from .cache import CallCache, request_key
 from .client import ChatClient
 from .costs import Ledger, PriceBook, output_cap, prompt_tokens
 from .durations import format_duration
-from .halts import Halt, HaltReason, internal_error
+from .halts import Halt, HaltReason, internal_error, interrupted_message, unfinished
 from .overflows import OverflowMemory
 from .pacing import Pacer
 from .queue import WorkQueue
 from .retry import RetryPolicy, refused_wait
 from .retrybudget import RetryBudget, rerun_advice
+from .toolloop import ToolLoop, offers_tools
 
 #: Seconds that calls in flight may still take after an interrupt or the deadline.
 STOP_GRACE = 10.0
@@ -57,8 +58,9 @@ class Executor:
         on_notice: Notice | None = None,
         retry_budget: RetryBudget | None = None,
         batch: BatchOptions | None = None,
+        tools: ToolLoop | None = None,  # worker and candidate calls loop through tool calls
     ) -> None:
-        self.client = client
+        self.client, self.tools = client, tools
         self.concurrency = max(1, concurrency)
         self.batch = batch  # --batch: calls go through the provider's Batch API (batchrun.py)
         self.retry = retry or RetryPolicy()
@@ -134,11 +136,15 @@ class Executor:
             self._work(work, workers=workers)
         work.close()
         self._flush_cache()
-        results = [r or self._unfinished(work, i) for i, r in enumerate(work.results)]
+        results = [
+            r or unfinished(work.tasks[i], i in work.in_flight, self.halt)
+            for i, r in enumerate(work.results)
+        ]
         if self._fatal is not None:
             raise self._fatal
         if self.halt is not None and self.halt.reason == "interrupted":
-            raise InterruptedRun(self._interrupted_message())
+            cache = self.cache.path if self.cache is not None else None
+            raise InterruptedRun(interrupted_message(self.finished, self.queued, cache))
         return results
 
     # ---- the caller's thread ----
@@ -151,7 +157,7 @@ class Executor:
         for task in work.tasks:
             endpoint = self.client.endpoint_for(task.request)
             key = request_key(endpoint.base_url, task.request, api_version=endpoint.api_version)
-            work.keys.append(key)
+            work.keys.append(None if self.tools and offers_tools(task) else key)  # per round
         if self.refresh:
             return
         try:
@@ -210,23 +216,6 @@ class Executor:
                 f"{STOP_GRACE:.0f}s to finish (interrupt again to stop now)"
             )
 
-    def _unfinished(self, work: WorkQueue, index: int) -> TaskResult:
-        task = work.tasks[index]
-        why = self.halt.message if self.halt else "the run was stopped"
-        if index in work.in_flight:
-            return TaskResult(task, error=f"abandoned in flight: {why}", attempts=1)
-        return TaskResult(task, error=f"not started: {why}")
-
-    def _interrupted_message(self) -> str:
-        missing = self.queued - self.finished
-        done = f"interrupted: {self.finished} of {self.queued} calls finished"
-        if self.cache is None:
-            return f"{done}; the cache is off, so a re-run starts over"
-        return (
-            f"{done} and are saved in the cache ({self.cache.path}); {missing} did not. "
-            "Run the same command again to resume: only the missing calls are made"
-        )
-
     # ---- worker threads ----
 
     def _worker(self, work: WorkQueue) -> None:
@@ -235,7 +224,10 @@ class Executor:
                 task = work.tasks[index]
                 started = time.monotonic()
                 try:
-                    result = self._run_one(task, work.keys[index])
+                    if self.tools is not None and offers_tools(task):
+                        result = self.tools.run(self, task, self._run_one)
+                    else:
+                        result = self._run_one(task, work.keys[index])
                 except Exception as exc:  # a bug fails its task, never the worker
                     result = TaskResult(task, error=str(internal_error(exc)), attempts=1)
                 result = replace(result, duration=time.monotonic() - started)
@@ -295,7 +287,7 @@ class Executor:
                 tokens_used=completion.usage.total_tokens,
             )
             self.ledger.settle(reserve, request.model, completion.usage)
-            self._warn(completion.warnings)
+            self.warn(*completion.warnings)
             self._store(key, completion)
             return TaskResult(task, completion, attempts=attempt)
 
@@ -349,7 +341,13 @@ class Executor:
         if memory is not None and key is not None and self.cache is not None:
             memory.remember(key, str(exc))
 
-    def _warn(self, warnings: tuple[str, ...]) -> None:
+    def count_cached(self, task: Task, hit: Completion) -> None:
+        """A call answered from the cache (a tool round): its saving and the count."""
+        self.ledger.save(task.request.model, hit.usage)
+        with self._lock:
+            self.cached += 1
+
+    def warn(self, *warnings: str) -> None:
         """Tell each distinct reply anomaly once per run."""
         for warning in warnings:
             with self._lock:

@@ -6,10 +6,12 @@ Kept apart from the executor so its retry loop stays readable; nothing here hold
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from ..errors import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, LLMError
 from ..masking import for_people
+from ..records import Task, TaskResult
 
 #: `retry_budget`: not one of the last attempts was answered, so the retry budget stopped the run
 #: (retrybudget.py); `stopped` in `--format json` carries the reason.
@@ -42,4 +44,23 @@ def internal_error(exc: Exception) -> LLMError:
         f"internal error: {reason}",
         retryable=False,
         hint="this is a bug in parallelize: please report it with the command that caused it",
+    )
+
+
+def unfinished(task: Task, in_flight: bool, halt: Halt | None) -> TaskResult:
+    """The result of a task a halt left without one: abandoned in flight, or not started."""
+    why = halt.message if halt else "the run was stopped"
+    if in_flight:
+        return TaskResult(task, error=f"abandoned in flight: {why}", attempts=1)
+    return TaskResult(task, error=f"not started: {why}")
+
+
+def interrupted_message(finished: int, queued: int, cache: Path | None) -> str:
+    """What an interrupted run says: how much finished, and whether a re-run resumes."""
+    done = f"interrupted: {finished} of {queued} calls finished"
+    if cache is None:
+        return f"{done}; the cache is off, so a re-run starts over"
+    return (
+        f"{done} and are saved in the cache ({cache}); {queued - finished} did not. "
+        "Run the same command again to resume: only the missing calls are made"
     )

@@ -30,7 +30,9 @@ from .pacing import Pacer
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from ..tools.kit import ToolSettings
     from .cache import CallCache
+    from .toolloop import ToolLoop
 
 
 def open_cache(
@@ -170,6 +172,14 @@ class RunOptions:
     prices: Mapping[str, Price] = field(default_factory=dict)
     #: --batch: through the provider's Batch API, billed at its rates (None: online).
     batch: BatchOptions | None = None
+    #: --tools (added to the recipe's), --max-tool-rounds, --tool-concurrency, and the root the
+    #: tools see (None: the working directory).
+    tools: tuple[str, ...] = ()
+    max_tool_rounds: int | None = None
+    tool_concurrency: int | None = None
+    tool_root: str | None = None
+    #: The tools this run offers (set by `for_recipe`; None: no tools).
+    toolset: ToolSettings | None = None
 
     def for_recipe(self, recipe: Recipe) -> RunOptions:
         """These options, with the recipe's rpm, tpm, max_cost and prices where none are set."""
@@ -183,6 +193,25 @@ class RunOptions:
                 **{model: Price(**spec.model_dump()) for model, spec in recipe.prices.items()},
                 **self.prices,
             },
+            toolset=self.tool_settings(recipe),
+        )
+
+    def tool_settings(self, recipe: Recipe) -> ToolSettings | None:
+        """The recipe's tools and --tools, with the limits; None when the run offers none."""
+        flagged = [name for name in self.tools if name not in recipe.tools]
+        entries = (*recipe.tools, *flagged)
+        if not entries:
+            return None
+        from ..inputs.bounds import Reserved
+        from ..tools.kit import ToolSettings
+
+        cache = Reserved(str(self.cache_dir or default_cache_dir()), "--cache-dir")
+        return ToolSettings(
+            entries,  # type: ignore[arg-type]  # --tools names are checked by the CLI
+            max_rounds=self.max_tool_rounds or recipe.max_tool_rounds,
+            concurrency=self.tool_concurrency,
+            root=self.tool_root or ".",
+            reserved=(cache,),
         )
 
     def price_book(self) -> PriceBook:
@@ -224,8 +253,35 @@ def engine(options: RunOptions, *, concurrency: int) -> Iterator[Executor]:
             on_notice=notice,
             batch=options.batch,
         )
+        executor.tools = _tool_loop(options, concurrency, stack)
         stack.enter_context(stop_on_signals(executor))
         yield executor
+
+
+def _tool_loop(options: RunOptions, concurrency: int, stack: ExitStack) -> ToolLoop | None:
+    """The run's tools (their pool: --tool-concurrency, else 3x the calls), closed at the end."""
+    if options.toolset is None:
+        return None
+    from ..tools.kit import ToolKit
+    from .toolloop import ToolLoop
+
+    workers = options.toolset.concurrency or 3 * concurrency
+    kit = ToolKit(options.toolset, workers=workers)
+    stack.callback(kit.close)
+    return ToolLoop(kit)
+
+
+def estimate_run(
+    result: RunResult, options: RunOptions, *, count: Callable[[ChatRequest], int] | None = None
+) -> RunResult:
+    """A dry run's estimate under the run's prices and budget, naming the tools it offers."""
+    if options.toolset is not None:
+        names = ", ".join(options.toolset.names())
+        result.warnings.append(
+            f"tools offered to worker calls: {names} (up to {options.toolset.max_rounds} tool "
+            "rounds each); the estimate counts one round per call"
+        )
+    return estimate_plan(result, options.price_book(), options.max_cost, count=count)
 
 
 def default_model(

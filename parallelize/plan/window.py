@@ -182,9 +182,14 @@ def server_facts(
     return ServerFacts(window, source, tokenizer)
 
 
+#: Replies that say nothing lasting about the server: busy (it may say more next time), or the
+#: key refused (a probe made with a wrong key must not hide the window once the key is fixed).
+_PASSING = frozenset({401, 403, 407, 408, 425, 429})
+
+
 def _settled(status: int | None) -> bool:
-    """Whether a probe's reply is the server's lasting answer: a reply, not a busy status."""
-    return status is not None and status < 500 and status not in (408, 425, 429)
+    """Whether a probe's reply is the server's lasting answer: a reply, not a passing status."""
+    return status is not None and status < 500 and status not in _PASSING
 
 
 def _ago(seconds: float) -> str:

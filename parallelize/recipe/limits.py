@@ -26,9 +26,9 @@ OWNED_PARAMS: dict[str, str] = {
     "stream": "parallelize chooses how to read replies",
     "stream_options": "parallelize chooses how to read replies",
     "n": "use parallelize vote -n (vote.n) for several samples",
-    "tools": "workers do not call tools",
-    "tool_choice": "workers do not call tools",
-    "parallel_tool_calls": "workers do not call tools",
+    "tools": "use the recipe's tools: key or --tools",
+    "tool_choice": "parallelize offers the recipe's tools: and chooses",
+    "parallel_tool_calls": "parallelize always lets a reply's tool calls run at once",
 }
 
 #: `response_format` types that still yield a JSON document.

@@ -22,6 +22,7 @@ from .limits import (
     fanout_problem,
 )
 from .section import Aspect, Guard, Merge, check_aspects, check_guard, check_matrix, matrix_as_text
+from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolEntry, check_tool_entries, parse_tool_entries
 from .vote import ModelEntry, Vote
 
 #: Command-line flags whose recipe key has another name (for error messages).
@@ -132,6 +133,12 @@ class Recipe(Strict):
         default_factory=dict, description="variables whose product makes isolated clones"
     )
     guard: Guard | None = Field(None, description="gate the answer on a screening aspect")
+    tools: list[ToolEntry] = Field(
+        default_factory=list, description="tools the workers may call (fs, commands, mcp)"
+    )
+    max_tool_rounds: int = Field(
+        DEFAULT_MAX_TOOL_ROUNDS, ge=1, le=100, description="tool rounds before a worker answers"
+    )
     source: str | None = Field(None, exclude=True, description="file the recipe came from")
     #: "--prompt" once the command line replaced the recipe file's prompt.
     _prompt_from: str | None = PrivateAttr(None)
@@ -146,6 +153,16 @@ class Recipe(Strict):
         if twice:
             raise ValueError(f"model names must be unique (repeated: {', '.join(twice)})")
         return models
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_kinds(cls, tools: Any) -> Any:
+        return parse_tool_entries(tools)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_once(cls, tools: list[ToolEntry]) -> list[ToolEntry]:
+        return check_tool_entries(tools)
 
     @field_validator("matrix", mode="before")
     @classmethod

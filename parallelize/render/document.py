@@ -40,6 +40,8 @@ def task_record(result: TaskResult) -> dict[str, Any]:
         "error": result.error,
         # Wall seconds of the call, retries included; 0 for a cache hit (no call was made).
         "duration_s": round(result.duration, 3),
+        # Only for calls that used tools: each call, in the order it was made.
+        **({"tool_calls": [c.record() for c in result.tool_calls]} if result.tool_calls else {}),
     }
 
 

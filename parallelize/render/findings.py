@@ -4,7 +4,8 @@ A finding is an object with `path` and `line` in any `findings` array of the mer
 any depth (`review-aspects` nests one per aspect); its text is `message`, else `problem`. SARIF
 (`--format sarif`), the GitHub annotations and the step summary all read them from here, so the
 three always agree. Paths are made relative to the repository root with forward slashes: the
-root is $GITHUB_WORKSPACE when the run is inside it, else the working directory.
+root is $GITHUB_WORKSPACE when the run is inside it, else the working directory. A finding whose
+path names no input of the run, or lies outside the root, has no place and is only counted.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Findings:
     items: tuple[Finding, ...]
     #: How many `findings` arrays the document has (0: not a findings document).
     arrays: int
-    #: Entries of those arrays without a path and a line (left out).
+    #: Entries of those arrays without a path and a line, or whose path is no input of the run
+    #: (left out: the merged result still has them).
     unlocated: int = 0
 
     def by_severity(self) -> list[Finding]:
@@ -110,8 +112,11 @@ def _finding(entry: Any, group: str, places: Places) -> Finding | None:
         text = entry.get("problem")
     severity = entry.get("severity")
     fix = entry.get("fix")
+    where = places.repo_path(path)
+    if where is None:
+        return None
     return Finding(
-        path=places.repo_path(path),
+        path=where,
         line=line,
         severity=severity.strip().lower() if isinstance(severity, str) else "",
         text=text.strip() if isinstance(text, str) and text.strip() else "(no message)",
@@ -145,33 +150,34 @@ def repo_root() -> Path:
 
 
 class Places:
-    """Turns the paths a model wrote into paths relative to the repository root."""
+    """Turns the paths a model wrote into paths relative to the repository root, or None.
+
+    Only an input of the run has a place: a path that is absolute elsewhere, escapes the root or
+    names no input (`/etc/passwd`, `../../x`) is unlocated, so it never becomes a SARIF location
+    or an annotation's file (the merged result still shows it)."""
 
     def __init__(self, known: Sequence[str], *, root: Path) -> None:
         self.cwd = Path.cwd().resolve()
         self.root = root.resolve()
-        self.known = {_clean(path) for path in known}
+        #: The inputs as absolute paths (no file system access: they were read from there).
+        self.known = {os.path.normpath(self.cwd / _clean(path)) for path in known}
 
-    def repo_path(self, path: str) -> str:
-        """Forward slashes, no `./`, relative to the root; a bare or shortened name that ends
-        exactly one input path becomes that path (models drop leading folders)."""
+    def repo_path(self, path: str) -> str | None:
+        """Forward slashes, relative to the root, when it names an input: as written (from the
+        working directory or the root), or a bare or shortened name that ends exactly one input
+        path (models drop leading folders); None for anything else."""
         cleaned = _clean(path)
-        if cleaned.startswith("/"):
-            try:
-                cleaned = Path(cleaned).resolve().relative_to(self.cwd).as_posix()
-            except ValueError:
-                return self._from_root(Path(cleaned))
-        if cleaned not in self.known:
+        tries = [cleaned] if cleaned.startswith("/") else [self.cwd / cleaned, self.root / cleaned]
+        found = next((p for t in tries if (p := os.path.normpath(t)) in self.known), None)
+        if found is None and not cleaned.startswith(("/", "../")) and cleaned != "..":
             ends = [k for k in self.known if k.endswith("/" + cleaned)]
-            if len(ends) == 1:
-                cleaned = ends[0]
-        return self._from_root(Path(os.path.normpath(self.cwd / cleaned)))
-
-    def _from_root(self, path: Path) -> str:
+            found = ends[0] if len(ends) == 1 else None
+        if found is None:
+            return None
         try:
-            return PurePosixPath(*path.relative_to(self.root).parts).as_posix()
-        except ValueError:  # outside the repository: kept absolute
-            return path.as_posix()
+            return PurePosixPath(*Path(found).relative_to(self.root).parts).as_posix()
+        except ValueError:  # an input outside the repository: code scanning cannot place it
+            return None
 
 
 def _clean(path: str) -> str:

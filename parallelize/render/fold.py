@@ -7,6 +7,7 @@ names every task on that line.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,24 @@ TRUNCATION_ADVICE = {
     "length": "raise max_tokens",
     "content_filter": "the provider's content filter stopped it",
 }
+
+
+#: What varies between copies of one error and says nothing about it: OpenAI's per-request id
+#: (`request ID req_abc123`), long hex or UUID ids, and counts that grow during a run (`the
+#: last 21 attempts`). Replaced in the grouping key only; the first message is shown verbatim.
+VOLATILE = (
+    (re.compile(r"\breq_[A-Za-z0-9]+"), "req_*"),
+    (re.compile(r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b"), "<id>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{16,}\b"), "<id>"),
+    (re.compile(r"\b\d[\d,]* (attempts?|calls?|retries|tries)\b"), r"N \1"),
+)
+
+
+def error_key(message: str) -> str:
+    """What copies of one error share: the message with its volatile parts replaced."""
+    for pattern, placeholder in VOLATILE:
+        message = pattern.sub(placeholder, message)
+    return message
 
 
 def listed(names: Sequence[str], *, verbose: bool = False, shown: int = SHOWN_NAMES) -> str:
@@ -50,15 +69,30 @@ class Fold:
     detail: str
     names: tuple[str, ...]
 
+    @property
+    def failed(self) -> bool:
+        """Whether these tasks have no answer (failed or not started), not just a short one."""
+        return self.how in ("failed", "not started")
+
+    @property
+    def head(self) -> str:
+        """`30 chunks failed`, `chunk 2/9 failed`: what happened, to how many."""
+        if len(self.names) == 1:
+            return f"{self.names[0]} {self.how}"
+        return f"{plural(len(self.names), self.noun)} {self.how}"
+
+    def text(self, *, verbose: bool = False) -> str:
+        """`30 chunks failed: chunk 1/31, ... and 27 more; HTTP 500 ...` on one line."""
+        if len(self.names) == 1:
+            sep = ": " if self.failed else "; "
+            tail = f"{sep}{self.detail}" if self.detail else ""
+            return f"{self.how}: {self.names[0]}{tail}"
+        tail = f"; {self.detail}" if self.detail else ""
+        return f"{self.head}: {listed(self.names, verbose=verbose)}{tail}"
+
     def line(self, *, verbose: bool = False) -> str:
         """One summary line (indented under `summary:`)."""
-        if len(self.names) == 1:
-            sep = ": " if self.how in ("failed", "not started") else "; "
-            tail = f"{sep}{self.detail}" if self.detail else ""
-            return f"  {self.how}: {self.names[0]}{tail}"
-        tail = f"; {self.detail}" if self.detail else ""
-        head = f"{plural(len(self.names), self.noun)} {self.how}"
-        return f"  {head}: {listed(self.names, verbose=verbose)}{tail}"
+        return "  " + self.text(verbose=verbose)
 
 
 def noun_of(result: RunResult) -> dict[int, str]:
@@ -74,22 +108,24 @@ def noun_of(result: RunResult) -> dict[int, str]:
 def folds(result: RunResult) -> list[Fold]:
     """The failed, not started and truncated tasks, grouped by what they share, in that order."""
     nouns = noun_of(result)
-    groups: dict[tuple[str, str, str], list[str]] = {}
+    # Keyed by what the errors share (error_key); each group shows its first error verbatim.
+    groups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
     for task in result.failed:
         error = task.error or "no reply"
         how = "not started" if error.startswith(NOT_STARTED) else "failed"
         detail = error.removeprefix(NOT_STARTED)
-        groups.setdefault((how, nouns[id(task)], detail), []).append(task.task.label)
+        key = (how, nouns[id(task)], error_key(detail))
+        groups.setdefault(key, (detail, []))[1].append(task.task.label)
     for cut in result.truncated:
         reason = cut.completion.finish_reason if cut.completion else None
         if cut.completion is not None and reason in TRUNCATION_ADVICE:
             how, detail = f"truncated (finish_reason {reason})", TRUNCATION_ADVICE[reason]
         else:
             how, detail = "truncated (empty reply)", ""
-        groups.setdefault((how, nouns[id(cut)], detail), []).append(cut.task.label)
+        groups.setdefault((how, nouns[id(cut)], detail), (detail, []))[1].append(cut.task.label)
     order = {"failed": 0, "not started": 1}
     ranked = sorted(groups.items(), key=lambda item: order.get(item[0][0], 2))  # stable
-    return [Fold(noun, how, detail, tuple(names)) for (how, noun, detail), names in ranked]
+    return [Fold(noun, how, detail, tuple(names)) for (how, noun, _), (detail, names) in ranked]
 
 
 def not_started(tasks: Sequence[TaskResult]) -> int:
@@ -109,5 +145,5 @@ class RepeatedErrors:
         if len(message) < LONG_MESSAGE:
             return message
         with self._lock:
-            first = self._first.setdefault(message, label)
+            first = self._first.setdefault(error_key(message), label)
         return message if first == label else f"(same error as {first})"

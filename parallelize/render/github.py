@@ -18,6 +18,7 @@ from pathlib import Path
 from ..records import RunResult
 from ..reports import VoteReport
 from .findings import Finding, Findings, collect_findings
+from .fold import folds
 from .lines import say
 from .sarif import rule_id
 from .workflow import TITLE, in_github_actions, workflow_command
@@ -73,8 +74,9 @@ def annotations_for(result: RunResult, findings: Findings) -> Annotations:
     notes = Annotations()
     for error in run_errors(result):
         notes.add("error", error)
-    for failed in result.failed:
-        notes.add("error", failed.error or "failed", title=f"{TITLE}: {failed.task.label} failed")
+    for group in folds(result):  # one per shared error, as the summary folds them
+        if group.failed:
+            notes.add("error", group.text(), title=f"{TITLE}: {group.head}")
     for finding in findings.by_severity():
         notes.add("warning", finding_message(finding), **finding_place(result, finding))
     for warning in run_warnings(result):
@@ -106,11 +108,10 @@ def run_errors(result: RunResult) -> list[str]:
 
 
 def run_warnings(result: RunResult) -> Iterable[str]:
-    """The run's warnings, truncated answers and a vote without a winner."""
+    """The run's warnings, truncated answers (folded as in the summary), a vote without a
+    winner."""
     yield from result.warnings
-    for cut in result.truncated:
-        reason = cut.completion.finish_reason if cut.completion else None
-        yield f"{cut.task.label} was cut short ({reason or 'empty reply'})"
+    yield from (group.text() for group in folds(result) if not group.failed)
     vote = result.vote
     if isinstance(vote, VoteReport) and vote.winner is None and vote.reason != vote.error:
         yield f"no winner: {vote.reason}"

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from typing import TextIO
 
-from ..errors import EXIT_OK, InterruptedRun
+from ..errors import EXIT_FAILED, EXIT_NO_WINNER, EXIT_OK, InterruptedRun
 from ..masking import mask, terminal_safe
 from ..records import RunResult
 from ..reports import VoteReport
@@ -93,7 +93,8 @@ def show_whole(vote: VoteReport, index: int) -> None:
 
 
 def picked(result: RunResult, vote: VoteReport, index: int, *, answer_only: bool) -> RunResult:
-    """The run with the person's candidate as its winner and artifact, exit 0."""
+    """The run with the person's candidate as its winner and artifact: exit 0 where the strategy
+    found no winner (1, 3), the run's own code otherwise (a budget or deadline halt stays 5)."""
     candidate = vote.candidates[index]
     output = candidate["text"].rstrip("\n") + "\n"
     if answer_only and candidate.get("answer"):
@@ -113,7 +114,8 @@ def picked(result: RunResult, vote: VoteReport, index: int, *, answer_only: bool
         candidates=[{**c, "winner": c["index"] == index} for c in vote.candidates],
     )
     say(f"picked: #{index + 1} ({candidate['model']}); {chose}")
-    return dataclasses.replace(result, output=output, vote=report, exit_code=EXIT_OK)
+    code = EXIT_OK if result.exit_code in (EXIT_FAILED, EXIT_NO_WINNER) else result.exit_code
+    return dataclasses.replace(result, output=output, vote=report, exit_code=code)
 
 
 def _number(text: str, count: int) -> int | None:

@@ -5,7 +5,8 @@ finding: its text as `message.text`, its severity as the level (high error, medi
 note), its place as a repository-relative URI and `region.startLine`. A result without a
 `findings` array is refused (exit 2) rather than written as an empty log, which code scanning
 would read as "every earlier alert is fixed"; so is a run that failed before it had one (its
-own exit code stands, and nothing is written).
+own exit code stands, and nothing is written). For the same reason a run where any chunk failed
+or was not started writes no log at all, only a warning: its files were never reviewed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from .. import __version__
 from ..errors import EXIT_OK, ConfigError
 from ..records import RunResult
 from .findings import Finding, Findings, collect_findings
+from .fold import listed, noun_of
+from .lines import say
+from .markdown import plural
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -45,12 +49,29 @@ def sarif_text(result: RunResult, findings: Findings | None = None) -> str:
             "--format sarif: a dry run makes no findings (drop --dry-run, or see the plan "
             "with --format text or json)"
         )
+    if result.failed:  # a partial log would close the alerts of the files never reviewed
+        say(unreviewed_warning(result))
+        return ""
     found = findings if findings is not None else collect_findings(result)
     if not found.items and (not found.arrays or found.unlocated):
         if result.exit_code != EXIT_OK:
             return ""
         raise ConfigError(NO_FINDINGS)
     return json.dumps(sarif_log(result, found), indent=2, ensure_ascii=False) + "\n"
+
+
+def unreviewed_warning(result: RunResult) -> str:
+    """Why no SARIF was written: how many chunks were not reviewed, and which (folded)."""
+    failed = result.failed
+    noun = noun_of(result)[id(failed[0])]
+    labels = [r.task.label for r in failed]
+    were = "was" if len(failed) == 1 else "were"
+    return (
+        f"warning: --format sarif: no SARIF written: {len(failed):,} of "
+        f"{plural(len(result.results), noun)} {were} not reviewed ({listed(labels)}); uploaded, "
+        "a partial log would close the code-scanning alerts of the files they hold (the summary "
+        "says why they failed; a re-run reviews them)"
+    )
 
 
 def sarif_log(result: RunResult, findings: Findings) -> dict[str, Any]:
@@ -115,7 +136,6 @@ def sarif_result(finding: Finding, rule_id: str, rule_index: int) -> dict[str, A
 
 
 def artifact_location(path: str) -> dict[str, str]:
-    """A relative path as a URI under the repository root; an absolute one as a file: URI."""
-    if path.startswith("/"):
-        return {"uri": "file://" + quote(path)}
+    """A repository-relative path as a URI under the repository root (findings.py keeps only
+    those: a path outside the repository has no location)."""
     return {"uri": quote(path), "uriBaseId": SRCROOT}

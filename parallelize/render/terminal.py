@@ -101,6 +101,8 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
                     console.print(Text.assemble(("failed", "red"), line))
             elif event.kind == "retry":
                 progress.update(bar, note=f"retrying {event.task.label}")
+            elif event.kind == "tools":
+                progress.update(bar, note=f"tools: {event.message}")
 
         yield update
 

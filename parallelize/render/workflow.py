@@ -16,6 +16,10 @@ from ..masking import mask, terminal_safe
 #: Characters of one annotation's message and title (a model's text can be long).
 MESSAGE_LIMIT = 2_000
 TITLE_LIMIT = 200
+#: Characters of an annotation's file: a longer path (or one masking or neutralising would
+#: change) is not cut, which would name a file that does not exist; it moves into the message.
+FILE_LIMIT = 1_000
+LIMITS = {"file": FILE_LIMIT}
 TITLE = "parallelize"
 
 
@@ -43,9 +47,12 @@ def workflow_command(
     title: str | None = None,
 ) -> str:
     """One `::kind props::message` line: masked, capped, escaped, no escape sequence left."""
+    if file is not None and (len(file) > FILE_LIMIT or _prepared(file, FILE_LIMIT) != file):
+        where = f"{file}:{line}" if line is not None else file
+        message, file, line = f"{where}: {message}", None, None
     values = {"file": file, "line": str(line) if line is not None else None, "title": title}
     props = ",".join(
-        f"{name}={escape_property(_prepared(value, TITLE_LIMIT))}"
+        f"{name}={escape_property(_prepared(value, LIMITS.get(name, TITLE_LIMIT)))}"
         for name, value in values.items()
         if value
     )

@@ -29,13 +29,12 @@ from typing import Any
 
 from parallelize.errors import ConfigError
 from parallelize.tools.base import ToolOutcome, ToolSpec
+from parallelize.tools.output import DEFAULT_OUTPUT_CHARS, bounded
 
 INSTALL_HINT = "pip install 'parallelize[mcp]'"
 #: What the server inherits from our environment; the SDK adds its own fixed list of harmless
 #: names (HOME, LOGNAME, PATH, SHELL, TERM, USER) in mcp 2.x, never anything secret.
 ENV_KEPT = ("PATH", "HOME", "LANG", "TMPDIR")
-#: A call's text beyond this many UTF-8 bytes is cut, with a note saying so.
-DEFAULT_MCP_OUTPUT_BYTES = 64_000
 #: How much of the server's stderr is kept (its tail), for error messages.
 STDERR_TAIL_BYTES = 8_192
 #: Bounds on what the server offers: pages of tools/list and a description's length.
@@ -56,7 +55,7 @@ def open_mcp_source(
     *,
     root: Path | str,
     timeout: float,
-    max_output_bytes: int = DEFAULT_MCP_OUTPUT_BYTES,
+    max_output_chars: int = DEFAULT_OUTPUT_CHARS,
 ) -> McpSource:
     """Start the MCP server `argv` in `root` and list its tools; a failure is a one-line error."""
     if not argv:
@@ -69,7 +68,7 @@ def open_mcp_source(
         raise ConfigError(
             "tools: mcp needs the `mcp` package, which is not installed", hint=INSTALL_HINT
         ) from None
-    source = McpSource(argv, root=root, timeout=timeout, max_output_bytes=max_output_bytes)
+    source = McpSource(argv, root=root, timeout=timeout, max_output_chars=max_output_chars)
     source.start()
     return source
 
@@ -78,13 +77,13 @@ class McpSource:
     """A ToolSource over one MCP server process that lives until close()."""
 
     def __init__(
-        self, argv: Sequence[str], *, root: Path | str, timeout: float, max_output_bytes: int
+        self, argv: Sequence[str], *, root: Path | str, timeout: float, max_output_chars: int
     ) -> None:
         self.argv = tuple(argv)
         self.label = shlex.join(self.argv)
         self._root = root
         self._timeout = timeout
-        self._max_output_bytes = max_output_bytes
+        self._max_output_chars = max_output_chars
         self._stderr = _StderrTail(STDERR_TAIL_BYTES)
         self._specs: tuple[ToolSpec, ...] = ()
         self._names: dict[str, str] = {}  # offered name -> the server's own name
@@ -130,7 +129,8 @@ class McpSource:
             return self._failed(f"{name}: {self._explain(exc)}", started)
         if wire is None:
             return self._failed(self._gone(), started)
-        text, size = _bounded(result_text(wire), self._max_output_bytes)
+        full = result_text(wire)
+        text, size = bounded(full, self._max_output_chars), len(full.encode("utf-8", "replace"))
         elapsed = time.monotonic() - started
         if wire.get("isError"):
             # The first line is the error; the text keeps the rest, so nothing is said twice.
@@ -303,16 +303,6 @@ def block_text(block: Mapping[str, Any]) -> str:
             return f"[resource {uri}]\n{resource['text']}"
         return f"[resource {uri}: {resource.get('mimeType', 'binary')}, not shown]"
     return f"[{kind or 'unknown'} block, not shown]"
-
-
-def _bounded(text: str, limit: int) -> tuple[str, int]:
-    """The text cut to `limit` UTF-8 bytes with a note, and its full size in bytes."""
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return text, len(raw)
-    kept = raw[:limit].decode("utf-8", "ignore")
-    note = f"\n[output truncated: {len(raw):,} bytes, the first {limit:,} shown]"
-    return kept + note, len(raw)
 
 
 async def _list_tools(session: Any) -> list[dict[str, Any]]:

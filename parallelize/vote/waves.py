@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ..engine.cache import request_key
 from ..engine.executor import Executor
-from ..records import TaskResult
+from ..errors import CacheError
+from ..records import ChatRequest, TaskResult
 from .certainty import Rule, Sample, next_wave, settled
 from .confidence import leader_probability
 from .consensus import extract_answer
@@ -42,6 +44,7 @@ def draw_samples(setup: VoteSetup, executor: Executor) -> Drawing:
     tasks = setup.tasks
     if not vote.stops_early or setup.n == 1:
         return Drawing(executor.run(tasks))
+    hold_to_budget(executor, [t.request for t in tasks])
     weights = sample_weights(setup)
     rule = Rule(vote.quorum, vote.min_candidates)
     pattern = re.compile(vote.answer_pattern) if vote.answer_pattern else None
@@ -71,6 +74,24 @@ def draw_samples(setup: VoteSetup, executor: Executor) -> Drawing:
             size = len(remaining)
         else:
             size = next_wave(drawn, remaining, rule, cap=setup.concurrency)
+
+
+def hold_to_budget(executor: Executor, requests: list[ChatRequest]) -> None:
+    """--max-cost refuses the vote before its first wave when all N samples could exceed it, as
+    the full vote is refused: the waves may draw all N. Samples the cache holds cost nothing."""
+    if executor.ledger.max_cost is None or executor.attempts:
+        return
+    if executor.cache is not None and not executor.refresh:
+        keys = []
+        for request in requests:
+            endpoint = executor.client.endpoint_for(request)
+            keys.append(request_key(endpoint.base_url, request, api_version=endpoint.api_version))
+        try:
+            held = executor.cache.get_many(keys)
+        except CacheError:  # the executor says why when it drops the cache
+            held = {}
+        requests = [r for r, key in zip(requests, keys, strict=True) if key not in held]
+    executor.ledger.check(requests)
 
 
 def sample_weights(setup: VoteSetup) -> list[float]:
