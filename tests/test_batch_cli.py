@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +157,27 @@ def test_a_server_without_a_batch_api_says_to_export(llm: LLMServer, command: li
 def test_no_endpoint_is_exit_2() -> None:
     run = batch("list")
     assert run.exit_code == 2 and "no model endpoint configured" in run.stderr
+
+
+def test_the_batches_this_cache_submitted_are_marked(
+    fake: BatchServer, make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARALLELIZE_BATCH_POLL", "0.01")
+    other = make_batch(fake, "someone-else", 1)
+    root = make_tree({"a.txt": "text a\n", "b.txt": "text b\n"})
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    section = ["section", str(root), "--by", "file", "-m", "test-model", "-p", "Sum up"]
+    detached = CliRunner().invoke(app, [*section, *cache, "--batch", "--detach"])
+    assert detached.exit_code == 6, detached.output
+    ours = [b for b in fake.batches if b != other["id"]]
+    assert len(ours) == 1
+    run = batch("list", *cache)
+    rows = [line.split()[1] for line in run.stdout.splitlines()[1:-1] if line.startswith("*")]
+    assert rows == ours and run.stdout.endswith("* submitted from this cache\n")
+    doc = json.loads(batch("list", *cache, "--format", "json").stdout)
+    assert {b["id"]: b["known"] for b in doc["batches"]} == {ours[0]: True, other["id"]: False}
+    status = batch("status", ours[0], *cache).stdout
+    assert "known to this cache: yes" in status and "run: pz-" in status
+    # Another cache knows none of them, and looking does not create one.
+    elsewhere = batch("list", "--cache-dir", str(tmp_path / "none"))
+    assert "*" not in elsewhere.stdout and not (tmp_path / "none").exists()

@@ -153,6 +153,14 @@ def test_sizes_are_bounded(exported: Path, tmp_path: Path, monkeypatch: pytest.M
     assert run.exit_code == 2 and "more than an import reads" in run.stderr
 
 
+def test_cache_clear_forgets_the_exports(exported: Path, tmp_path: Path) -> None:
+    output = write(tmp_path / "out.jsonl", [line("k1", reply("a"))])
+    cleared = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(exported)])
+    assert cleared.exit_code == 0, cleared.output
+    run = run_import(output, exported)
+    assert run.exit_code == 2 and "has exported no calls" in run.stderr
+
+
 def test_a_missing_file_is_exit_2(exported: Path, tmp_path: Path) -> None:
     run = run_import(tmp_path / "nowhere.jsonl", exported)
     assert run.exit_code == 2 and "cannot read" in run.stderr

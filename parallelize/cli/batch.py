@@ -80,7 +80,7 @@ def _show(
 
 
 def _known_ids(cache_dir: Path | None) -> set[str]:
-    """The batch ids this cache recorded (none when it has no batch table yet or cannot open)."""
+    """The batch ids this cache recorded (none when there is no cache or it cannot be read)."""
     from ..engine.cache import CACHE_FILE, CallCache
 
     directory = cache_dir or default_cache_dir()
@@ -88,8 +88,7 @@ def _known_ids(cache_dir: Path | None) -> set[str]:
         return set()  # no cache yet: nothing to mark, and none made only to look
     try:
         with CallCache(directory) as cache:
-            recorded = getattr(cache, "recorded_batches", None)
-            return {b.id for b in recorded()} if recorded is not None else set()
+            return {b.id for b in cache.recorded_batches()}
     except CacheError:  # marking is a courtesy: a cache that cannot be read marks nothing
         return set()
 

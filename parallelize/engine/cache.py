@@ -309,7 +309,10 @@ class CallCache(KnownFacts, BatchBook):
                 hint="upgrade parallelize, or delete the file to start afresh",
             )
         if older_than is None:
+            from .batchexport import ExportMemory  # here: only a full clear needs it
+
             OverflowMemory(self.path.parent).forget()
+            ExportMemory(self.path.parent).forget()
         with self._guard("clear"):
             if older_than is None:
                 removed = self._db.execute("DELETE FROM calls").rowcount
