@@ -16,7 +16,6 @@ import pytest
 from llmserver import LLMServer, RecordedRequest
 
 from parallelize import RunOptions, find_recipe, run_section
-from parallelize.engine.pacing import INITIAL_WINDOW
 from parallelize.errors import BudgetError, ConfigError, FatalLLMError
 from parallelize.recipe.load import override
 
@@ -113,9 +112,9 @@ def test_gentle_start_then_the_full_concurrency(llm: LLMServer, make_tree) -> No
     llm.latency = 1.0  # long enough for all 32 to be sent even on a starved machine
     run_section([files(make_tree, 32)], by_file(concurrency=32))
     seen = starts(llm.requests)
-    assert llm.peak_concurrency == 32  # the cap is reached ...
-    assert seen[-1] - seen[0] >= 0.03  # ... but not in one opening burst
-    assert seen[INITIAL_WINDOW - 1] - seen[0] < seen[-1] - seen[INITIAL_WINDOW - 1]
+    # The cap is reached; that the window opens gently is test_pacing's (a fake clock: the
+    # ramp is 0.015 s to 32, below what a wall-clock assert can tell from a burst).
+    assert llm.peak_concurrency == 32 and len(seen) == 32
 
 
 def test_pacing_converges_on_a_throttled_server(llm: LLMServer, make_tree) -> None:
