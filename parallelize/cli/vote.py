@@ -62,7 +62,7 @@ parallelize vote "Is 2^31-1 prime? End with ANSWER: yes|no" --strategy weighted 
 """
 
 
-@engine_options
+@engine_options(tools=True)
 def vote(
     task: Annotated[
         str | None,
