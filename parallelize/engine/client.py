@@ -218,12 +218,6 @@ class ChatClient:
         a failed exchange says nothing."""
         return self._metadata_reply(method, self._root_url(path), body)
 
-    def exchange(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Reply:
-        """A request relative to the base URL (the Batch API's `batches/ID`), its reply whatever
-        the status (`status_error` reads an error's); a failed exchange raises LLMError."""
-        url = f"{self.endpoint.base_url}/{path.lstrip('/')}{self._query}"
-        return self._send(method, url, body, self.timeout)
-
     def _root_url(self, path: str) -> str:
         root = re.sub(r"/v1/?$", "", self.endpoint.base_url)
         return f"{root}/{path.lstrip('/')}{self._query}"
@@ -364,11 +358,6 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
         raise LLMError(
             f"the request cannot be encoded as JSON: {reason}", retryable=False
         ) from None
-
-
-def status_error(reply: Reply) -> LLMError:
-    """An error reply of a side request as our error type, with the server's own message."""
-    return _status_error(reply, {})
 
 
 def _names_a_parameter(message: str, body: Mapping[str, Any]) -> bool:
