@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +23,7 @@ from typer.testing import CliRunner
 pytest.importorskip("mcp", reason="the optional `mcp` extra is not installed")
 
 from parallelize.cli import app
+from parallelize.engine.executor import SAME_SIGNAL
 from parallelize.errors import ConfigError
 from parallelize.tools.base import ToolOutcome
 from parallelize.tools.mcp import (
@@ -177,14 +180,18 @@ def test_close_ends_the_server_process(tmp_path: Path) -> None:
 
 
 def test_the_server_does_not_outlive_an_interrupted_run(tmp_path: Path) -> None:
-    """Ctrl-C in the middle of a run, no close(): the exit hook still ends the server."""
+    """Ctrl-C in the middle of a library run, no close(): the exit hook still ends the server
+    (with a call in flight a server does not leave on its own when its stdin closes)."""
     script = textwrap.dedent(
         f"""
-        import json, sys
+        import json, sys, threading, time
         from pathlib import Path
         from parallelize.tools.mcp import open_mcp_source
         source = open_mcp_source({SERVER!r}, root=Path({str(tmp_path)!r}), timeout=20)
         print(json.loads(source.call("info", {{}}, timeout=5).text)["pid"], flush=True)
+        hang = lambda: source.call("hang", {{}}, timeout=30)
+        threading.Thread(target=hang, daemon=True).start()
+        time.sleep(0.3)
         raise KeyboardInterrupt
         """
     )
@@ -193,6 +200,47 @@ def test_the_server_does_not_outlive_an_interrupted_run(tmp_path: Path) -> None:
     )
     assert "KeyboardInterrupt" in done.stderr
     assert gone(int(done.stdout.strip()))
+
+
+def server_children(parent: int) -> list[int]:
+    """The pids of `parent`'s children that run tests/mcpserver.py (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # not a process, or it ended while we looked
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"mcpserver.py" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_on_the_entry_point_ends_the_server(
+    llm: LLMServer, entry_point: str, tmp_path: Path
+) -> None:
+    """Ctrl-C twice (stop now) while a tool call hangs: exit 130 and the server is gone."""
+    (tmp_path / "notes.txt").write_text("hello\n", encoding="utf-8")
+    (tmp_path / "mcp.yaml").write_text(
+        "model: test-model\nprompt: '{{ input }}'\ntools:\n  - mcp: " + json.dumps(SERVER) + "\n",
+        encoding="utf-8",
+    )
+    llm.script(None, tool_calls=[{"function": {"name": "hang", "arguments": {}}}])
+    args = [entry_point, "section", "notes.txt", "--recipe", "mcp.yaml", "--no-cache"]
+    run = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    limit = time.monotonic() + 30
+    pids: list[int] = []
+    while not (pids and llm.count()) and time.monotonic() < limit and run.poll() is None:
+        time.sleep(0.05)  # a limit, not an assertion: until the tool call is under way
+        pids = pids or server_children(run.pid)
+    assert pids and llm.count() == 1
+    run.send_signal(signal.SIGINT)
+    time.sleep(SAME_SIGNAL + 0.3)  # a second signal sooner would count as the same one
+    run.send_signal(signal.SIGINT)  # the second one: stop now
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    assert b"Traceback" not in stderr
+    assert all(gone(pid) for pid in pids)
 
 
 def test_a_server_that_never_answers_is_a_start_up_error(tmp_path: Path) -> None:
