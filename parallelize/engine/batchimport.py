@@ -21,6 +21,7 @@ from ..errors import CacheError, ConfigError, InputError, LLMError
 from ..masking import for_people
 from .batchexport import ExportedCall, ExportMemory
 from .cache import CallCache
+from .client import CONTEXT_OVERFLOW
 from .overflows import OverflowMemory
 from .reply import parse_completion
 
@@ -30,16 +31,6 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_IMPORT_BYTES = 4 * 1024 * 1024 * 1024
 #: Failures kept by name in the report (the counts cover the rest).
 FAILURES_SHOWN = 20
-#: A server's words for a request longer than its window (client.CONTEXT_OVERFLOW's sense).
-OVERFLOW_WORDS = (
-    "context length",
-    "context size",
-    "context window",
-    "maximum context",
-    "context_length_exceeded",
-    "too many tokens",
-    "prompt is too long",
-)
 
 
 @dataclass(frozen=True)
@@ -151,7 +142,7 @@ def _import_line(
     if line.get("error") is not None or status != 200 or not isinstance(body, dict):
         reason = _failure(line.get("error"), status, body)
         report.fail(number, key, reason)
-        if status in (400, 413, 422) and any(w in reason.lower() for w in OVERFLOW_WORDS):
+        if status in (400, 413, 422) and CONTEXT_OVERFLOW.search(reason):
             overflows.remember(key, reason)
         return
     try:
