@@ -182,6 +182,13 @@ def test_companion_flags_need_batch(fake: BatchServer, tree: Path) -> None:
     assert fake.count_path("POST", "files") == 0
 
 
+def test_tools_from_the_flag_are_refused_before_any_request(fake: BatchServer, tree: Path) -> None:
+    run = invoke(section(tree, "--batch", "--tools", "fs"))
+    assert run.exit_code == 2, run.stderr
+    assert "--batch cannot be combined with tools" in run.stderr
+    assert fake.count() == 0 and fake.count_path("POST", "files") == 0
+
+
 def test_a_crash_right_after_create_is_adopted_not_resubmitted(
     fake: BatchServer, tree: Path, entry_point: str
 ) -> None:

@@ -255,4 +255,7 @@ def test_export_refuses_what_cannot_work(llm: LLMServer, make_tree, tmp_path: Pa
     assert detached.exit_code == 2 and "drop --detach" in detached.stderr
     uncached = cli(*base, "--no-cache")
     assert uncached.exit_code == 2 and "needs the call cache" in uncached.stderr
+    tools = cli(*base, "--tools", "fs")  # the flag's tools, not only the recipe's
+    assert tools.exit_code == 2 and "--export cannot be combined with tools" in tools.stderr
+    assert not (tmp_path / "x.jsonl").exists() and not Path("x.jsonl").exists()
     assert llm.requests == []

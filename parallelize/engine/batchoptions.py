@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,10 +48,13 @@ class BatchOptions:
             wait = min(wait * POLL_GROWTH, ceiling)
 
 
-def batch_for(options: BatchOptions | None, recipe: Recipe) -> BatchOptions | None:
+def batch_for(
+    options: BatchOptions | None, recipe: Recipe, *, tools: Sequence[str] = ()
+) -> BatchOptions | None:
     """The run's batch settings once the recipe is known (`batch: true` turns them on). A
     companion flag without --batch, or what a batch cannot do yet (tool loops, early stopping:
-    each needs an answer before the next call), is a usage error before any request."""
+    each needs an answer before the next call), is a usage error before any request. `tools`:
+    the --tools flag's names, offered on top of the recipe's."""
     enabled = recipe.batch or (options is not None and options.enabled)
     if not enabled:
         if options is not None and (given := _companions(options)):
@@ -59,11 +62,12 @@ def batch_for(options: BatchOptions | None, recipe: Recipe) -> BatchOptions | No
                 f"{given[0]} needs --batch", hint="add --batch, or `batch: true` to the recipe"
             )
         return None
-    if getattr(recipe, "tools", None):
+    if getattr(recipe, "tools", None) or tools:
+        flag = "--export" if options is not None and options.export is not None else "--batch"
         raise ConfigError(
-            "--batch cannot be combined with tools yet: a tool loop needs each answer before "
+            f"{flag} cannot be combined with tools yet: a tool loop needs each answer before "
             "its next call",
-            hint="drop --batch, or the recipe's tools: and --tools",
+            hint=f"drop {flag}, or the recipe's tools: and --tools",
         )
     if recipe.vote.stops_early:
         raise ConfigError(

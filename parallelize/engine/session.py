@@ -188,7 +188,7 @@ class RunOptions:
             rpm=self.rpm if self.rpm is not None else recipe.rpm,
             tpm=self.tpm if self.tpm is not None else recipe.tpm,
             max_cost=self.max_cost if self.max_cost is not None else recipe.max_cost,
-            batch=batch_for(self.batch, recipe),
+            batch=batch_for(self.batch, recipe, tools=self.tools),
             prices={
                 **{model: Price(**spec.model_dump()) for model, spec in recipe.prices.items()},
                 **self.prices,
