@@ -17,7 +17,7 @@ $(BIN)/parallelize: pyproject.toml
 	@touch $@
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: install
 	$(BIN)/ruff check .

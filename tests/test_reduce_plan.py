@@ -25,8 +25,12 @@ def notes(body: dict) -> str:
     return markers(body) + " lorem" * 40
 
 
-def tree(make_tree, n: int = 12):
-    return make_tree({f"m{i:02d}.txt": f"MARKER-{i}\n" for i in range(n)})
+def tree(make_tree, monkeypatch, n: int = 12) -> str:
+    """The input folder, named relative to the cwd: frames carry its path, and a tight window
+    must not depend on how long the test's temporary directory is named."""
+    root = make_tree({f"m{i:02d}.txt": f"MARKER-{i}\n" for i in range(n)})
+    monkeypatch.chdir(root.parent)
+    return root.name
 
 
 def run(root, *more: str) -> tuple[int, dict, str]:
@@ -38,8 +42,8 @@ def run(root, *more: str) -> tuple[int, dict, str]:
     return result.exit_code, json.loads(result.stdout or "{}"), result.stderr
 
 
-def test_the_dry_run_shows_the_tree_at_worst(make_tree) -> None:
-    root = tree(make_tree)
+def test_the_dry_run_shows_the_tree_at_worst(make_tree, monkeypatch) -> None:
+    root = tree(make_tree, monkeypatch)
     result = CliRunner().invoke(
         app, ["section", str(root), "--by", "file", "-p", "Note", "--merge", "llm",
               "--max-tokens", "200", "--context-window", "1000", "--dry-run"],
@@ -64,12 +68,14 @@ def test_the_dry_run_shows_the_tree_at_worst(make_tree) -> None:
                                   "max_tokens": 200, "final": True}  # fmt: skip
 
 
-def test_the_tree_uses_the_servers_window_and_reaches_one_output(llm: LLMServer, make_tree) -> None:
+def test_the_tree_uses_the_servers_window_and_reaches_one_output(
+    llm: LLMServer, make_tree, monkeypatch
+) -> None:
     llm.llama = True
     llm.context_window = 700  # /props says 700; the table would say 8,192
     llm.script(lambda body: "Combine the partial" in str(body), markers)
     llm.script(None, notes)
-    code, doc, stderr = run(tree(make_tree))
+    code, doc, stderr = run(tree(make_tree, monkeypatch))
     assert code == 0, stderr
     assert {r.status for r in llm.requests} == {200}  # planned in the right window: no 400
     merge = doc["merge"]
@@ -79,11 +85,11 @@ def test_the_tree_uses_the_servers_window_and_reaches_one_output(llm: LLMServer,
     assert not [w for w in doc["warnings"] if "fell back" in w]
 
 
-def test_a_reduce_batch_the_server_refuses_is_split(llm: LLMServer, make_tree) -> None:
+def test_a_reduce_batch_the_server_refuses_is_split(llm: LLMServer, make_tree, monkeypatch) -> None:
     llm.context_window = 900  # the run believes 8,192, so the final batch is too long
     llm.script(lambda body: "Combine the partial" in str(body), markers)
     llm.script(None, notes)
-    code, doc, stderr = run(tree(make_tree, 16))
+    code, doc, stderr = run(tree(make_tree, monkeypatch, 16))
     assert code == 0, stderr
     refused = [r for r in llm.requests if r.status == 400]
     assert len(refused) == 1 and "Combine the partial" in refused[0].prompt
