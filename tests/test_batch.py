@@ -156,6 +156,21 @@ def test_batch_calls_cost_the_batch_rates(fake: BatchServer, tree: Path) -> None
     assert batch_plan == pytest.approx(plan / 2, rel=0.01)
 
 
+def test_finish_online_calls_cost_the_online_rates(fake: BatchServer, tree: Path) -> None:
+    fake.models = ["gpt-4o-mini"]
+    args = [*section(tree)[:4], "-m", "gpt-4o-mini", "-p", "Summarize.", "--format", "json"]
+    online = json.loads(invoke([*args, "--no-cache"]).stdout)
+    fake.clear()
+    fake.outcomes = ["expired"]  # half the lines expire, then go online
+    mixed = invoke([*args, "--batch", "--batch-retries", "0", "--finish-online"])
+    assert mixed.exit_code == 0, mixed.stderr
+    doc = json.loads(mixed.stdout)
+    assert fake.count() == len(FILES) // 2
+    full = online["cost"]["usd"]
+    assert doc["cost"]["usd"] == pytest.approx(full * 0.75, rel=0.02)  # half at half price
+    assert doc["cost"]["batch_saved_usd"] == pytest.approx(full * 0.25, rel=0.02)
+
+
 def test_validation_failure_is_exit_2_with_the_servers_reasons(
     fake: BatchServer, tree: Path
 ) -> None:

@@ -92,9 +92,9 @@ def run_batch(executor: Executor, work: WorkQueue, pending: list[int]) -> list[i
         task = work.tasks[index]
         if key in runner.completions:
             completion = runner.completions[key]
-            executor.ledger.settle(0.0, task.request.model, completion.usage)
-            executor.ledger.save_batch(task.request.model, completion.usage)
+            executor.ledger.settle(0.0, task.request.model, completion.usage, batch=True)
             results[index] = TaskResult(task, completion, attempts=1)
+            executor.batched.append(results[index])
         elif key in runner.failures and not runner.options.finish_online:
             error = runner.failures[key]
             overflow = isinstance(error, ContextOverflowError)

@@ -5,7 +5,8 @@ Prices are USD per million tokens. A model without a price shows tokens but no c
 call's estimate (prompt tokens plus max_tokens of output) when the call is dispatched, so calls
 in flight can never carry the run past its budget. Estimates and reservations assume no prompt
 cache hit (the list input rate); a call is charged what it used, its cached prompt tokens at the
-cached rate.
+cached rate. A call answered by a batch is charged the Batch API's rates, every other call the
+online rates, also in a --batch run (--finish-online).
 """
 
 from __future__ import annotations
@@ -110,11 +111,13 @@ class PriceBook:
     price_in: float | None = None
     price_out: float | None = None
     price_cached_in: float | None = None
-    #: --batch: calls are billed at the Batch API's rates (the list rate where none is known).
+    #: --batch: a dry run's estimate prices every call at the Batch API's rates (each would be
+    #: batched). The calls made are charged one by one (Ledger.settle's `batch`).
     batch: bool = False
 
-    def price(self, model: str) -> Price | None:
-        """The price of one model's tokens, or None when it is not known."""
+    def price(self, model: str, *, batch: bool = False) -> Price | None:
+        """The price of one model's tokens, or None when it is not known; `batch`: at the Batch
+        API's rates (the list rate where none is known)."""
         base = self.overrides.get(model) or builtin_price(model)
         if base is None:
             if self.price_in is None or self.price_out is None:
@@ -137,7 +140,7 @@ class PriceBook:
                 "discounted one",
                 hint="lower --price-cached-in, or set --price-in for this model",
             )
-        if self.batch:
+        if batch:
             batch_in = price.input if price.batch_input is None else price.batch_input
             batch_out = price.output if price.batch_output is None else price.batch_output
             cached = None if price.cached_input is None else min(price.cached_input, batch_in)
@@ -168,9 +171,12 @@ def estimate(
     prices: PriceBook,
     *,
     count: Callable[[ChatRequest], int] = prompt_tokens,
+    batch: bool | None = None,
 ) -> Estimate:
     """The dry-run estimate: prompts counted (by the plan's own counter when given) at the input
-    rate (no prompt cache hit assumed), outputs at their max_tokens."""
+    rate (no prompt cache hit assumed), outputs at their max_tokens; at the batch rates when
+    `batch` (None: when the book says the run is batched)."""
+    batch = prices.batch if batch is None else batch
     calls = input_tokens = output_tokens = 0
     cost = 0.0
     unpriced: list[str] = []
@@ -179,7 +185,7 @@ def estimate(
         calls += 1
         input_tokens += prompt
         output_tokens += output
-        price = prices.price(request.model)
+        price = prices.price(request.model, batch=batch)
         if price is None:
             if request.model not in unpriced:
                 unpriced.append(request.model)
@@ -204,10 +210,13 @@ class Ledger:
         self.unpriced: set[str] = set()
         self._lock = threading.Lock()
 
-    def check(self, requests: list[ChatRequest], *, first: bool = True) -> None:
-        """A budget needs prices; before the `first` request, the estimate must fit in it.
+    def check(
+        self, requests: list[ChatRequest], *, first: bool = True, batch: bool = False
+    ) -> None:
+        """A budget needs prices; before the `first` request, the estimate (at the batch rates
+        when the calls go to a batch) must fit in it.
 
-        Later batches (a merge, a judge) are held to the budget call by call instead, so that
+        Later stages (a merge, a judge) are held to the budget call by call instead, so that
         the work already paid for is kept.
         """
         if self.prices.price_cached_in is not None:  # its check is in price(): before any call
@@ -224,7 +233,7 @@ class Ledger:
             )
         if not first:
             return
-        planned = estimate(requests, self.prices)
+        planned = estimate(requests, self.prices, batch=batch)
         room = self.max_cost - self.spent - self.reserved
         if planned.cost is not None and planned.cost > room:
             raise BudgetError(
@@ -251,26 +260,24 @@ class Ledger:
             self.reserved += amount
             return True
 
-    def settle(self, reserved: float, model: str, usage: Usage | None) -> None:
-        """Release a reservation and charge what the call really used (nothing if it failed)."""
-        cost = self.cost(model, usage) if usage is not None else 0.0
-        price = self.prices.price(model) if usage is not None and usage.cached_tokens else None
+    def settle(
+        self, reserved: float, model: str, usage: Usage | None, *, batch: bool = False
+    ) -> None:
+        """Release a reservation and charge what the call really used (nothing if it failed);
+        `batch`: a batch answered it (batch rates, and what they saved is counted)."""
+        cost = self.cost(model, usage, batch=batch) if usage is not None else 0.0
+        price = self.prices.price(model, batch=batch) if usage is not None else None
+        saving = None
+        if batch and usage is not None:
+            listed = self.cost(model, usage)
+            saving = max(0.0, listed - cost) if listed is not None and cost is not None else 0.0
         with self._lock:
             self.reserved = max(0.0, self.reserved - reserved)
             self.spent += cost or 0.0
-            if price is not None and usage is not None:
+            if price is not None and usage is not None and usage.cached_tokens:
                 self.prompt_cache_saved += price.cache_saving(usage.cached_tokens)
-
-    def save_batch(self, model: str, usage: Usage) -> None:
-        """Count what a batch call saved against the list price (the book has batch rates)."""
-        listed = replace(self.prices, batch=False).price(model)
-        cost = self.cost(model, usage)
-        saving = 0.0
-        if listed is not None and cost is not None:
-            saving = listed.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-            saving = max(0.0, saving - cost)
-        with self._lock:
-            self.batch_saved = (self.batch_saved or 0.0) + saving
+            if saving is not None:
+                self.batch_saved = (self.batch_saved or 0.0) + saving
 
     def save(self, model: str, usage: Usage) -> None:
         """Count what a cached call would have cost."""
@@ -278,8 +285,9 @@ class Ledger:
         with self._lock:
             self.saved += cost or 0.0
 
-    def cost(self, model: str, usage: Usage | None) -> float | None:
-        price = self.prices.price(model)
+    def cost(self, model: str, usage: Usage | None, *, batch: bool = False) -> float | None:
+        """USD for a call's usage (at the batch rates when `batch`); None: no price known."""
+        price = self.prices.price(model, batch=batch)
         if price is None:
             with self._lock:
                 self.unpriced.add(model)

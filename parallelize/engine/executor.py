@@ -82,6 +82,8 @@ class Executor:
         self.queued = self.finished = self.cached = self.failures = self.attempts = 0
         #: Requests that repeated a failed or throttled one (so attempts = first ones + retries).
         self.retries = 0
+        #: The results a batch answered (charged the batch rates; batchrun.py).
+        self.batched: list[TaskResult] = []
         self._fatal: FatalLLMError | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -125,7 +127,8 @@ class Executor:
         self._check_signals()
         self._check_deadline()
         if pending and self.halt is None:
-            self.ledger.check([work.tasks[i].request for i in pending], first=not self.attempts)
+            requests = [work.tasks[i].request for i in pending]
+            self.ledger.check(requests, first=not self.attempts, batch=self.batch is not None)
             if self.batch is not None:  # what it leaves (--finish-online) goes online
                 from .batchrun import run_batch  # only with --batch
 

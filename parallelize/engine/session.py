@@ -64,6 +64,7 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
 
     Every command calls this once its calls are done; it may raise the exit code, never lower it.
     """
+    batched = {id(r.task) for r in executor.batched}  # held by the executor: ids stay unique
     result.engine = EngineReport(
         cost=executor.ledger.report(),
         requests=executor.attempts,
@@ -73,7 +74,10 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
         stopped=executor.halt.reason if executor.halt else None,
         retries=executor.retries,
         retry_budget_refused=executor.budget.refused,
-        task_costs={r.task.index: _cost(executor.ledger.prices, r) for r in result.results},
+        task_costs={
+            r.task.index: _cost(executor.ledger.prices, r, batch=id(r.task) in batched)
+            for r in result.results
+        },
     )
     if (refused := executor.retry_warning()) is not None:
         result.warnings.append(refused)
@@ -90,9 +94,10 @@ def record_engine(result: RunResult, executor: Executor) -> RunResult:
     return result
 
 
-def _cost(prices: PriceBook, result: TaskResult) -> float | None:
-    """What one result's calls cost at the run's prices (a cache hit cost nothing)."""
-    price = prices.price(result.task.request.model)
+def _cost(prices: PriceBook, result: TaskResult, *, batch: bool = False) -> float | None:
+    """What one result's calls cost at the run's prices (a cache hit cost nothing; `batch`: a
+    batch answered it, at the batch rates)."""
+    price = prices.price(result.task.request.model, batch=batch)
     usage = result.usage
     if price is None:
         return None
@@ -107,6 +112,7 @@ def estimate_plan(
     count: Callable[[ChatRequest], int] | None = None,
 ) -> RunResult:
     """A dry run's cost estimate (outputs at max_tokens), checked against --max-cost (exit 5).
+    With --batch every call would be batched: the estimate is at the batch rates.
 
     `count`: the plan's own counter, so the estimate and the plan agree (else tiktoken's)."""
     requests = (t.request for t in result.tasks)
@@ -170,7 +176,8 @@ class RunOptions:
     price_out: float | None = None
     price_cached_in: float | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
-    #: --batch: through the provider's Batch API, billed at its rates (None: online).
+    #: --batch: through the provider's Batch API; the calls a batch answers are billed at its
+    #: rates, the rest (--finish-online) online (None: online).
     batch: BatchOptions | None = None
     #: --tools (added to the recipe's), --max-tool-rounds, --tool-concurrency, and the root the
     #: tools see (None: the working directory).
