@@ -145,6 +145,9 @@ class BatchServer(LLMServer):
             #: While set, polls leave a batch in_progress (a test kills the client meanwhile).
             self.paused = False
             self.outcomes: list[str] = []
+            #: Transient Files/Batch API faults, each answering the next request that matches:
+            #: (method, path pattern, status or 0 to drop the connection, Retry-After or None).
+            self.api_faults: list[tuple[str, str, int, str | None]] = []
             self.files: dict[str, tuple[str, bytes]] = {}
             self.batches: dict[str, FakeBatch] = {}
             self.processing_seconds = 0.0
@@ -169,6 +172,15 @@ class BatchServer(LLMServer):
             return sum(
                 1 for r in self.all_requests if r.method == method and re.search(pattern, r.path)
             )
+
+    def take_fault(self, method: str, path: str) -> tuple[int, str | None] | None:
+        """The first scripted fault for this request (used up), or None."""
+        with self._lock:
+            for fault in self.api_faults:
+                if fault[0] == method and re.search(fault[1], path):
+                    self.api_faults.remove(fault)
+                    return fault[2], fault[3]
+        return None
 
     # ---- files ----
 
@@ -425,6 +437,12 @@ class _BatchHandler(_Handler):
             return super()._other(llm, rec)
         if err := llm._auth_error(rec.headers):
             return self._send(rec, 401, err)
+        if (fault := llm.take_fault(rec.method, rec.path)) is not None:
+            status, retry_after = fault
+            if not status:
+                return self._drop()
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
+            return self._send(rec, status, error_body("scripted fault", "server_error"), headers)
         if files is not None:
             return self._files(llm, rec, files.group(1), bool(files.group(2)))
         assert batches is not None

@@ -197,6 +197,33 @@ def test_companion_flags_need_batch(fake: BatchServer, tree: Path) -> None:
     assert fake.count_path("POST", "files") == 0
 
 
+def test_transient_api_failures_are_retried(fake: BatchServer, tree: Path) -> None:
+    expected = online_stdout(fake, tree)
+    fake.api_faults = [
+        ("POST", r"/files$", 503, "0"),
+        ("POST", r"/batches$", 429, "0"),
+        ("GET", r"/batches/batch_", 502, None),
+        ("GET", r"/batches/batch_", 0, None),  # a reset connection
+        ("GET", r"/files/.*/content", 500, "0"),
+    ]
+    run = invoke(section(tree, "--batch"))
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout == expected
+    assert fake.api_faults == []  # every fault was met, and each retried
+    assert len(fake.batches) == 1 and len(fake.submitted_lines()) == len(FILES)
+
+
+def test_a_lasting_api_failure_says_a_rerun_resumes(fake: BatchServer, tree: Path) -> None:
+    expected = online_stdout(fake, tree)
+    fake.api_faults = [("GET", r"/batches/batch_", 503, "0")] * 10
+    run = invoke(section(tree, "--batch"))
+    assert run.exit_code != 0
+    assert "gave up after 10 tries" in run.stderr and "a re-run resumes" in run.stderr
+    again = invoke(section(tree, "--batch"))
+    assert again.exit_code == 0 and again.stdout == expected
+    assert len(fake.submitted_lines()) == len(FILES)
+
+
 def test_tools_from_the_flag_are_refused_before_any_request(fake: BatchServer, tree: Path) -> None:
     run = invoke(section(tree, "--batch", "--tools", "fs"))
     assert run.exit_code == 2, run.stderr

@@ -71,6 +71,17 @@ def test_list_shows_each_batch_newest_first(fake: BatchServer) -> None:
     assert run.stderr == ""
 
 
+def test_list_and_status_retry_a_transient_failure(fake: BatchServer) -> None:
+    made = make_batch(fake, "review-a", 1)
+    fake.api_faults = [("GET", r"/batches$", 502, "0"), ("GET", r"/batches/", 0, None)]
+    listed = batch("list")
+    assert listed.exit_code == 0, listed.output
+    assert made["id"] in listed.stdout
+    shown = batch("status", made["id"])
+    assert shown.exit_code == 0, shown.output
+    assert fake.api_faults == []
+
+
 def test_list_json_is_a_versioned_document(fake: BatchServer) -> None:
     made = make_batch(fake, "review-a", 2)
     run = batch("list", "--format", "json")

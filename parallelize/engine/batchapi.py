@@ -4,6 +4,12 @@ OpenAI's shape, also served by Azure OpenAI (the deployment path is dropped: fil
 live at the resource's `/openai/files` and `/openai/batches`, with the same `api-version` query)
 and LiteLLM's proxy. Input files are streamed from disk and output files to disk, so a 200 MB
 file is never held in memory. Keys travel only in headers, and every message is masked.
+
+A request that fails for a reason another try may cure (a 5xx, a 429, a reset connection) is
+sent again, waiting as the online retries do (retry.py) or as the server asks within
+MAX_SERVER_WAIT: one blip during a 24-hour wait must not end the run. After MAX_TRIES failures in
+a row it gives up, saying that a re-run resumes (every step is recorded in the cache first).
+Creating a batch is retried only when the server surely made none (429, no connection made).
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from ..errors import LLMError
 from ..masking import for_people
 from .client import Endpoint, public_url
-from .retry import RETRYABLE_STATUSES
+from .retry import RETRYABLE_STATUSES, RetryPolicy, refused_wait, retry_after_seconds
 from .transport import ConnectFailed, connect_reason, environment_proxy, tls_context
 
 #: Seconds a metadata exchange (create, get, list, cancel) may take.
@@ -34,6 +41,12 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 #: Batches per page when listing, and pages read at most (the newest first).
 LIST_PAGE = 100
 LIST_PAGES = 20
+#: Tries of one request in a row before giving up (the waits double up to a minute: minutes).
+MAX_TRIES = 10
+#: What a run says when it gives up on the Files or Batch API.
+RESUMES = "run the same command again: what is done is kept, and a re-run resumes"
+
+T = TypeVar("T")
 
 
 class BatchAPIError(LLMError):
@@ -43,8 +56,12 @@ class BatchAPIError(LLMError):
 class BatchAPI:
     """One endpoint's Files and Batch APIs, on a small keep-alive pool of its own."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, *, pause: Callable[[float], None] = time.sleep) -> None:
+        """`pause`: how to wait before a retry (a run's own wait stops on an interrupt)."""
         self.endpoint = endpoint
+        self._pause = pause
+        self._policy = RetryPolicy(max_retries=MAX_TRIES)
+        self._answered = False  # a connect failure is retried once the server has answered
         self.azure = ".azure.com" in endpoint.base_url
         self._root = re.sub(r"/deployments/[^/]+/?$", "", endpoint.base_url.rstrip("/"))
         self._params = {"api-version": endpoint.api_version} if endpoint.api_version else {}
@@ -97,7 +114,12 @@ class BatchAPI:
             (b"Content-Type", f"multipart/form-data; boundary={boundary}".encode()),
             (b"Content-Length", str(size).encode()),
         ]
-        reply = self._json("POST", "files", content=pieces(), headers=headers, limit=FILE_TIMEOUT)
+        reply = self._retried(
+            "uploading a batch file",
+            lambda: self._json(
+                "POST", "files", content=pieces(), headers=headers, limit=FILE_TIMEOUT
+            ),
+        )
         return _field(reply, "id")
 
     def create(self, file_id: str, metadata: Mapping[str, str]) -> dict[str, Any]:
@@ -108,12 +130,19 @@ class BatchAPI:
             "completion_window": "24h",
             "metadata": dict(metadata),
         }
-        return dict(self._json("POST", "batches", body=body))
+        reply = self._retried(
+            "creating a batch", lambda: self._json("POST", "batches", body=body), unsent=True
+        )
+        return dict(reply)
 
     def get(self, batch_id: str) -> dict[str, Any] | None:
         """GET /batches/{id}; None when the server has no such batch (404)."""
         try:
-            return dict(self._json("GET", f"batches/{batch_id}"))
+            return dict(
+                self._retried(
+                    f"asking about {batch_id}", lambda: self._json("GET", f"batches/{batch_id}")
+                )
+            )
         except BatchAPIError as exc:
             if exc.status == 404:
                 return None
@@ -121,14 +150,19 @@ class BatchAPI:
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         """POST /batches/{id}/cancel; the batch object."""
-        return dict(self._json("POST", f"batches/{batch_id}/cancel", body={}))
+        path = f"batches/{batch_id}/cancel"
+        return dict(
+            self._retried(f"cancelling {batch_id}", lambda: self._json("POST", path, body={}))
+        )
 
     def list(self, *, pages: int = LIST_PAGES) -> Iterator[dict[str, Any]]:
         """The account's batches, newest first, at most `pages` pages of LIST_PAGE."""
         after: str | None = None
         for _ in range(pages):
             query = {"limit": str(LIST_PAGE)} | ({"after": after} if after else {})
-            page = self._json("GET", "batches", query=query)
+            page = self._retried(
+                "listing the batches", lambda q=query: self._json("GET", "batches", query=q)
+            )
             data = page.get("data") if isinstance(page, dict) else None
             if not isinstance(data, list) or not data:
                 return
@@ -141,14 +175,48 @@ class BatchAPI:
     def download(self, file_id: str, dest: Path) -> Path:
         """GET /files/{id}/content streamed into `dest` (written whole, then renamed)."""
         partial = dest.with_name(dest.name + ".part")
-        with self._stream("GET", f"files/{file_id}/content", limit=FILE_TIMEOUT) as response:
-            if response.status >= 400:
-                raise self._error(response.status, b"".join(_capped(response, 256 * 1024)))
-            with partial.open("wb") as out:
-                for piece in response.iter_stream():
-                    out.write(piece)
+
+        def fetch() -> None:
+            with self._stream("GET", f"files/{file_id}/content", limit=FILE_TIMEOUT) as response:
+                if response.status >= 400:
+                    data = b"".join(_capped(response, 256 * 1024))
+                    raise self._error(response.status, data, response.headers)
+                self._answered = True
+                with partial.open("wb") as out:
+                    for piece in response.iter_stream():
+                        out.write(piece)
+
+        self._retried(f"downloading {file_id}", fetch)
         os.replace(partial, dest)
         return dest
+
+    # ---- retries ----
+
+    def _retried(self, what: str, call: Callable[[], T], *, unsent: bool = False) -> T:
+        """`call`, sent again while it fails for a reason another try may cure; `unsent`: only
+        when the server surely did nothing (a 429, no connection made)."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except LLMError as exc:
+                connect = isinstance(exc, ConnectFailed)
+                if not exc.retryable or (connect and not self._answered):
+                    raise
+                if unsent and not connect and exc.status != 429:
+                    raise
+                failures += 1
+                refused = refused_wait(exc.retry_after, None)
+                if failures >= MAX_TRIES or refused:
+                    why = refused or f"gave up after {failures} tries"
+                    raise BatchAPIError(
+                        f"{what}: {exc.message} ({why})",
+                        status=exc.status,
+                        retryable=False,
+                        hint=RESUMES,
+                    ) from None
+                throttled = exc.status == 429
+                self._pause(self._policy.delay(failures, exc.retry_after, throttled=throttled))
 
     # ---- HTTP ----
 
@@ -176,8 +244,9 @@ class BatchAPI:
             ]
         with self._stream(method, path, content, extra, query, limit) as response:
             data = b"".join(_capped(response, MAX_JSON_BYTES))
+        self._answered = True
         if response.status >= 400:
-            raise self._error(response.status, data)
+            raise self._error(response.status, data, response.headers)
         try:
             return json.loads(data)
         except ValueError:
@@ -215,7 +284,9 @@ class BatchAPI:
             self._pool = make_pool(self._backend, tls, proxy, connections=2, keepalive=30.0)
         return self._pool, self._backend
 
-    def _error(self, status: int, data: bytes) -> BatchAPIError:
+    def _error(
+        self, status: int, data: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> BatchAPIError:
         try:
             payload = json.loads(data)
             error = payload.get("error") if isinstance(payload, dict) else None
@@ -224,7 +295,13 @@ class BatchAPI:
             message = None
         text = for_people(str(message or data[:300].decode("utf-8", "replace")))
         retryable = status in RETRYABLE_STATUSES or status >= 500
-        return BatchAPIError(f"HTTP {status}: {text}", status=status, retryable=retryable)
+        named = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers or []}
+        return BatchAPIError(
+            f"HTTP {status}: {text}",
+            status=status,
+            retryable=retryable,
+            retry_after=retry_after_seconds(named),
+        )
 
 
 class _Guarded:

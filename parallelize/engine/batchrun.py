@@ -219,7 +219,7 @@ class BatchRunner:
                     if client.endpoint_for(r).base_url == endpoint
                 ]
                 known = found[0] if found else known
-            self.apis[endpoint] = BatchAPI(known)
+            self.apis[endpoint] = BatchAPI(known, pause=self._wait)  # its retries stop on ^C
         return self.apis[endpoint]
 
     def _submit(self, keys: list[str]) -> None:
