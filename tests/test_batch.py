@@ -116,11 +116,23 @@ def test_out_of_retries_a_line_fails_and_finish_online_makes_it(
     failed = invoke(section(tree, "--batch", "--batch-retries", "0"))
     assert failed.exit_code == 1
     assert "batch_expired" in failed.stderr
-    fake.outcomes = ["expired"]
+    fake.outcomes = ["expired"]  # the re-run's one more try expires in full
+    fake.partial = 0.0
     done = invoke(section(tree, "--batch", "--batch-retries", "0", "--finish-online"))
     assert done.exit_code == 0, done.stderr
     assert done.stdout == expected
-    assert fake.count() == 3  # the expired half went online
+    assert fake.count() == 3  # the expired half, submitted once more, then went online
+
+
+def test_a_rerun_submits_the_failed_lines_once_more(fake: BatchServer, tree: Path) -> None:
+    expected = online_stdout(fake, tree)
+    fake.outcomes = ["expired"]
+    failed = invoke(section(tree, "--batch", "--batch-retries", "0"))
+    assert failed.exit_code == 1 and "a re-run submits it once more" in failed.stderr
+    again = invoke(section(tree, "--batch", "--batch-retries", "0"))
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout == expected
+    assert len(fake.submitted_lines()) == len(FILES) + len(FILES) // 2
 
 
 def test_a_vanished_batch_is_resubmitted_once_with_a_warning(fake: BatchServer, tree: Path) -> None:

@@ -126,6 +126,13 @@ class BatchRunner:
         #: The enqueued-token limit's message, while it refuses new batches.
         self.held: str | None = None
         self._counts: tuple[int, int, int] | None = None
+        #: Lines an earlier run failed: this run gets tries of its own, as an online re-run
+        #: retries failed calls (--detach counts every poll's, so a loop of polls ends).
+        self._earlier = (
+            set()
+            if self.options.detach
+            else {(r.batch, r.key) for r in cache.batch_lines(list(requests)) if r.error}
+        )
         self._warned: set[str] = set()
 
     def close(self) -> None:
@@ -186,6 +193,7 @@ class BatchRunner:
     def _submittable(self, records: list[LineRecord]) -> bool:
         """Never sent, or failed for a curable reason with tries left (a vanished batch's
         lines get one more)."""
+        records = [r for r in records if (r.batch, r.key) not in self._earlier]
         if any(self._live(r) or r.final or r.batch.startswith(UPLOAD) for r in records):
             return False
         failed = [r for r in records if r.error]  # a line answered before is no try
@@ -203,7 +211,10 @@ class BatchRunner:
             if CONTEXT_OVERFLOW.search(message):  # healed (split) as an online overflow is
                 self.failures[key] = ContextOverflowError(message)
                 continue
-            tries = "" if final else f" (after {len(tried)} batch(es))"
+            again = "run without --detach" if self.options.detach else "a re-run"
+            ours = sum((r.batch, r.key) not in self._earlier for r in tried)
+            tries = "" if final else f" (after {ours} batch(es) in this run)"
+            tries += f"; {again} submits it once more"
             self.failures[key] = LLMError(message + tries, retryable=False)
 
     # ---- submitting ----
