@@ -13,11 +13,9 @@ vote's judge, a map-reduce merge's levels) call the executor once per stage: one
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +24,6 @@ from ..errors import (
     BudgetError,
     ConfigError,
     ContextOverflowError,
-    FatalLLMError,
     InterruptedRun,
     LLMError,
     first_few,
@@ -34,11 +31,10 @@ from ..errors import (
 from ..masking import for_people
 from ..records import ChatRequest, Completion, TaskResult
 from .batchapi import BatchAPI, BatchAPIError
-from .batchfiles import Line, read_lines, write_inputs
+from .batchcollect import collect
+from .batchfiles import Line, write_inputs
 from .batchstate import TERMINAL, UPLOAD, LineRecord
-from .client import CONTEXT_OVERFLOW, _status_error, encode_body
-from .reply import parse_completion
-from .transport import Reply
+from .client import CONTEXT_OVERFLOW, encode_body
 
 if TYPE_CHECKING:
     from .cache import CallCache
@@ -133,7 +129,7 @@ class BatchRunner:
             if self.options.detach
             else {(r.batch, r.key) for r in cache.batch_lines(list(requests)) if r.error}
         )
-        self._warned: set[str] = set()
+        self.warned: set[str] = set()
 
     def close(self) -> None:
         for api in self.apis.values():
@@ -219,7 +215,8 @@ class BatchRunner:
 
     # ---- submitting ----
 
-    def _api(self, endpoint: str) -> BatchAPI:
+    def api(self, endpoint: str) -> BatchAPI:
+        """The Files and Batch APIs of one endpoint (kept open for the stage)."""
         if endpoint not in self.apis:
             client = self.executor.client
             known = client.endpoint
@@ -239,7 +236,7 @@ class BatchRunner:
             endpoint = self.executor.client.endpoint_for(self.requests[key]).base_url
             by_endpoint.setdefault(endpoint, []).append(key)
         for endpoint, group in by_endpoint.items():
-            api = self._api(endpoint)
+            api = self.api(endpoint)
             lines = (
                 Line(endpoint, self.requests[k].model, k, encode_body(self.requests[k].body()))
                 for k in group
@@ -285,7 +282,7 @@ class BatchRunner:
         for row_id, record in uploads.items():
             by_endpoint.setdefault(record.endpoint, {})[row_id.removeprefix(UPLOAD)] = record
         for endpoint, files in by_endpoint.items():
-            for batch in self._api(endpoint).list():
+            for batch in self.api(endpoint).list():
                 file_id = batch.get("input_file_id")
                 metadata = batch.get("metadata") or {}
                 record = files.get(str(file_id))
@@ -301,7 +298,7 @@ class BatchRunner:
     # ---- polling and collecting ----
 
     def _poll(self, batch_id: str, endpoint: str) -> None:
-        batch = self._api(endpoint).get(batch_id)
+        batch = self.api(endpoint).get(batch_id)
         if batch is None:
             keys = self.cache.line_keys(batch_id)
             self.cache.fail_lines(batch_id, {k: ("its batch vanished (404)", False) for k in keys})
@@ -315,7 +312,7 @@ class BatchRunner:
         self.cache.set_batch_state(batch_id, status)
         self._progress(batch)
         if status in TERMINAL:
-            self._collect(batch_id, endpoint, batch)
+            collect(self, batch_id, endpoint, batch)
 
     def _progress(self, batch: dict[str, Any]) -> None:
         counts = batch.get("request_counts") or {}
@@ -327,101 +324,6 @@ class BatchRunner:
             self.notice(
                 f"batch {batch.get('id')}: {batch.get('status')}, {done} of {total} done{failing}"
             )
-
-    def _collect(self, batch_id: str, endpoint: str, batch: dict[str, Any]) -> None:
-        """Store a finished batch's answers in the cache and record why the rest failed."""
-        keys = set(self.cache.line_keys(batch_id))
-        status = str(batch.get("status"))
-        if status == "failed":
-            self._failed(batch_id, batch, keys)
-            return
-        api = self._api(endpoint)
-        failures: dict[str, tuple[str, bool]] = {}
-        answered: set[str] = set()
-        for name in ("output_file_id", "error_file_id"):
-            file_id = batch.get(name)
-            if not isinstance(file_id, str) or not file_id:
-                continue
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = api.download(file_id, self.folder / f"{batch_id}-{name}.jsonl")
-            try:
-                for line in read_lines(path):
-                    key = line.get("custom_id")
-                    if not isinstance(key, str) or key not in keys:
-                        continue
-                    outcome = self._line(key, line)
-                    if isinstance(outcome, Completion):
-                        answered.add(key)
-                        failures.pop(key, None)
-                    else:
-                        failures[key] = outcome
-            finally:
-                path.unlink(missing_ok=True)
-        why = f"not run: the batch {batch_id} was {status}"
-        for key in keys - answered - set(failures):
-            failures[key] = (why, False)
-        self.cache.flush()
-        self.cache.fail_lines(batch_id, failures)
-        self.cache.set_batch_state(batch_id, "collected")
-        self.held = None  # a batch ended: the enqueued-token limit may take a new one
-        if failures:
-            self.notice(
-                f"batch {batch_id}: {status}; {len(answered)} answered, {len(failures)} failed "
-                f"({for_people(next(iter(failures.values()))[0], 200)})"
-            )
-
-    def _line(self, key: str, line: dict[str, Any]) -> Completion | tuple[str, bool]:
-        """One output or error line: its completion (stored in the cache), or (why, final)."""
-        response = line.get("response")
-        error = line.get("error")
-        if not isinstance(response, dict):
-            detail = error if isinstance(error, dict) else {}
-            code, message = detail.get("code"), detail.get("message") or "no response"
-            return for_people(f"{code}: {message}" if code else str(message), 300), False
-        status = response.get("status_code")
-        body = response.get("body")
-        raw = json.dumps(body).encode()
-        request = self.requests.get(key)
-        model = request.model if request is not None else str((body or {}).get("model", ""))
-        if status != 200:
-            failed = _classify(int(status or 500), raw, request.body() if request else {})
-            final = not failed.retryable or isinstance(failed, FatalLLMError)
-            return failed.message, final
-        try:
-            completion = parse_completion(
-                raw, status=200, headers={}, latency=0.0, model=model, tools_offered=False
-            )
-        except LLMError as exc:
-            return exc.message, not exc.retryable
-        self.cache.put(key, completion)
-        for warning in set(completion.warnings) - self._warned:
-            self._warned.add(warning)
-            self.notice(f"warning: {warning}")
-        if request is not None and key in self.requests:
-            self.completions[key] = replace(completion, cached=False)
-        return completion
-
-    def _failed(self, batch_id: str, batch: dict[str, Any], keys: set[str]) -> None:
-        errors = (batch.get("errors") or {}).get("data") or []
-        reasons = [
-            for_people(f"line {e.get('line')}: {e.get('code')}: {e.get('message')}", 300)
-            if e.get("line")
-            else for_people(f"{e.get('code')}: {e.get('message')}", 300)
-            for e in errors
-            if isinstance(e, dict)
-        ] or ["no reason given"]
-        if any(isinstance(e, dict) and e.get("code") == "token_limit_exceeded" for e in errors):
-            self.cache.drop_batch(batch_id)  # its lines never ran: they are submitted later
-            self.held = reasons[0]
-            self.notice(
-                f"warning: batch {batch_id} refused by the enqueued-token limit: its "
-                f"{len(keys)} call(s) wait for the running batches to finish"
-            )
-            return
-        why = f"batch {batch_id} failed validation: {'; '.join(reasons[:3])}"
-        self.cache.fail_lines(batch_id, {k: (why, True) for k in keys})
-        self.cache.set_batch_state(batch_id, "collected")
-        raise ConfigError(why, hint="fix the request (model, parameters) and run again")
 
     # ---- waiting ----
 
@@ -450,8 +352,3 @@ class BatchRunner:
                     "run at the provider; run the same command again to collect them"
                 )
             time.sleep(min(TICK, max(0.0, end - time.monotonic())))
-
-
-def _classify(status: int, raw: bytes, body: dict[str, Any]) -> LLMError:
-    """A failed line's error, as the online path would have raised it for the same reply."""
-    return _status_error(Reply(status, {}, raw), body)
