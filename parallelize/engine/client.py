@@ -313,8 +313,14 @@ class ChatClient:
 
 
 def _refused_tools(error: LLMError, body: Mapping[str, Any], endpoint: Endpoint) -> LLMError | None:
-    """An endpoint that refuses `tools` altogether fails the run (exit 2), naming it."""
+    """An endpoint that refuses `tools` altogether fails the run (exit 2), naming it.
+
+    Only the first round can tell: once a request holds `tool` messages the endpoint has
+    accepted tools, and a later 400 (a context overflow "in the functions", say) is that error.
+    """
     if "tools" not in body or not isinstance(error, FatalLLMError) or error.status != 400:
+        return None
+    if isinstance(error, ContextOverflowError) or _has_tool_messages(body):
         return None
     if not re.search(r"\btools?\b|function", error.message, re.IGNORECASE):
         return None
@@ -324,6 +330,13 @@ def _refused_tools(error: LLMError, body: Mapping[str, Any], endpoint: Endpoint)
         hint="use a server and model with tool calling (llama.cpp: llama-server --jinja), "
         "or remove tools: from the recipe and --tools",
     )
+
+
+def _has_tool_messages(body: Mapping[str, Any]) -> bool:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return False
+    return any(isinstance(m, Mapping) and m.get("role") == "tool" for m in messages)
 
 
 def public_url(url: str) -> str:
