@@ -6,7 +6,8 @@ tool definitions: a deterministic loop replays from the cache with no request, a
 short resumes at the first round it had not finished. All calls of one reply run at once on the
 run's tool pool; their `tool` messages follow in the model's order. At `max_tool_rounds`, or when
 a round repeats the previous round's calls exactly, one last request with `tool_choice: none`
-asks for the answer, with a warning.
+asks for the answer, with a warning; a server that answers it with tool calls anyway (it ignored
+or dropped tool_choice) is asked once more without tools, and tool calls then fail the task.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..records import (
     Usage,
 )
 from .cache import request_key
+from .reply import NO_TOOLS
 
 if TYPE_CHECKING:
     from ..tools.kit import Answered, ToolKit
@@ -37,6 +39,12 @@ ROUND_LIMIT = (
     "a worker reached max_tool_rounds ({rounds}): its answer was asked for without tools "
     "(raise max_tool_rounds or --max-tool-rounds if it needs more)"
 )
+STILL_CALLING = (
+    "still calling tools after max_tool_rounds ({rounds}): the server ignored tool_choice "
+    '"none" and a request without tools; raise --max-tool-rounds or use a server that honours it'
+)
+#: The request keys that offer tools; the fallback last round sends none of them.
+TOOL_PARAMS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 REPEATED = (
     "a worker repeated its previous tool calls exactly: its answer was asked for without tools"
 )
@@ -91,6 +99,26 @@ class ToolLoop:
             messages.extend(_tool_message(a) for a in answered)
             if round_number + 1 == self.kit.max_rounds:
                 executor.warn(ROUND_LIMIT.format(rounds=self.kit.max_rounds))
+        if completion.tool_calls:  # tool_choice "none" ignored or dropped: ask without tools
+            bare = {k: v for k, v in params.items() if k not in TOOL_PARAMS}
+            request = replace(task.request, messages=tuple(messages), params=bare)
+            result = self._round(executor, replace(task, request=request), send)
+            attempts += result.attempts
+            if result.completion is None or result.completion.tool_calls:
+                error = result.error or ""
+                if result.completion is not None or NO_TOOLS in error:
+                    error = STILL_CALLING.format(rounds=self.kit.max_rounds)
+                return replace(
+                    result,
+                    task=task,
+                    completion=None,
+                    error=error,
+                    attempts=attempts,
+                    tool_calls=tuple(records),
+                )
+            completion = result.completion
+            cached = cached and completion.cached
+            usage += Usage() if completion.cached else completion.usage
         final = replace(completion, usage=usage, cached=cached)
         return TaskResult(task, final, attempts=attempts, tool_calls=tuple(records))
 
