@@ -8,6 +8,7 @@ so a model cannot turn a value into an option; a `format: path` parameter is con
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -29,6 +30,13 @@ KEPT_ENV = ("PATH", "HOME", "LANG", "TMPDIR")
 #: Bytes of output kept; more is read (so the command is not blocked) and only counted.
 OUTPUT_BYTES = DEFAULT_OUTPUT_CHARS * 4
 READ_BLOCK = 65536
+#: Seconds between checks of a running command (it is not reaped until its group is killed).
+POLL_SECONDS = 0.02
+
+#: The process group of each command running now -> the source that started it (the exit hook
+#: ends them all, a source's close() its own).
+_LIVE: dict[int, object] = {}
+_LIVE_LOCK = threading.Lock()
 
 
 class CommandSource:
@@ -43,7 +51,9 @@ class CommandSource:
         return (self.spec,)
 
     def close(self) -> None:
-        return None
+        """End the commands still running (Ctrl-C: they run in their own session, so the
+        terminal's SIGINT never reaches them)."""
+        end_running(self)
 
     def call(self, name: str, arguments: Mapping[str, Any], *, timeout: float) -> ToolOutcome:
         started = time.monotonic()
@@ -53,7 +63,7 @@ class CommandSource:
             return ToolOutcome(False, "", str(exc), time.monotonic() - started)
         limit = min(timeout, self.tool.timeout)
         try:
-            code, data, total = run_bounded(argv, cwd=self.root.root, timeout=limit)
+            code, data, total = run_bounded(argv, cwd=self.root.root, timeout=limit, owner=self)
         except FileNotFoundError:
             error = f"the program {argv[0]!r} was not found"
             return ToolOutcome(False, "", error, time.monotonic() - started)
@@ -111,33 +121,71 @@ def command_env() -> dict[str, str]:
 
 
 def run_bounded(
-    argv: Sequence[str], *, cwd: str, timeout: float, cap: int = OUTPUT_BYTES
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    timeout: float,
+    cap: int = OUTPUT_BYTES,
+    owner: object = None,
 ) -> tuple[int | None, bytes, int]:
-    """(exit status or None on timeout, the first `cap` bytes of output, total bytes)."""
-    process = subprocess.Popen(  # argv from a declared template, never a shell
-        list(argv),
-        cwd=cwd,
-        env=command_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own group: a timeout kills its children too
-    )
+    """(exit status or None on timeout, the first `cap` bytes of output, total bytes).
+
+    The command runs in its own process group, which is killed when it ends, times out or the
+    run stops: a child it left in the background does not outlive the call."""
+    with _LIVE_LOCK:
+        process = subprocess.Popen(  # argv from a declared template, never a shell
+            list(argv),
+            cwd=cwd,
+            env=command_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: a timeout kills its children too
+        )
+        _LIVE[process.pid] = owner
     kept = bytearray()
     total = [0]
     assert process.stdout is not None  # piped above
     reader = threading.Thread(target=_drain, args=(process.stdout, kept, total, cap), daemon=True)
     reader.start()
     try:
-        code: int | None = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        code = None
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        exited = _exited(process.pid, time.monotonic() + timeout)
+    finally:
+        # Killed before the leader is reaped, so its group id cannot have been reused.
+        with _LIVE_LOCK:
+            _LIVE.pop(process.pid, None)
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+        code: int | None = process.wait()
     reader.join(timeout=1.0)
     process.stdout.close()
-    return code, bytes(kept[:cap]), total[0]
+    return (code if exited else None), bytes(kept[:cap]), total[0]
+
+
+def _exited(pid: int, deadline: float) -> bool:
+    """Wait until the process exits (True) or the deadline passes (False), without reaping."""
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, flags) is not None:
+                return True
+        except ChildProcessError:  # already reaped (cannot happen here, but never hang)
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(POLL_SECONDS, left))
+
+
+def end_running(owner: object = None) -> None:
+    """Kill the commands `owner` started that still run (every one without an owner)."""
+    with _LIVE_LOCK:
+        for group in [g for g, o in _LIVE.items() if owner is None or o is owner]:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+
+
+atexit.register(end_running)
 
 
 def _drain(stream: IO[bytes], kept: bytearray, total: list[int], cap: int) -> None:
