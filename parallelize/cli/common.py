@@ -26,7 +26,7 @@ from ..errors import (
 from ..render.lines import print_error, print_notice, say
 from .exportflag import ExportOpt, export_flags
 from .helpformat import ENGINE
-from .options import MaxToolRoundsOpt, ToolConcurrencyOpt, ToolsOpt
+from .options import MaxToolRoundsOpt, ToolConcurrencyOpt, ToolRootOpt, ToolsOpt
 
 if TYPE_CHECKING:
     from ..records import RunResult
@@ -239,6 +239,7 @@ TOOL_FLAGS: dict[str, tuple[Any, Any]] = {
     "tools": (ToolsOpt, None),
     "max_tool_rounds": (MaxToolRoundsOpt, None),
     "tool_concurrency": (ToolConcurrencyOpt, None),
+    "tool_root": (ToolRootOpt, None),
 }
 
 
@@ -298,6 +299,7 @@ def engine_settings(
     tools: list[Any] | None = None,
     max_tool_rounds: int | None = None,
     tool_concurrency: int | None = None,
+    tool_root: Path | None = None,
 ) -> dict[str, Any]:
     """The engine flags as RunOptions fields; a bad value is a usage error naming its flag."""
     if no_cache and refresh:
@@ -334,6 +336,8 @@ def engine_settings(
         "tools": tuple(dict.fromkeys(tool.value for tool in tools or ())),
         "max_tool_rounds": max_tool_rounds,
         "tool_concurrency": tool_concurrency,
+        # --tool-root as named; each command settles the root from it and its PATHs.
+        "tool_root": str(tool_root.resolve()) if tool_root else None,
     }
 
 

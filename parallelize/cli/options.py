@@ -183,6 +183,21 @@ MaxToolRoundsOpt = Annotated[
     ),
 ]
 
+ToolRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tool-root",
+        metavar="DIR",
+        exists=True,
+        file_okay=False,
+        dir_okay=True,
+        help="The folder tools may read (default: PATH when it is one folder, a single file's "
+        "own folder; needed for fs with several paths, stdin or vote).",
+        show_default=False,
+        rich_help_panel=TOOLS,
+    ),
+]
+
 ToolConcurrencyOpt = Annotated[
     int | None,
     typer.Option(

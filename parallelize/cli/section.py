@@ -327,7 +327,7 @@ def section(
         # Imported here, in the command: --help loads none of the pipeline.
         from ..recipe.load import DEFAULT_SECTION_RECIPE, override, section_recipe
         from ..run import run_section
-        from ..tools.kit import input_root
+        from ..tools.kit import input_root, root_refusal
 
         base = section_recipe(recipe, prompt=prompt)
         if not recipe and not prompt:
@@ -375,6 +375,12 @@ def section(
                 "only with --files-from, --each or a recipe matrix)"
             )
         listed = read_files_from(files_from) if files_from else []
+        root = input_root([*(paths or []), *listed], engine["tool_root"])
+        refused = root_refusal(
+            [*final.tools, *engine["tools"]], root, why="PATH is not one folder or file"
+        )
+        if refused:
+            usage_error(refused)
         return run_with_progress(
             lambda options: run_section(
                 paths or [],
@@ -390,7 +396,7 @@ def section(
             max_retries=max_retries,
             dry_run=dry_run,
             quiet=quiet,
-            engine=engine | {"tool_root": input_root(paths or [])},  # where tools may look
+            engine=engine | {"tool_root": root},  # where tools may look
         )
 
     finish(job, fmt=fmt, output=output, quiet=quiet, verbose=verbose, report=report)

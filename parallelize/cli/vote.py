@@ -298,6 +298,7 @@ def vote(
         from ..recipe.load import find_recipe, override
         from ..recipe.model import Recipe
         from ..run import run_vote
+        from ..tools.kit import root_refusal
         from .vote_flags import apply_vote_flags, parse_weight
 
         base = find_recipe(recipe) if recipe else Recipe(name="vote", mode="vote")
@@ -335,6 +336,11 @@ def vote(
             },
         )
         answer_only.append(final.vote.output == "answer")
+        refused = root_refusal(
+            [*final.tools, *engine["tools"]], engine["tool_root"], why="a vote has no PATH"
+        )
+        if refused:
+            usage_error(refused)
         if not recipe and not quiet:
             from ..vote.setup import DEFAULT_VOTE_TEMPERATURE  # loaded by run_vote anyway
 

@@ -59,6 +59,7 @@ SECRET_FILES = (
     ".netrc",
     "_netrc",
     ".pgpass",
+    ".*_history",  # shell, python, psql, mysql, redis: commands typed with passwords in them
     ".htpasswd",
     "credentials",
     "credentials.json",
@@ -66,6 +67,8 @@ SECRET_FILES = (
     "*.tfstate",
     "*.tfstate.backup",
 )
+#: Files that hold secrets where the name alone is too common (the end of the path matches).
+SECRET_PATHS = (".kube/config", ".docker/config.json", ".config/gh/hosts.yml")
 #: ...except these, which are templates or public halves by convention.
 NOT_SECRET_FILES = (".env.example", ".env.sample", ".env.template", ".env.dist", "*.pub")
 
@@ -96,6 +99,12 @@ def is_secret_file(name: str) -> bool:
     return bool(_SECRET_FILE.match(name)) and not _NOT_SECRET_FILE.match(name)
 
 
+def is_secret_path(path: str) -> bool:
+    """Whether a path ends in a known credential file (~/.kube/config, ~/.docker/config.json)."""
+    shown = "/" + path.replace(os.sep, "/").lstrip("/")
+    return any(shown.endswith("/" + tail) for tail in SECRET_PATHS)
+
+
 class PathRules:
     """Path filters: --include/--exclude (gitignore syntax), tool folders and secret files."""
 
@@ -119,6 +128,8 @@ class PathRules:
             return "excluded"
         names = (display.rsplit("/", 1)[-1], os.path.basename(target))
         if self.secret_files and any(is_secret_file(n) for n in names if n):
+            return "secret-file"
+        if self.secret_files and any(is_secret_path(p) for p in (*keys, target) if p):
             return "secret-file"
         return None
 

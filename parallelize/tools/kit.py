@@ -197,8 +197,24 @@ def _open_mcp(entry: McpTool, root: str) -> ToolSource:
         ) from None
 
 
-def input_root(paths: Sequence[str]) -> str:
-    """The root tools see: a single folder PATH, else the working directory (as the inputs)."""
-    if len(paths) == 1 and os.path.isdir(paths[0]):
-        return os.path.abspath(paths[0])
-    return os.getcwd()
+#: Why fs is refused without a root (the CLI's one-line error).
+NO_ROOT = "--tools fs: the fs tools need one folder to read and {why}; name it with --tool-root DIR"
+
+
+def input_root(paths: Sequence[str], named: str | None = None) -> str | None:
+    """The root tools see: --tool-root, else a single folder PATH, else a single file's own
+    folder. None for stdin, several paths or none: the working directory is no root (in a
+    home folder it would offer shell history and tool credentials to the model)."""
+    if named:
+        return os.path.abspath(named)
+    if len(paths) == 1 and paths[0] != "-":
+        if os.path.isdir(paths[0]):
+            return os.path.abspath(paths[0])
+        if os.path.isfile(paths[0]):
+            return os.path.dirname(os.path.abspath(paths[0]))
+    return None
+
+
+def root_refusal(entries: Sequence[object], root: str | None, *, why: str) -> str | None:
+    """The CLI's error when fs is offered with no root, else None."""
+    return NO_ROOT.format(why=why) if root is None and "fs" in entries else None

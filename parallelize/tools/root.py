@@ -1,7 +1,8 @@
 """Where tools may look: the input root, with the same rules as the inputs.
 
 The files a tool may open are the ones a walk of the root would read as inputs: .gitignore'd,
-VCS, tool-cache and secret files are left out, a symlink whose target leaves the root is left
+VCS, tool-cache and secret files are left out (and credential configs such as .npmrc, which the
+inputs read only when no token is found in them), a symlink whose target leaves the root is left
 out, and so are the paths this run writes (its cache). A path from the model must be relative,
 without `..`, and name one of those files (or a folder that holds some).
 """
@@ -10,10 +11,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 from ..inputs.bounds import Bounds, Fence, Reserved
+from ..inputs.secrets import CONFIG_NAMES
 from ..inputs.walk import PathRules, iter_sources
+
+#: Files a root may hold, and seconds its walk may take: beyond either, tools refuse it
+#: (a home folder or a disk's root) instead of holding every call while it is listed.
+MAX_ROOT_FILES = 50_000
+WALK_SECONDS = 10.0
 
 
 class Refused(Exception):
@@ -27,21 +35,43 @@ class RootFiles:
         self.root = os.path.abspath(root)
         self._reserved = tuple(reserved)
         self._files: dict[str, str] | None = None
+        self._too_big: str | None = None
         self._dirs: set[str] = set()
         self._lock = threading.Lock()
+        self.max_files = MAX_ROOT_FILES
+        self.walk_seconds = WALK_SECONDS
 
     def files(self) -> dict[str, str]:
         """Relative path (with `/`) -> the path to open, for every file a tool may read."""
-        with self._lock:
+        with self._lock:  # held for one bounded walk, once
+            if self._files is None and self._too_big is None:
+                try:
+                    self._files = self._walk()
+                except Refused as exc:
+                    self._too_big = str(exc)
             if self._files is None:
-                self._files = self._walk()
+                raise Refused(self._too_big or "the root could not be listed")
             return self._files
 
     def _walk(self) -> dict[str, str]:
         fence = Fence(Bounds(reserved=self._reserved))
         found: dict[str, str] = {}
         rules = PathRules()
-        for source in iter_sources([self.root], [], rules, lambda *_: None, None, fence):
+        deadline = time.monotonic() + self.walk_seconds
+        too_big = (
+            f"the tool root {self.root} holds more than {self.max_files:,} files or took over "
+            f"{self.walk_seconds:g} s to list; the run should name a smaller folder (--tool-root)"
+        )
+
+        def bounded(*_: object) -> None:  # called for every file the walk leaves out
+            if time.monotonic() > deadline:
+                raise Refused(too_big)
+
+        for source in iter_sources([self.root], [], rules, bounded, None, fence):
+            if len(found) >= self.max_files or time.monotonic() > deadline:
+                raise Refused(too_big)
+            if os.path.basename(source.path) in CONFIG_NAMES:
+                continue  # .npmrc, .pypirc: inputs read one without a token; tools never need it
             rel = os.path.relpath(source.path, self.root).replace(os.sep, "/")
             found[rel] = source.path
             parts = rel.split("/")[:-1]
