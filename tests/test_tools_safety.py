@@ -178,3 +178,29 @@ def test_the_command_source_closes_with_its_commands(project: Path) -> None:
         outcome = pending.result(timeout=10)
     assert not outcome.ok
     assert wait_gone(int(pid_file.read_text()))
+
+
+def test_a_reply_runs_at_most_32_calls_and_the_rest_are_errors(
+    llm: LLMServer, project: Path
+) -> None:
+    llm.script(first_round, tool_calls=[call("list_dir") for _ in range(40)])
+    llm.script(None, "ok")
+    result = run(project, recipe(tools=["fs"]), cache=False)
+    contents = [m["content"] for m in tool_messages(llm.requests[-1].body)]
+    assert len(contents) == 40 and all("main.py" in c for c in contents[:32])
+    assert all("at most 32 tool calls" in c for c in contents[32:])
+    assert [r.ok for r in result.results[0].tool_calls] == [True] * 32 + [False] * 8
+
+
+def test_a_tasks_tool_results_stop_at_256_kb(llm: LLMServer, project: Path) -> None:
+    loud = command("loud", "import sys; print('x' * 40000, sys.argv[1:])")
+    loud["parameters"] = {"type": "object", "properties": {"n": {"type": "string"}}}
+    loud["command"] = [*loud["command"], "{{ n }}"]
+    llm.script(first_round, tool_calls=[call("loud", n=str(i)) for i in range(9)])
+    llm.script(lambda body: len(tool_messages(body)) == 9, tool_calls=[call("loud", n="again")])
+    llm.script(None, "ok")
+    result = run(project, recipe(tools=[loud]), cache=False)
+    contents = [m["content"] for m in tool_messages(llm.requests[-1].body)]
+    assert len(contents) == 10 and all("[output truncated" in c for c in contents[:8])
+    assert all("passed 256 KB" in c and "xxxx" not in c for c in contents[8:])
+    assert result.results[0].text == "ok"

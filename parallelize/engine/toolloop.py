@@ -72,7 +72,7 @@ class ToolLoop:
         records: list[ToolCallRecord] = []
         usage, attempts, cached = Usage(), 0, True
         previous: list[tuple[str, str]] | None = None
-        last = False
+        last, spent = False, 0  # spent: bytes of tool results sent back so far
         for round_number in range(self.kit.max_rounds + 1):
             last = last or round_number == self.kit.max_rounds
             asked = params | {"tool_choice": "none"} if last else params
@@ -93,7 +93,8 @@ class ToolLoop:
                 last = True
                 continue
             previous = called
-            answered = self._run_calls(executor, task, completion)
+            answered = self._run_calls(executor, task, completion, spent)
+            spent += sum(len(a.content.encode("utf-8", "surrogatepass")) for a in answered)
             records.extend(a.record for a in answered)
             messages.append(_assistant(completion))
             messages.extend(_tool_message(a) for a in answered)
@@ -140,7 +141,9 @@ class ToolLoop:
                     return TaskResult(task, hit, attempts=0)
         return send(task, key)
 
-    def _run_calls(self, executor: Executor, task: Task, completion: Completion) -> list[Answered]:
+    def _run_calls(
+        self, executor: Executor, task: Task, completion: Completion, spent: int
+    ) -> list[Answered]:
         calls = completion.tool_calls
         names = ", ".join(c.name for c in calls)
 
@@ -149,7 +152,7 @@ class ToolLoop:
             message = f"{count} ({names}); {in_flight} in flight"
             executor.on_event(Event("tools", task, message=message))
 
-        return self.kit.run_calls(calls, on_start=started)
+        return self.kit.run_calls(calls, on_start=started, spent=spent)
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:

@@ -26,6 +26,10 @@ from .output import framed
 
 #: Seconds an fs call or an MCP call may take.
 DEFAULT_TOOL_TIMEOUT = 30.0
+#: Tool calls one reply may carry: the rest are answered with an error, not run.
+MAX_CALLS_PER_REPLY = 32
+#: Bytes of tool results one task may send back in all its rounds; later results are errors.
+MAX_TASK_TOOL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,20 +114,43 @@ class ToolKit:
         return [spec.offer() for spec in self.specs()]
 
     def run_calls(
-        self, calls: Sequence[ToolCall], *, on_start: Callable[[int], None] | None = None
+        self,
+        calls: Sequence[ToolCall],
+        *,
+        on_start: Callable[[int], None] | None = None,
+        spent: int = 0,
     ) -> list[Answered]:
-        """Run every call at once on the pool; results in the order of `calls`."""
+        """Run the reply's calls at once on the pool; results in the order of `calls`.
+
+        `spent` is the bytes of tool results the task has sent already: at most
+        MAX_CALLS_PER_REPLY calls run, and results past MAX_TASK_TOOL_BYTES become errors."""
+        if spent >= MAX_TASK_TOOL_BYTES:
+            return [self._refuse(call, OVER_BYTES) for call in calls]
+        running = list(calls[:MAX_CALLS_PER_REPLY])
         with self._lock:
-            self.in_flight += len(calls)
+            self.in_flight += len(running)
             flying = self.in_flight
         if on_start is not None:
             on_start(flying)
         try:
-            futures = [self._pool.submit(self._answer, call) for call in calls]
-            return [future.result() for future in futures]
+            futures = [self._pool.submit(self._answer, call) for call in running]
+            answered = [future.result() for future in futures]
         finally:
             with self._lock:
-                self.in_flight -= len(calls)
+                self.in_flight -= len(running)
+        kept: list[Answered] = []
+        for done in answered:
+            spent += len(done.content.encode("utf-8", "surrogatepass"))
+            kept.append(
+                done if spent <= MAX_TASK_TOOL_BYTES else self._refuse(done.call, OVER_BYTES)
+            )
+        return kept + [self._refuse(call, TOO_MANY) for call in calls[MAX_CALLS_PER_REPLY:]]
+
+    def _refuse(self, call: ToolCall, error: str) -> Answered:
+        """A call answered with an error without running it (or with its result dropped)."""
+        content, _ = framed(call.name, call.arguments, f"error: {error}")
+        record = ToolCallRecord(call.name, call.arguments, False, error, 0.0, 0)
+        return Answered(call, content, record)
 
     def _answer(self, call: ToolCall) -> Answered:
         started = time.monotonic()
@@ -178,6 +205,16 @@ class ToolKit:
                 source.close()
             except Exception:  # closing one must not keep the others open
                 continue
+
+
+TOO_MANY = (
+    f"not run: a reply may make at most {MAX_CALLS_PER_REPLY} tool calls; ask for the rest in "
+    "the next reply"
+)
+OVER_BYTES = (
+    f"not sent: this task's tool results passed {MAX_TASK_TOOL_BYTES // 1024} KB; answer with "
+    "what you have"
+)
 
 
 class _Mistake(Exception):
