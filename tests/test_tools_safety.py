@@ -204,3 +204,21 @@ def test_a_tasks_tool_results_stop_at_256_kb(llm: LLMServer, project: Path) -> N
     assert len(contents) == 10 and all("[output truncated" in c for c in contents[:8])
     assert all("passed 256 KB" in c and "xxxx" not in c for c in contents[8:])
     assert result.results[0].text == "ok"
+
+
+def test_progress_lines_count_tool_names_and_are_never_folded_as_errors(
+    llm: LLMServer, project: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from parallelize.cli import app
+
+    calls = [call("read_file", path="main.py")] * 13 + [call("search", pattern="x")] * 3
+    llm.script(first_round, tool_calls=calls)
+    llm.script(None, "ok")
+    args = ["section", str(project), "--by", "file", "--tools", "fs", "-m", "test-model"]
+    done = CliRunner().invoke(app, [*args, "--no-cache"])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.stderr.splitlines() if line.startswith("[tools]")]
+    assert len(lines) == 2 and all("16 tool calls (read_file x13, search x3)" in x for x in lines)
+    assert "same error as" not in done.stderr

@@ -12,6 +12,7 @@ or dropped tool_choice) is asked once more without tools, and tool calls then fa
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -145,7 +146,7 @@ class ToolLoop:
         self, executor: Executor, task: Task, completion: Completion, spent: int
     ) -> list[Answered]:
         calls = completion.tool_calls
-        names = ", ".join(c.name for c in calls)
+        names = tool_names([c.name for c in calls])
 
         def started(in_flight: int) -> None:
             count = f"{len(calls)} tool call{'s' if len(calls) != 1 else ''}"
@@ -153,6 +154,23 @@ class ToolLoop:
             executor.on_event(Event("tools", task, message=message))
 
         return self.kit.run_calls(calls, on_start=started, spent=spent)
+
+
+#: Distinct tool names a progress line shows, and the characters of each (a model may invent
+#: a long name; the line stays one line).
+SHOWN_NAMES = 5
+NAME_CHARS = 40
+
+
+def tool_names(names: list[str]) -> str:
+    """`read_file x13, search x3`: each name once with its count, most called first, bounded."""
+    counts = Counter(names)
+    shown = [
+        name[:NAME_CHARS] + (f" x{count}" if count > 1 else "")
+        for name, count in counts.most_common(SHOWN_NAMES)
+    ]
+    more = len(counts) - SHOWN_NAMES
+    return ", ".join(shown) + (f", {more} more" if more > 0 else "")
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:

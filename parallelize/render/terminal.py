@@ -68,8 +68,10 @@ def progress_reporter(*, quiet: bool) -> Iterator[Callable[[Event], None]]:
             if event.result is not None and event.result.status == "truncated":
                 line += " (truncated)"
             message = event.message or (event.result.error if event.result else None)
-            if message:
+            if message and event.kind == "failed":  # only errors fold into "(same error as ...)"
                 line += f": {repeated.shown(event.task.label, message)}"
+            elif message:
+                line += f": {message}"
             say(line)
 
         yield log
