@@ -124,7 +124,7 @@ def test_secrets_are_redacted_and_search_is_literal_and_bounded(
         tool_calls=[
             call("read_file", path="config.py"),
             call("search", pattern="sk-proj"),
-            call("search", pattern="(a+)+$", regex=True),
+            call("search", pattern=r"def \w+\(\):$", regex=True),
             call("search", pattern="answer()"),
             call("list_dir", path="."),
             call("read_file", path="helper.py", start_line=2, end_line=2),
@@ -135,7 +135,7 @@ def test_secrets_are_redacted_and_search_is_literal_and_bounded(
     contents = [m["content"] for m in tool_messages(llm.requests[-1].body)]
     assert "[REDACTED:" in contents[0] and "abcdefghijklmnop" not in contents[0]
     assert contents[1].endswith("no matches\n</file>")  # searched the redacted text
-    assert "no matches" in contents[2]
+    assert "helper.py:1: def answer():" in contents[2]  # a regex (its timeout: test_tools_safety)
     assert "main.py:2: print(answer())" in contents[3]  # literal: the parentheses too
     listed = contents[4].splitlines()[1:-1]
     assert listed == [
