@@ -144,6 +144,10 @@ class BatchServer(LLMServer):
             self.partial = BatchServer.partial
             #: While set, polls leave a batch in_progress (a test kills the client meanwhile).
             self.paused = False
+            #: While set, a create records its batch and answers only once released (or after
+            #: 30 s): the client is killed in between, before it could record the batch's id.
+            self.hold_creates = False
+            self.creates_released = threading.Event()
             self.outcomes: list[str] = []
             #: Transient Files/Batch API faults, each answering the next request that matches:
             #: (method, path pattern, status or 0 to drop the connection, Retry-After or None).
@@ -227,6 +231,9 @@ class BatchServer(LLMServer):
             batch.total = len(self.files[file_id][1].splitlines())
             batch.vanished = outcome == "vanish"  # created, then gone
             self.batches[batch.id] = batch
+            hold = self.hold_creates
+        if hold:
+            self.creates_released.wait(timeout=30)
         return 200, batch.view()
 
     def get_batch(self, batch_id: str, *, advance: bool) -> FakeBatch | None:

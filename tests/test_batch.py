@@ -247,12 +247,17 @@ def test_a_crash_right_after_create_is_adopted_not_resubmitted(
     fake: BatchServer, tree: Path, entry_point: str
 ) -> None:
     expected = online_stdout(fake, tree)
-    crashed = run_entry(
-        entry_point, section(tree, "--batch"), fake, PARALLELIZE_TEST_EXIT_AFTER_BATCH_CREATE="1"
-    )
-    crashed.communicate(timeout=60)
-    assert crashed.returncode == 97
-    assert len(fake.batches) == 1
+    fake.hold_creates = True  # the batch exists on the server; its id never reaches the client
+    crashed = run_entry(entry_point, section(tree, "--batch"), fake)
+    for _ in range(1500):
+        if fake.batches:
+            break
+        time.sleep(0.02)
+    crashed.kill()
+    crashed.communicate(timeout=30)
+    fake.hold_creates = False
+    fake.creates_released.set()
+    assert crashed.returncode != 0 and len(fake.batches) == 1
     resumed = run_entry(entry_point, section(tree, "--batch"), fake)
     out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err

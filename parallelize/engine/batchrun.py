@@ -13,7 +13,6 @@ vote's judge, a map-reduce merge's levels) call the executor once per stage: one
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +40,6 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .queue import WorkQueue
 
-#: Test hook only: the process exits right after creating a batch, before recording it, so a
-#: test can prove a re-run adopts that batch instead of submitting its lines again.
-TEST_EXIT_AFTER_CREATE = "PARALLELIZE_TEST_EXIT_AFTER_BATCH_CREATE"
 #: The metadata key naming the run on the provider's side (what a re-run adopts by).
 RUN_KEY = "parallelize_run"
 #: Our batch states for which the server has nothing more to say.
@@ -262,8 +258,6 @@ class BatchRunner:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
                 raise ConfigError(f"the Batch API refused the batch: {exc.message}") from None
             raise
-        if os.environ.get(TEST_EXIT_AFTER_CREATE) == "1":
-            os._exit(97)  # test only: the crash between creating a batch and recording it
         batch_id = str(batch.get("id"))
         self.cache.record_batch(row, batch_id, str(batch.get("status") or "validating"))
         with self.executor._lock:  # the executor's counters: each line is one request
