@@ -117,4 +117,5 @@ def test_a_repair_is_cut_to_fit_the_window(llm: LLMServer, tmp_path: Path) -> No
     assert len(repairs) > 1 and all(r.status == 200 for r in repairs)
     for repair in repairs:  # a chunk that filled its window: the answer goes, then some lines
         assert repair.body["messages"][-2]["content"].endswith("of this reply left out ...]")
-    assert "lines left out here to fit the context window" in repairs[0].prompt
+    # Which part's repair needed lines cut depends on its size, not on the order of arrival.
+    assert any("lines left out here to fit the context window" in r.prompt for r in repairs)
