@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +147,21 @@ def test_cancel(fake: BatchServer) -> None:
     batch = create(fake, 4)
     assert call(fake, "POST", f"/v1/batches/{batch['id']}/cancel", {})["status"] == "cancelling"
     assert poll_to_end(fake, batch["id"]) == ["cancelled"]
+
+
+def test_a_download_over_its_limit_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
+    """A server streaming a file without end must not fill the disk."""
+    from parallelize.engine.batchapi import BatchAPI, BatchAPIError
+    from parallelize.engine.client import Endpoint
+    from parallelize.errors import LLMError
+
+    with BatchServer() as server:
+        file_id = upload(server, [{"custom_id": f"k{i}", "body": {}} for i in range(50)])
+        endpoint = Endpoint(server.base_url, "sk-test-loopback-key-0000")
+        with BatchAPI(endpoint) as api:
+            whole = api.download(file_id, tmp_path / "whole.jsonl")
+            size = whole.stat().st_size
+            with pytest.raises(BatchAPIError, match="larger than") as refused:
+                api.download(file_id, tmp_path / "cut.jsonl", limit=size // 2)
+    assert isinstance(refused.value, LLMError) and not refused.value.retryable
+    assert not (tmp_path / "cut.jsonl").exists() and not (tmp_path / "cut.jsonl.part").exists()

@@ -38,6 +38,9 @@ FILE_TIMEOUT = 1800.0
 PIECE = 1 << 20
 #: Bytes of a JSON reply (a batch, a page of batches) read at most.
 MAX_JSON_BYTES = 16 * 1024 * 1024
+#: The most a downloaded output or error file may hold (what `batch import` reads at most, too):
+#: a server that streams without end must not fill the disk.
+MAX_DOWNLOAD_BYTES = 4 * 1024 * 1024 * 1024
 #: Batches per page when listing, and pages read at most (the newest first).
 LIST_PAGE = 100
 LIST_PAGES = 20
@@ -172,8 +175,9 @@ class BatchAPI:
                 return
             after = last
 
-    def download(self, file_id: str, dest: Path) -> Path:
-        """GET /files/{id}/content streamed into `dest` (written whole, then renamed)."""
+    def download(self, file_id: str, dest: Path, *, limit: int = MAX_DOWNLOAD_BYTES) -> Path:
+        """GET /files/{id}/content streamed into `dest` (written whole, then renamed); a file
+        over `limit` bytes is refused and nothing of it is kept."""
         partial = dest.with_name(dest.name + ".part")
 
         def fetch() -> None:
@@ -182,8 +186,18 @@ class BatchAPI:
                     data = b"".join(_capped(response, 256 * 1024))
                     raise self._error(response.status, data, response.headers)
                 self._answered = True
+                written = 0
                 with partial.open("wb") as out:
                     for piece in response.iter_stream():
+                        written += len(piece)
+                        if written > limit:
+                            partial.unlink(missing_ok=True)
+                            raise BatchAPIError(
+                                f"file {file_id} is larger than {limit:,} bytes: not downloaded "
+                                "(a Batch API output file is far smaller)",
+                                status=None,
+                                retryable=False,
+                            )
                         out.write(piece)
 
         self._retried(f"downloading {file_id}", fetch)
