@@ -30,7 +30,6 @@ import itertools
 import json
 import random
 import re
-import signal
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ from llmserver import (  # the sibling module, found through the line above
     build_completion,
     error_body,
     prompt_tokens,
+    serve_until_signalled,
 )
 
 FILES = re.compile(r"^(?:/v1|/openai(?:/v1)?)?/files(?:/([^/]+)(/content)?)?$")
@@ -510,15 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = BatchServer(args.host, args.port)
     server.models = args.models or [DEFAULT_MODEL]
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    server.start()
-    print(f"READY {server.base_url}", flush=True)
-    while not done.wait(0.2):
-        pass
-    server.stop()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -851,6 +851,11 @@ def main(argv: list[str] | None = None) -> int:
     for knob in KNOBS:
         setattr(server, knob, getattr(args, knob))
     server.models = args.models or [DEFAULT_MODEL]
+    return serve_until_signalled(server)
+
+
+def serve_until_signalled(server: LLMServer) -> int:
+    """Start, print `READY <base_url>`, serve until SIGTERM or SIGINT, stop (as a process)."""
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())

@@ -7,6 +7,7 @@ API client), the printing in parallelize.render.batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -69,14 +70,27 @@ IdArg = Annotated[
 ]
 
 
-def _show(
-    command: str, batches: list[Batch], fmt: Format, cache_dir: Path | None, *, table: bool
+def _ask(
+    command: str,
+    base_url: str | None,
+    fmt: Format,
+    cache_dir: Path | None,
+    fetch: Callable[[Batches], list[Batch]],
+    *,
+    table: bool = False,
 ) -> None:
-    """Print batches as a table or one batch's details, or as JSON; mark those this cache knows."""
-    from ..render.batches import print_batches
+    """Ask the endpoint through `fetch` and print what it says (a table for `list`, else one
+    batch's details, or JSON), marking the batches this cache knows; errors as one line."""
 
-    known = _known_ids(cache_dir)
-    print_batches(command, batches, known, as_json=fmt is Format.json, table=table)
+    def job() -> None:
+        from ..render.batches import print_batches
+
+        with _batches(base_url) as remote:
+            batches = fetch(remote)
+        known = _known_ids(cache_dir)
+        print_batches(command, batches, known, as_json=fmt is Format.json, table=table)
+
+    guard(job)
 
 
 def _known_ids(cache_dir: Path | None) -> set[str]:
@@ -112,13 +126,7 @@ def batch_list(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """List the endpoint's batches, newest first; * marks those this cache submitted."""
-
-    def job() -> None:
-        with _batches(base_url) as remote:
-            batches = remote.list(limit=limit)
-        _show("batch list", batches, fmt, cache_dir, table=True)
-
-    guard(job)
+    _ask("batch list", base_url, fmt, cache_dir, lambda r: r.list(limit=limit), table=True)
 
 
 @batch_app.command("status", cls=HelpCommand, epilog=LIST_EXAMPLES)
@@ -129,13 +137,7 @@ def batch_status(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Show one batch: its status, request counts, files and run."""
-
-    def job() -> None:
-        with _batches(base_url) as remote:
-            batch = remote.get(batch_id)
-        _show("batch status", [batch], fmt, cache_dir, table=False)
-
-    guard(job)
+    _ask("batch status", base_url, fmt, cache_dir, lambda r: [r.get(batch_id)])
 
 
 @batch_app.command("cancel", cls=HelpCommand, epilog=LIST_EXAMPLES)
@@ -146,13 +148,7 @@ def batch_cancel(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Cancel one batch: lines already answered are kept, a re-run resubmits the rest."""
-
-    def job() -> None:
-        with _batches(base_url) as remote:
-            batch = remote.cancel(batch_id)
-        _show("batch cancel", [batch], fmt, cache_dir, table=False)
-
-    guard(job)
+    _ask("batch cancel", base_url, fmt, cache_dir, lambda r: [r.cancel(batch_id)])
 
 
 @batch_app.command("import", cls=HelpCommand, epilog=EXAMPLES)
