@@ -56,7 +56,6 @@ class Executor:
         max_failures: int | None = None,
         deadline: float | None = None,
         on_notice: Notice | None = None,
-        retry_budget: RetryBudget | None = None,
         batch: BatchOptions | None = None,
         tools: ToolLoop | None = None,  # worker and candidate calls loop through tool calls
     ) -> None:
@@ -65,13 +64,12 @@ class Executor:
         self.batch = batch  # --batch: calls go through the provider's Batch API (batchrun.py)
         self.retry = retry or RetryPolicy()
         #: Shared by every worker: retries stop while too many calls fail (retrybudget.py).
-        self.budget = retry_budget or RetryBudget.for_concurrency(self.concurrency)
+        self.budget = RetryBudget.for_concurrency(self.concurrency)
         self.on_event = on_event or (lambda event: None)
-        self.cache = cache
+        self.cache, self.refresh = cache, refresh
         #: Requests refused as too long, remembered beside the cache (see `run(keep_overflows)`).
         self.overflows = OverflowMemory(cache.path.parent) if cache is not None else None
         self._keep_overflows = False
-        self.refresh = refresh
         self.pacer = pacer or Pacer(concurrency=self.concurrency)
         self.ledger = ledger or Ledger(PriceBook())
         self.max_failures = max_failures
@@ -87,8 +85,7 @@ class Executor:
         self._fatal: FatalLLMError | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._signals = 0
-        self._first_signal = 0.0
+        self._signals, self._first_signal = 0, 0.0
         self._warned: set[str] = set()
 
     @property
@@ -152,15 +149,20 @@ class Executor:
 
     # ---- the caller's thread ----
 
+    def call_keys(self, tasks: Sequence[Task]) -> list[str | None]:
+        """Each task's cache key; None for a tool task (its rounds are cached one by one)."""
+        keys: list[str | None] = []
+        for task in tasks:
+            to = self.client.endpoint_for(task.request)
+            key = request_key(to.base_url, task.request, api_version=to.api_version)
+            keys.append(None if self.tools and offers_tools(task) else key)
+        return keys
+
     def _lookup(self, work: WorkQueue) -> None:
         """Fill in the tasks whose calls are already in the cache."""
         if self.cache is None:
             return
-        work.keys = []
-        for task in work.tasks:
-            endpoint = self.client.endpoint_for(task.request)
-            key = request_key(endpoint.base_url, task.request, api_version=endpoint.api_version)
-            work.keys.append(None if self.tools and offers_tools(task) else key)  # per round
+        work.keys = self.call_keys(work.tasks)
         if self.refresh:
             return
         try:

@@ -9,13 +9,13 @@ ones from the cache and sends only the rest. Without early stop, all N go out at
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..engine.cache import request_key
 from ..engine.executor import Executor
 from ..errors import CacheError
-from ..records import ChatRequest, TaskResult
+from ..records import Task, TaskResult
 from .certainty import Rule, Sample, next_wave, settled
 from .confidence import leader_probability
 from .consensus import extract_answer
@@ -44,7 +44,7 @@ def draw_samples(setup: VoteSetup, executor: Executor) -> Drawing:
     tasks = setup.tasks
     if not vote.stops_early or setup.n == 1:
         return Drawing(executor.run(tasks))
-    hold_to_budget(executor, [t.request for t in tasks])
+    hold_to_budget(executor, tasks)
     weights = sample_weights(setup)
     rule = Rule(vote.quorum, vote.min_candidates)
     pattern = re.compile(vote.answer_pattern) if vote.answer_pattern else None
@@ -76,21 +76,19 @@ def draw_samples(setup: VoteSetup, executor: Executor) -> Drawing:
             size = next_wave(drawn, remaining, rule, cap=setup.concurrency)
 
 
-def hold_to_budget(executor: Executor, requests: list[ChatRequest]) -> None:
+def hold_to_budget(executor: Executor, tasks: Sequence[Task]) -> None:
     """--max-cost refuses the vote before its first wave when all N samples could exceed it, as
     the full vote is refused: the waves may draw all N. Samples the cache holds cost nothing."""
     if executor.ledger.max_cost is None or executor.attempts:
         return
+    requests = [t.request for t in tasks]
     if executor.cache is not None and not executor.refresh:
-        keys = []
-        for request in requests:
-            endpoint = executor.client.endpoint_for(request)
-            keys.append(request_key(endpoint.base_url, request, api_version=endpoint.api_version))
+        keys = executor.call_keys(tasks)
         try:
-            held = executor.cache.get_many(keys)
+            held = executor.cache.get_many([k for k in keys if k])
         except CacheError:  # the executor says why when it drops the cache
             held = {}
-        requests = [r for r, key in zip(requests, keys, strict=True) if key not in held]
+        requests = [t.request for t, key in zip(tasks, keys, strict=True) if key not in held]
     executor.ledger.check(requests)
 
 
