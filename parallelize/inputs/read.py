@@ -354,15 +354,16 @@ def input_options(recipe: Recipe) -> InputOptions:
     )
 
 
+def format_bytes(size: int) -> str:
+    """`512 bytes`, `340.2 KB`, `37.1 MB` ("0.0 KB" would say nothing)."""
+    if size < 1000:
+        return f"{size} bytes"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} KB"
+
+
 def inputs_summary(found: Discovery, counter: TokenCounter) -> str:
     """`12 files, 340 KB, 81,000 tokens (o200k_base); skipped 3 binary; 1 secret redacted`."""
-    pass
-
-    size = found.bytes
-    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} KB"
-    if size < 1000:  # "0.0 KB" says nothing
-        shown = f"{size} bytes"
-    files = len(found.documents)
+    files, shown = len(found.documents), format_bytes(found.bytes)
     text = f"{files:,} file{'s' * (files != 1)}, {shown}, {found.tokens:,} tokens ({counter.name})"
     skipped = skip_summary(found.skipped)
     if skipped:

@@ -21,6 +21,7 @@ import jinja2
 
 from .. import __version__
 from ..errors import InputError
+from ..inputs.read import format_bytes
 from ..masking import mask
 from ..merge.files import write_atomic
 from ..records import RunResult
@@ -140,7 +141,7 @@ def _environment(flavour: str) -> jinja2.Environment:
         "usd": usd,
         "num": format_number,
         "plural": plural,
-        "size": format_size,
+        "size": format_bytes,
         "pct": format_percent,
         "oneline": oneline,
     }
@@ -205,15 +206,6 @@ def format_number(value: float | None) -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.2f}"
     return f"{int(value):,}"
-
-
-def format_size(count: int) -> str:
-    """Bytes as B, KB or MB."""
-    if count < 1000:
-        return f"{count} B"
-    if count < 1_000_000:
-        return f"{count / 1000:.1f} KB"
-    return f"{count / 1_000_000:.1f} MB"
 
 
 def format_percent(share: float | None) -> str:
